@@ -1,0 +1,91 @@
+""" The `core` plugin: server.conf sections of the core, `GET /zato/ping`, the admin invoke
+endpoint `POST /zato/api/invoke/{service}` and the core's internal services. It cannot be
+switched off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from zato import __version__, hookimpl
+from zato.common import ZATO_OK
+from zato.server.http import HTTPError, HTTPRequest, HTTPResponse
+from zato.server.service import HTTPRequestInfo
+from zato.security import Verifier, parse_basic_auth
+
+logger = logging.getLogger("zato.admin")
+
+_verifier = Verifier()
+
+
+@hookimpl
+def register_server_config(register):
+    register("main", {
+        "name": "server1", "host": "127.0.0.1", "port": 17010, "workers": 1, "graceful_timeout": 10.0,
+        "keep_alive_timeout": 30.0, "max_body_size": 10 * 1024 * 1024, "sync_service_threads": 64,
+        "skip_broken_plugins": False,
+    }, doc="Where and how the server listens.")
+    register("misc", {"startup_callable": []}, doc="User start-up callables.")
+    register("plugins", {}, free_form=True, doc="Each plugin by name: True or False.")
+    register("component_enabled", {}, free_form=True, doc="Zato-style feature switches readable by callables.")
+    register("logging", {"level": "INFO"})
+    register("odb", {"url": ""}, doc="Configuration database URL; empty means work/zato.db (SQLite).")
+    register("admin", {"username": "admin", "password_hash": ""}, doc="The admin API's credentials (hashed).")
+    register("user_config", {}, free_form=True, doc="User config files, name = path.")
+
+
+@hookimpl
+def register_internal_services(register):
+    register("zato.builtin.services_core")
+
+
+@hookimpl
+def register_http_routes(register):
+    register("/zato/ping", ping, methods=("GET", "POST"))
+    register("/zato/api/invoke/{service}", admin_invoke, methods=("POST", "GET", "PUT", "PATCH", "DELETE"))
+
+
+async def ping(request: HTTPRequest) -> HTTPResponse:
+    return HTTPResponse.json({
+        "zato_env": {"result": ZATO_OK, "cid": request.cid, "details": ""},
+        "zato_ping_response": {"pong": "zato", "version": __version__, "pid": os.getpid()},
+    })
+
+
+def check_admin(request: HTTPRequest) -> str:
+    """ The admin API's HTTP Basic Auth; returns the user name or raises 401. """
+    admin = request.server.config.admin
+    credentials = parse_basic_auth(request.headers.get("authorization"))
+    stored = admin.get("password_hash", "")
+    if credentials and stored and credentials[0] == admin.get("username") and \
+            _verifier.verify(credentials[0], credentials[1], stored):
+        return credentials[0]
+    if not stored:
+        logger.warning("cid=%s admin API call refused: [admin] password_hash is empty; set one with "
+                       "`zato set-admin-password DIR`", request.cid)
+    raise HTTPError(401, headers={"www-authenticate": 'Basic realm="Zato admin API"'})
+
+
+async def admin_invoke(request: HTTPRequest) -> HTTPResponse:
+    check_admin(request)
+    server = request.server
+    name = request.path_params["service"]
+    if name not in server.services:
+        raise HTTPError(404, f"Error 404 Not Found: no such service: {name}")
+    payload = request.json() if request.body else None
+    http = HTTPRequestInfo(request.method, request.query, request.headers, request.path)
+    try:
+        response = await server.invoke_service(name, payload, cid=request.cid, channel="admin_invoke", http=http)
+    except HTTPError:
+        raise
+    except Exception:
+        logger.exception("cid=%s service %s raised", request.cid, name)
+        raise HTTPError(500) from None
+    payload = response.payload
+    if isinstance(payload, (bytes, str)):
+        body = payload.encode() if isinstance(payload, str) else payload
+        return HTTPResponse(response.status_code, body, response.content_type or "text/plain; charset=utf-8",
+                            dict(response.headers))
+    return HTTPResponse(response.status_code, json.dumps(payload).encode(), "application/json",
+                        dict(response.headers))

@@ -1,0 +1,126 @@
+""" `zato quickstart create DIR`: a ready-to-run server directory. """
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zato.odb import ODB, sqlite_url
+from zato.plugins import discover_plugins
+from zato.security import hash_password
+from zato.server.server import ServerPaths
+
+SERVER_CONF = """\
+# Zato server configuration.
+#
+# Any value may be written as $NAME to read it from the environment variable NAME when the
+# server starts; a variable that is not set stops start-up with an error naming it.
+# Comma-separated values are lists.
+
+[main]
+# A name for this server, shown in logs and in zato.server.get-info.
+name = {name}
+# Where to listen. 127.0.0.1 keeps the server private to this machine; use 0.0.0.0 only
+# behind a firewall or a proxy. Port 0 picks a free port (see work/server.json).
+host = 127.0.0.1
+port = {port}
+# Trio worker processes sharing the port (Zato's gunicorn_workers). More than 1 starts a
+# supervising process that restarts workers that die.
+workers = {workers}
+# Seconds in-flight requests get to finish when the server stops.
+graceful_timeout = 10
+# Largest request body accepted, in bytes; larger ones get 413.
+max_body_size = 10485760
+# Threads for services whose handle() is a plain def.
+sync_service_threads = 64
+# Start without plugins that fail to import (as --skip-broken-plugins does).
+skip_broken_plugins = False
+
+[misc]
+# Start-up callables: dotted names of functions called with a PhaseCtx in each start-up
+# phase, in this order. The server directory's lib/ folder is on PYTHONPATH.
+# startup_callable = my_startup.update_fs_config, my_startup.create_cache
+startup_callable =
+
+[plugins]
+# Each plugin by name: True or False. A plugin switched off is never imported.
+# `zato plugins list {base_dir}` shows them all. 'core' cannot be switched off.
+{plugins}
+
+[component_enabled]
+# Feature switches start-up callables may read or set.
+
+[logging]
+level = INFO
+
+[odb]
+# The configuration database. Empty: work/zato.db (SQLite) in this directory.
+url =
+
+[admin]
+# The admin API (/zato/api/...) uses HTTP Basic Auth with this user. The password is kept
+# only as a scrypt hash; change it with `zato set-admin-password DIR`.
+username = admin
+password_hash = {password_hash}
+
+[user_config]
+# User config files available to services as self.config, as name = path.
+"""
+
+DEMO_SERVICE = '''\
+""" A demo service, deployed from the pickup directory and exposed by the REST channel
+/demo/hello (see `zato quickstart create`). Try:
+
+    curl http://127.0.0.1:{port}/demo/hello?name=Zato
+"""
+
+from zato.server.service import Service
+
+
+class Hello(Service):
+    name = "demo.hello"
+
+    def handle(self):
+        name = self.request.http.params.get("name") or "world"
+        self.response.payload = {{"hello": name}}
+'''
+
+DEMO_CHANNEL = {
+    "url_path": "/demo/hello",
+    "service": "demo.hello",
+    "methods": ["GET", "POST"],
+    "data_format": "json",
+    "security": None,
+}
+
+
+class QuickstartError(Exception):
+    pass
+
+
+def create_server_dir(base_dir: Path | str, *, port: int = 17010, workers: int = 1, name: str = "server1",
+                      admin_password: str, progress=lambda message: None) -> ServerPaths:
+    paths = ServerPaths(base_dir)
+    if paths.base_dir.exists() and any(paths.base_dir.iterdir()):
+        raise QuickstartError(f"{paths.base_dir} exists and is not empty; choose a new directory")
+    for directory in (paths.config_dir, paths.pickup_dir, paths.logs_dir, paths.work_dir, paths.lib_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    progress(f"created {paths.base_dir} with config/, pickup/, logs/, work/ and lib/")
+
+    plugins = "\n".join(f"{p.name} = True" for p in discover_plugins())
+    paths.server_conf.write_text(SERVER_CONF.format(
+        name=name, port=port, workers=workers, plugins=plugins, base_dir=paths.base_dir,
+        password_hash=hash_password(admin_password)), "utf-8")
+    paths.server_conf.chmod(0o600)
+    progress(f"wrote {paths.server_conf}")
+
+    odb = ODB(sqlite_url(paths.database))
+    try:
+        odb.create_schema()
+        odb.put_object("channel_rest", "demo.hello", DEMO_CHANNEL)
+    finally:
+        odb.close()
+    progress(f"created the configuration database {paths.database} with the REST channel /demo/hello")
+
+    (paths.pickup_dir / "demo.py").write_text(DEMO_SERVICE.format(port=port), "utf-8")
+    progress(f"wrote the demo service {paths.pickup_dir / 'demo.py'}")
+    return paths

@@ -1,0 +1,193 @@
+""" Reading server.conf and other INI files: `$NAME` environment references, comma lists,
+typed keys declared by plugins, and warnings for keys nobody declared.
+"""
+
+from __future__ import annotations
+
+import configparser
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+ENV_REFERENCE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
+
+TRUE_WORDS = frozenset(("true", "yes", "on", "1", "y", "t"))
+FALSE_WORDS = frozenset(("false", "no", "off", "0", "n", "f", ""))
+
+
+class ConfigError(Exception):
+    """ A configuration file is unreadable or holds a value that cannot be used. """
+
+
+class Bunch(dict):
+    """ A dict whose keys are also attributes, as Zato's config objects are:
+    `server_config.main.port` and `server_config['main']['port']` are the same value.
+    Setting an attribute sets the key, so start-up callables can change config in place.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no config key {name!r}; known keys: {', '.join(sorted(self)) or '(none)'}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        del self[name]
+
+
+def as_bool(value: Any) -> bool:
+    """ Zato's `as_bool`: True/False from bools, numbers and words like "yes", "off", "True". """
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return False
+    if isinstance(value, (int, float)):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    raise ValueError(f"not a boolean: {value!r} (use True or False)")
+
+
+def _split_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+class _Location:
+    """ Where a value comes from, for error messages. """
+    __slots__ = ("path", "section", "key")
+
+    def __init__(self, path: Path | str, section: str, key: str) -> None:
+        self.path, self.section, self.key = path, section, key
+
+    def __str__(self) -> str:
+        return f"{self.path}: [{self.section}] {self.key}"
+
+
+def resolve_env(value: str, where: Any, environ: dict[str, str] | None = None) -> str:
+    """ `$NAME` -> the environment variable NAME; anything else is returned as it is. """
+    match = ENV_REFERENCE.match(value.strip())
+    if not match:
+        return value
+    name = match.group(1)
+    environ = os.environ if environ is None else environ
+    try:
+        return environ[name]
+    except KeyError:
+        raise ConfigError(
+            f"{where} = ${name}: environment variable {name} is not set; "
+            f"export {name} before starting, or write the value directly") from None
+
+
+def _convert(value: Any, default: Any, where: _Location) -> Any:
+    """ Converts a value read from the file (or set by a start-up callable) to the type of
+    the declared default. """
+    try:
+        if isinstance(default, bool):
+            return as_bool(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, list):
+            return value if isinstance(value, list) else _split_list(str(value))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where} = {value!r}: {exc}; expected a {type(default).__name__}") from None
+    return value
+
+
+def _plain_value(raw: str) -> Any:
+    """ A value of a key nobody declared: quoted text stays text, comma lists become lists. """
+    text = raw.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    if "," in text:
+        return _split_list(text)
+    return text
+
+
+def read_ini(path: Path | str, environ: dict[str, str] | None = None) -> Bunch:
+    """ Reads an INI file into a Bunch of Bunches, resolving `$NAME` values and comma lists.
+    Values stay untyped (strings and lists) until `apply_schema` types declared keys.
+    """
+    path = Path(path)
+    parser = configparser.ConfigParser(interpolation=None, strict=True, default_section="\x00none")
+    parser.optionxform = str  # keep key case as written
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found; create it (`zato quickstart create DIR` writes one)") from None
+    except configparser.Error as exc:
+        raise ConfigError(f"{path}: not a valid INI file: {exc}") from None
+
+    result = Bunch()
+    for section in parser.sections():
+        values = Bunch()
+        for key, raw in parser.items(section):
+            where = _Location(path, section, key)
+            raw = resolve_env(raw, where, environ)
+            value = _plain_value(raw)
+            if isinstance(value, list):
+                value = [resolve_env(item, where, environ) for item in value]
+            values[key] = value
+        result[section] = values
+    result["__raw__"] = {s: dict(parser.items(s)) for s in parser.sections()}
+    result["__path__"] = str(path)
+    return result
+
+
+def apply_schema(config: Bunch, sections: Iterable[Any]) -> list[str]:
+    """ Types declared keys, fills in defaults and returns a warning for each unknown section
+    or key, naming the nearest declared one. `sections` are `ServerConfigSection`s.
+    """
+    path = config.get("__path__", "server.conf")
+    declared = {section.name: section for section in sections}
+    warnings: list[str] = []
+
+    for name, section in declared.items():
+        values = config.setdefault(name, Bunch())
+        raw_values = config.get("__raw__", {}).get(name, {})
+        for key, default in section.keys.items():
+            where = _Location(path, name, key)
+            if key not in values:
+                values[key] = list(default) if isinstance(default, list) else default
+                continue
+            value = values[key]
+            if isinstance(default, str) and isinstance(value, list) and key in raw_values:
+                # A declared text value keeps its commas (a password, a DSN)
+                value = resolve_env(raw_values[key], where)
+            values[key] = _convert(value, default, where)
+
+    for name, values in config.items():
+        if name.startswith("__"):
+            continue
+        section = declared.get(name)
+        if section is None:
+            hint = _nearest(name, declared)
+            warnings.append(f"{path}: unknown section [{name}]{hint}; it is ignored")
+            continue
+        if section.free_form:
+            continue
+        for key in values:
+            if key not in section.keys:
+                hint = _nearest(key, section.keys)
+                warnings.append(f"{path}: unknown key {key!r} in [{name}]{hint}; it is ignored")
+    return warnings
+
+
+def _nearest(name: str, known: Iterable[str]) -> str:
+    matches = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {matches[0]!r}?)" if matches else ""
+
+
+def get_config(repo_location: str | Path, file_name: str) -> Bunch:
+    """ Zato's `get_config`: reads `repo_location/file_name` as a Bunch. """
+    return read_ini(Path(repo_location) / file_name)

@@ -1,0 +1,193 @@
+""" The plugin contract: every hook a Zato plugin may implement, grouped by the phase in which
+the core calls it.
+
+Rules that hold for every hook (see docs/plugins.md for examples):
+
+* The core always calls hooks with keyword arguments. A spec's arguments are the contract:
+  they may be added to, never renamed or removed. An implementation may accept fewer
+  arguments than the spec names (pluggy passes only the ones it asks for).
+* pluggy is synchronous. A hook returns plain values or an awaitable; the core awaits
+  awaitables in one place (`zato.plugins.await_maybe`). A hook never starts a task: long-lived
+  work is handed over as `async def run(*, task_status)` through `register_tasks`, and the
+  core starts it in a nursery it owns.
+* `register_<things>(register)` hooks add things by calling `register(...)`. The core owns
+  `register`: it rejects duplicate names (naming both plugins) and remembers which plugin
+  registered what, which `zato plugins list` shows.
+* After loading, the core calls `pm.check_pending()`, so a misspelt hook implementation
+  stops start-up instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+from zato import PROJECT_NAME
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+# ################################################################################################
+# Phase 1 - loading. Called once per process right after plugins are loaded, before the
+# configuration database is opened. Implementations must be cheap: they run on every start.
+# ################################################################################################
+
+
+@hookspec
+def register_server_config(register):
+    """ Declare the server.conf sections and keys this plugin reads.
+
+    Called once after loading. `register(section, keys, *, free_form=False, doc='')`:
+
+    * `section` - the INI section name, e.g. `"kvdb"`.
+    * `keys` - a mapping of key name to its default value; the default's type (`bool`, `int`,
+      `float`, `list` or `str`) is the type the value is converted to.
+    * `free_form` - True for sections whose keys are chosen by users (e.g. `[user_config]`).
+
+    Declared keys get defaults and types; a key or section nobody declared is warned about at
+    start-up, with the nearest known name. Returns nothing.
+    """
+
+
+@hookspec
+def register_object_types(register):
+    """ Declare the configuration object types this plugin owns (with their schema).
+
+    `register(object_type)` with a `zato.registry.ObjectType`: its `name` (e.g.
+    `"channel_rest"`), its `fields` (`zato.registry.Field`: name, type, default, required,
+    secret, references, description). Objects of registered types are stored in the
+    configuration database and get validation (and, as later issues add them, the admin API
+    and enmasse) from the core. Returns nothing.
+    """
+
+
+@hookspec
+def register_channel_types(register):
+    """ Declare channel types: the ways requests reach services (REST, WebSockets, queues...).
+
+    `register(channel_type)` with a `zato.registry.ChannelType`: `name`, the `object_type`
+    its definitions are stored as, and `create(server)` returning the channel's runtime
+    object. If the runtime has `async def run(*, task_status)`, the core starts it in the
+    server's nursery; `apply(objects)` is called with every active definition at start and
+    whenever a definition changes. Returns nothing.
+    """
+
+
+@hookspec
+def register_outgoing_connection_types(register):
+    """ Declare outgoing connection types: the ways services reach other systems.
+
+    `register(outconn_type)` with a `zato.registry.OutgoingConnectionType`: `name`, the
+    `object_type` its definitions are stored as, the `accessor` path through which services
+    reach it (e.g. `"out.plain_http"`), and `create(server, definition)` returning a
+    connection object with `ping()` and `close()`. Returns nothing.
+    """
+
+
+@hookspec
+def register_rate_limiter_backends(register):
+    """ Declare rate limiter backends (where request counters live).
+
+    `register(backend)` with a `zato.registry.RateLimiterBackend`: `name` (e.g.
+    `"approximate"`, `"exact"`, `"redis"`) and `create(server)` returning an object with
+    `async def hit(key, limit, window_seconds) -> bool` (True: allowed). Returns nothing.
+    """
+
+
+@hookspec
+def register_internal_services(register):
+    """ Contribute internal services, deployed at start-up.
+
+    `register(module_name)` with the dotted name of a module holding `Service` subclasses.
+    Modules are named, not imported, so that the start-up cache can deploy them lazily:
+    a cached start does not import them until a service is first invoked. Returns nothing.
+    """
+
+
+@hookspec
+def register_http_routes(register):
+    """ Contribute HTTP endpoints served by the core's ASGI application.
+
+    `register(path, handler, *, methods=("GET",))`: `path` may hold `{name}` parameters,
+    `handler` is `async def handler(request: zato.server.http.HTTPRequest) -> HTTPResponse`.
+    Returns nothing.
+    """
+
+
+@hookspec
+def register_cli_commands(cli):
+    """ Add commands to the `zato` command line.
+
+    `cli` is the top-level `click.Group`; add commands or sub-groups to it with
+    `cli.add_command(...)` or `@cli.command()`. Called when the CLI starts, with every
+    installed plugin that is not switched off in the server.conf of the directory being
+    worked on (when one is named). Returns nothing.
+    """
+
+
+@hookspec
+def register_notification_handlers(register):
+    """ Handle notifications sent between the worker processes of a server.
+
+    `register(action, handler)`: `handler(server, payload)` (plain or `async def`) runs in
+    every worker, including the one that sent it, when any worker calls
+    `await server.notify(action, payload)`; `payload` is JSON-serialisable. This is how a
+    change made through one worker (config, deployed code) reaches all of them. Returns nothing.
+    """
+
+
+@hookspec(firstresult=True)
+def notification_transport(server):
+    """ Provide the transport that carries notifications between worker processes.
+
+    Return an object with `async def publish(message: bytes)` and
+    `async def run(deliver, *, task_status)` (calls `await deliver(message)` for each message
+    published by another worker), or None to leave the choice to other plugins. First
+    non-None result wins; it must be returned synchronously. The core's default links the
+    workers of one machine through their supervisor; a plugin may carry the same messages
+    over PostgreSQL or Redis between machines.
+    """
+
+
+# ################################################################################################
+# Phase 2 - start-up. The server goes through Zato's start-up phases, in this order:
+# FS_CONFIG_ONLY, IMPL_BEFORE_RUN, ON_STARTING, BEFORE_POST_FORK, AFTER_POST_FORK,
+# IN_PROCESS_FIRST or IN_PROCESS_OTHER, AFTER_STARTED (see docs/startup.md).
+# ################################################################################################
+
+
+@hookspec
+def startup_phase(phase, ctx):
+    """ Take part in a start-up phase.
+
+    Called once per phase per process, after the user's `startup_callable`s for the same
+    phase. `phase` is one of `zato.common.SERVER_STARTUP.PHASE`; `ctx` is the
+    `zato.server.startup_callable.PhaseCtx` the user callables get (`phase`, `args`,
+    `kwargs`). May return an awaitable, which the core awaits before the next phase; an
+    exception stops start-up with an error naming the plugin and the phase.
+    """
+
+
+@hookspec
+def register_tasks(register, server):
+    """ Hand long-running work to the core.
+
+    Called once per worker after services are deployed, before `AFTER_STARTED`.
+    `register(name, run)` with `async def run(*, task_status=trio.TASK_STATUS_IGNORED)`;
+    the core starts it with `nursery.start(run)`, so a failure before `task_status.started()`
+    stops start-up, and cancels it on shutdown. Returns nothing.
+    """
+
+
+# ################################################################################################
+# Phase 3 - shutdown.
+# ################################################################################################
+
+
+@hookspec
+def shutdown(server):
+    """ Release what the plugin holds (connections, files) when a worker stops.
+
+    Called once, after the HTTP server stopped accepting requests and in-flight requests
+    finished or timed out. May return an awaitable; it runs shielded from cancellation within
+    the server's shutdown deadline. Exceptions are logged and do not stop other plugins'
+    shutdown.
+    """

@@ -1,0 +1,295 @@
+""" Finding, loading and listing plugins.
+
+Built-in features are plugins too (`DEFAULT_PLUGINS`), loaded the same way as third-party
+ones, which are found through the `zato.plugins` entry-point group. The `[plugins]` section of
+server.conf switches each one on or off by name; a plugin that is switched off is never
+imported. `load_plugins` is the one function that does all of it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Callable, Iterable
+
+import pluggy
+
+from zato import PROJECT_NAME, __version__, hookspecs
+from zato.registry import (
+    ChannelType, HTTPRoute, ObjectType, OutgoingConnectionType, RateLimiterBackend, Registry,
+    RegistrationError, ServerConfigSection, Task,
+)
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "zato.plugins"
+CORE_DISTRIBUTION = "zato-core"
+
+# name -> module; the order is the order they are registered in
+DEFAULT_PLUGINS: dict[str, str] = {
+    "core": "zato.builtin.core",
+    "cache": "zato.builtin.cache",
+    "rest": "zato.builtin.rest",
+}
+
+# Plugins the server cannot work without; server.conf cannot switch them off.
+REQUIRED_PLUGINS = frozenset(("core",))
+
+
+class PluginLoadError(Exception):
+    """ A plugin could not be imported or registered. """
+
+
+@dataclass
+class PluginInfo:
+    """ One plugin as `zato plugins list` shows it. """
+    name: str
+    distribution: str
+    version: str
+    module: str
+    builtin: bool
+    enabled: bool = True
+    loaded: bool = False
+    error: str = ""
+    hooks: list[str] = field(default_factory=list)
+    load_ms: float = 0.0
+    _entry_point: Any = None
+
+    def load_module(self) -> Any:
+        if self._entry_point is not None:
+            return self._entry_point.load()
+        return importlib.import_module(self.module)
+
+
+@dataclass
+class LoadedPlugins:
+    """ The result of `load_plugins`: the plugin manager, what was found, what was registered. """
+    pm: pluggy.PluginManager
+    plugins: list[PluginInfo]
+    registry: Registry
+    skipped: list[PluginInfo] = field(default_factory=list)
+
+    def enabled_names(self) -> list[str]:
+        return [p.name for p in self.plugins if p.loaded]
+
+    def fingerprint(self) -> list[tuple[str, str, str]]:
+        """ (name, distribution, version) of every loaded plugin, for the start-up cache. """
+        return sorted((p.name, p.distribution, p.version) for p in self.plugins if p.loaded)
+
+
+def new_plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def discover_plugins() -> list[PluginInfo]:
+    """ Every plugin there is, built-in and installed, without importing any of them. """
+    found = [PluginInfo(name=name, distribution=CORE_DISTRIBUTION, version=__version__, module=module, builtin=True)
+             for name, module in DEFAULT_PLUGINS.items()]
+    seen = {p.name: p for p in found}
+    for entry_point in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
+        dist = entry_point.dist
+        info = PluginInfo(
+            name=entry_point.name,
+            distribution=dist.name if dist else "?",
+            version=dist.version if dist else "?",
+            module=entry_point.value,
+            builtin=False,
+            _entry_point=entry_point,
+        )
+        if entry_point.name in seen:
+            other = seen[entry_point.name]
+            if other.distribution == info.distribution:
+                continue  # the same distribution seen twice on sys.path
+            raise PluginLoadError(
+                f"plugin name {entry_point.name!r} is used by {other.distribution} and by {info.distribution}; "
+                f"uninstall one of them")
+        seen[info.name] = info
+        found.append(info)
+    return found
+
+
+def plugin_switches(plugins_section: dict[str, Any] | None) -> dict[str, bool]:
+    """ The `[plugins]` section as name -> enabled. """
+    from zato.config import ConfigError, as_bool
+    switches: dict[str, bool] = {}
+    for name, value in (plugins_section or {}).items():
+        try:
+            switches[name] = as_bool(value)
+        except ValueError:
+            raise ConfigError(f"[plugins] {name} = {value!r}: use True or False") from None
+    for name in REQUIRED_PLUGINS:
+        if switches.get(name) is False:
+            raise ConfigError(f"[plugins] {name} = False: the {name!r} plugin cannot be switched off; remove the line")
+    return switches
+
+
+def load_plugins(
+    switches: dict[str, bool] | None = None,
+    *,
+    skip_broken: bool = False,
+    pm: pluggy.PluginManager | None = None,
+    extra: Iterable[tuple[str, Any]] = (),
+) -> LoadedPlugins:
+    """ Imports and registers every plugin that is switched on, then collects what they register.
+
+    `switches` is the `[plugins]` section (name -> bool); a plugin not named there is enabled.
+    A plugin that fails to import raises `PluginLoadError` naming the plugin, its distribution
+    and the exception, unless `skip_broken` is set, in which case it is left out and logged.
+    `extra` are (name, module-or-object) pairs registered as well (tests use it).
+    Safe to call twice with the same `pm`: plugins already registered are not registered again.
+    """
+    switches = switches or {}
+    pm = pm or new_plugin_manager()
+    plugins = discover_plugins()
+    skipped: list[PluginInfo] = []
+    unknown = set(switches) - {p.name for p in plugins}
+    for name in sorted(unknown):
+        logger.warning("[plugins] %s: no such plugin is installed (installed: %s)", name, ", ".join(p.name for p in plugins))
+
+    for info in plugins:
+        info.enabled = switches.get(info.name, True)
+        if not info.enabled:
+            continue
+        if pm.has_plugin(info.name):
+            info.loaded = True
+            continue
+        started = time.perf_counter()
+        try:
+            module = info.load_module()
+            pm.register(module, name=info.name)
+        except Exception as exc:
+            info.error = f"{type(exc).__name__}: {exc}"
+            message = (f"plugin {info.name!r} (distribution {info.distribution} {info.version}, module {info.module}) "
+                       f"failed to load: {info.error}")
+            if skip_broken:
+                logger.error("%s; starting without it because broken plugins are skipped", message)
+                skipped.append(info)
+                continue
+            raise PluginLoadError(
+                f"{message}. Fix or uninstall it, switch it off with `{info.name} = False` under [plugins] "
+                f"in server.conf, or start with --skip-broken-plugins") from exc
+        info.loaded = True
+        info.load_ms = (time.perf_counter() - started) * 1000
+
+    for name, plugin in extra:
+        if not pm.has_plugin(name):
+            pm.register(plugin, name=name)
+            plugins.append(PluginInfo(name=name, distribution="(in-process)", version="-", module=str(plugin),
+                                      builtin=False, loaded=True))
+
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginLoadError(f"a plugin implements a hook that does not exist: {exc}") from exc
+
+    for info in plugins:
+        plugin = pm.get_plugin(info.name)
+        if plugin is not None:
+            info.hooks = sorted(impl.name for impl in _hook_callers_of(pm, plugin))
+
+    registry = collect_registrations(pm)
+    return LoadedPlugins(pm=pm, plugins=plugins, registry=registry, skipped=skipped)
+
+
+def _hook_callers_of(pm: pluggy.PluginManager, plugin: Any) -> list[Any]:
+    return pm.get_hookcallers(plugin) or []
+
+
+# What each register_* hook's `register` argument builds, and under which registry kind.
+def _register_server_config(section: str, keys: dict[str, Any], *, free_form: bool = False, doc: str = "") -> tuple[str, Any]:
+    return section, ServerConfigSection(section, dict(keys), free_form, doc)
+
+
+def _register_typed(cls: type) -> Callable[[Any], tuple[str, Any]]:
+    def build(value: Any) -> tuple[str, Any]:
+        if not isinstance(value, cls):
+            raise RegistrationError(f"expected a {cls.__module__}.{cls.__name__}, got {value!r}")
+        return value.name, value
+    return build
+
+
+def _register_module(module_name: str) -> tuple[str, Any]:
+    return module_name, module_name
+
+
+def _register_route(path: str, handler: Callable[..., Any], *, methods: Iterable[str] = ("GET",)) -> tuple[str, Any]:
+    methods = tuple(m.upper() for m in methods)
+    return f"{path} {','.join(methods)}", HTTPRoute(path, handler, methods)
+
+
+def _register_notification_handler(action: str, handler: Callable[..., Any]) -> tuple[str, Any]:
+    return action, handler
+
+
+REGISTER_HOOKS: dict[str, tuple[str, Callable[..., tuple[str, Any]]]] = {
+    # hook name: (registry kind, builder of (name, value) from register's arguments)
+    "register_server_config": ("server_config", _register_server_config),
+    "register_object_types": ("object_types", _register_typed(ObjectType)),
+    "register_channel_types": ("channel_types", _register_typed(ChannelType)),
+    "register_outgoing_connection_types": ("outgoing_connection_types", _register_typed(OutgoingConnectionType)),
+    "register_rate_limiter_backends": ("rate_limiter_backends", _register_typed(RateLimiterBackend)),
+    "register_internal_services": ("internal_services", _register_module),
+    "register_http_routes": ("http_routes", _register_route),
+    "register_notification_handlers": ("notification_handlers", _register_notification_handler),
+}
+
+
+def collect_registrations(pm: pluggy.PluginManager, registry: Registry | None = None) -> Registry:
+    """ Calls every `register_*` hook of the loading phase, one plugin at a time, so that each
+    registered thing is recorded with the plugin that registered it.
+    """
+    registry = registry or Registry()
+    for hook_name, (kind, build) in REGISTER_HOOKS.items():
+        for plugin_name, register in _per_plugin_registers(pm, hook_name, kind, build, registry):
+            call_hook_of(pm, hook_name, plugin_name, register=register)
+    return registry
+
+
+def _per_plugin_registers(pm, hook_name, kind, build, registry):
+    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):  # registration order
+        plugin_name = impl.plugin_name
+
+        def register(*args: Any, _plugin: str = plugin_name, **kwargs: Any) -> None:
+            try:
+                name, value = build(*args, **kwargs)
+            except TypeError as exc:
+                raise RegistrationError(f"plugin {_plugin!r}: bad call to register() in {hook_name}: {exc}") from None
+            registry.add(kind, name, value, _plugin)
+
+        yield plugin_name, register
+
+
+def call_hook_of(pm: pluggy.PluginManager, hook_name: str, plugin_name: str, **kwargs: Any) -> Any:
+    """ Calls one plugin's implementation of a hook, with the keyword arguments it asks for. """
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        if impl.plugin_name == plugin_name:
+            return impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+    return None
+
+
+def register_tasks(pm: pluggy.PluginManager, server: Any) -> list[Task]:
+    """ Collects the long-running tasks plugins hand over (started by the server). """
+    tasks: list[Task] = []
+    seen: set[str] = set()
+    for impl in reversed(pm.hook.register_tasks.get_hookimpls()):
+        def register(name: str, run: Callable[..., Any], _plugin: str = impl.plugin_name) -> None:
+            full_name = f"{_plugin}.{name}"
+            if full_name in seen:
+                raise RegistrationError(f"plugin {_plugin!r} registered task {name!r} twice")
+            seen.add(full_name)
+            tasks.append(Task(full_name, run))
+        call_hook_of(pm, "register_tasks", impl.plugin_name, register=register, server=server)
+    return tasks
+
+
+async def await_maybe(value: Any) -> Any:
+    """ Awaits what a hook returned if it is awaitable: the one place hook results are awaited. """
+    if inspect.isawaitable(value):
+        return await value
+    return value

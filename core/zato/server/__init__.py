@@ -1,0 +1,1 @@
+""" The server: one process, or a supervisor with N trio worker processes. """

@@ -1,0 +1,267 @@
+""" The server's HTTP face: request and response objects, the router and the ASGI application
+that hypercorn serves.
+
+Kept small and direct on purpose: every request goes through `ASGIApp.__call__`, so each
+allocation here is paid per request. Every reply carries `X-Zato-CID`; errors use Zato's JSON
+shape `{"result": "Error", "cid": ..., "details": ...}` and never carry a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qsl
+
+from zato.common.util import new_cid
+
+logger = logging.getLogger("zato.http")
+
+Handler = Callable[["HTTPRequest"], Awaitable["HTTPResponse"]]
+
+JSON_CONTENT_TYPE = "application/json"
+PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+class HTTPError(Exception):
+    """ Raised by handlers to answer with an error status and Zato's JSON error body. """
+
+    def __init__(self, status: int, details: str | None = None, headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.details = details or f"Error {status} {HTTPStatus(status).phrase}"
+        self.headers = headers or {}
+        super().__init__(self.details)
+
+
+@dataclass(slots=True)
+class HTTPRequest:
+    method: str
+    path: str
+    query_string: bytes
+    headers: dict[str, str]
+    body: bytes
+    client: tuple[str, int] | None
+    cid: str
+    path_params: dict[str, str] = field(default_factory=dict)
+    scope: dict[str, Any] | None = None
+    server: Any = None
+
+    @property
+    def query(self) -> dict[str, str]:
+        return dict(parse_qsl(self.query_string.decode("latin-1"), keep_blank_values=True))
+
+    def json(self) -> Any:
+        if not self.body:
+            return None
+        try:
+            return json.loads(self.body)
+        except ValueError as exc:
+            raise HTTPError(400, f"Error 400 Bad Request: the body is not valid JSON ({exc})") from None
+
+
+@dataclass(slots=True)
+class HTTPResponse:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = JSON_CONTENT_TYPE
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, data: Any, status: int = 200, headers: dict[str, str] | None = None) -> "HTTPResponse":
+        return cls(status, json.dumps(data).encode(), JSON_CONTENT_TYPE, headers or {})
+
+
+def error_response(status: int, cid: str, details: str | None = None, headers: dict[str, str] | None = None) -> HTTPResponse:
+    details = details or f"Error {status} {HTTPStatus(status).phrase}"
+    return HTTPResponse.json({"result": "Error", "cid": cid, "details": details}, status, headers)
+
+
+# ################################################################################################
+
+
+@dataclass
+class Route:
+    """ One path with a handler per method. """
+    path: str
+    handlers: dict[str, Handler]
+    param_names: tuple[str, ...] = ()
+    name: str = ""
+
+
+class _Node:
+    __slots__ = ("static", "param", "route")
+
+    def __init__(self) -> None:
+        self.static: dict[str, _Node] = {}
+        self.param: _Node | None = None
+        self.route: Route | None = None
+
+
+class Router:
+    """ Maps paths (with `{param}` segments) to routes through a segment trie, so a lookup
+    costs the number of segments in the path, not the number of routes. Static segments win
+    over parameters. Routes are added into a new trie and swapped in whole (`replace`), so a
+    lookup never sees a half-built table.
+    """
+
+    def __init__(self) -> None:
+        self._root = _Node()
+        self._exact: dict[str, Route] = {}
+        self._routes: dict[str, Route] = {}
+
+    def add(self, path: str, methods: tuple[str, ...], handler: Handler, name: str = "") -> None:
+        self._insert(self._root, self._exact, self._routes, path, methods, handler, name)
+
+    def replace(self, routes: list[tuple[str, tuple[str, ...], Handler, str]]) -> None:
+        """ Swaps in a whole new table. """
+        root, exact, by_path = _Node(), {}, {}
+        for path, methods, handler, name in routes:
+            self._insert(root, exact, by_path, path, methods, handler, name)
+        self._root, self._exact, self._routes = root, exact, by_path
+
+    def routes(self) -> list[Route]:
+        return list(self._routes.values())
+
+    @staticmethod
+    def _insert(root: _Node, exact: dict[str, Route], by_path: dict[str, Route], path: str,
+                methods: tuple[str, ...], handler: Handler, name: str) -> None:
+        if not path.startswith("/"):
+            raise ValueError(f"a URL path must start with '/': {path!r}")
+        node = root
+        params: list[str] = []
+        for segment in path.strip("/").split("/"):
+            match = PARAM.match(segment)
+            if match:
+                params.append(match.group(1))
+                node.param = node.param or _Node()
+                node = node.param
+            else:
+                node = node.static.setdefault(segment, _Node())
+        route = node.route
+        if route is None:
+            route = node.route = Route(path, {}, tuple(params), name)
+            by_path[path] = route
+        elif route.param_names != tuple(params):
+            raise ValueError(f"{path!r} clashes with {route.path!r}: same shape, other parameter names")
+        for method in methods:
+            if method in route.handlers:
+                raise ValueError(f"{method} {path} is already routed (to {route.name or route.path})")
+            route.handlers[method] = handler
+        if not params:
+            exact[path.rstrip("/") or "/"] = route
+
+    def match(self, path: str) -> tuple[Route | None, dict[str, str]]:
+        route = self._exact.get(path.rstrip("/") or "/")
+        if route is not None:
+            return route, {}
+        values: list[str] = []
+        node = self._match(self._root, path.strip("/").split("/"), 0, values)
+        if node is None:
+            return None, {}
+        return node, dict(zip(node.param_names, values))
+
+    def _match(self, node: _Node, segments: list[str], index: int, values: list[str]) -> Route | None:
+        if index == len(segments):
+            return node.route
+        segment = segments[index]
+        child = node.static.get(segment)
+        if child is not None:
+            found = self._match(child, segments, index + 1, values)
+            if found is not None:
+                return found
+        if node.param is not None and segment:
+            values.append(segment)
+            found = self._match(node.param, segments, index + 1, values)
+            if found is not None:
+                return found
+            values.pop()
+        return None
+
+
+# ################################################################################################
+
+
+class ASGIApp:
+    """ The ASGI application: routing, body limits, CIDs and error replies. """
+
+    def __init__(self, router: Router, *, server: Any = None, max_body_size: int = 10 * 1024 * 1024) -> None:
+        self.router = router
+        self.server = server
+        self.max_body_size = max_body_size
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Callable, send: Callable) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        cid = new_cid()
+        try:
+            response = await self._dispatch(scope, receive, cid)
+        except HTTPError as exc:
+            response = error_response(exc.status, cid, exc.details, exc.headers)
+        except Exception:
+            logger.exception("cid=%s unhandled error in %s %s", cid, scope.get("method"), scope.get("path"))
+            response = error_response(500, cid)
+        headers = [
+            (b"content-type", response.content_type.encode("latin-1")),
+            (b"content-length", str(len(response.body)).encode()),
+            (b"x-zato-cid", cid.encode()),
+        ]
+        for name, value in response.headers.items():
+            headers.append((name.lower().encode("latin-1"), str(value).encode("latin-1")))
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+    async def _dispatch(self, scope: dict[str, Any], receive: Callable, cid: str) -> HTTPResponse:
+        route, params = self.router.match(scope["path"])
+        if route is None:
+            raise HTTPError(404)
+        method = scope["method"]
+        handler = route.handlers.get(method)
+        if handler is None:
+            if method == "HEAD" and "GET" in route.handlers:
+                handler = route.handlers["GET"]
+            else:
+                raise HTTPError(405, headers={"allow": ", ".join(sorted(route.handlers))})
+        headers = {}
+        for name, value in scope["headers"]:
+            headers[name.decode("latin-1")] = value.decode("latin-1")
+        body = await self._read_body(receive, headers)
+        request = HTTPRequest(method, scope["path"], scope.get("query_string", b""), headers, body,
+                              scope.get("client"), cid, params, scope, self.server)
+        return await handler(request)
+
+    async def _read_body(self, receive: Callable, headers: dict[str, str]) -> bytes:
+        declared = headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body_size:
+            raise HTTPError(413, f"Error 413 Content Too Large: the body is over {self.max_body_size} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > self.max_body_size:
+                    raise HTTPError(413, f"Error 413 Content Too Large: the body is over {self.max_body_size} bytes")
+                chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        return b"".join(chunks) if len(chunks) != 1 else chunks[0]

@@ -1,0 +1,127 @@
+""" Running a server in this process: `zato start --fg` and the background process `zato start` spawns. """
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from zato.config import ConfigError
+from zato.plugins import PluginLoadError
+from zato.registry import RegistrationError
+from zato.server.logs import setup_logging
+from zato.server.server import ServerPaths, WorkerOptions, read_server_config, serve_worker
+from zato.server.services import DeploymentError
+from zato.server.startup_callable import StartupError
+
+logger = logging.getLogger("zato.server")
+
+START_ERRORS = (ConfigError, StartupError, PluginLoadError, DeploymentError, RegistrationError)
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def known_error(exc: BaseException) -> BaseException | None:
+    """ The first start-up error we can explain, looking inside exception groups and causes. """
+    if isinstance(exc, START_ERRORS):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = known_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_pid(paths: ServerPaths) -> int | None:
+    try:
+        return int(paths.pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def claim_pidfile(paths: ServerPaths) -> None:
+    pid = read_pid(paths)
+    if pid is not None and pid != os.getpid() and pid_alive(pid):
+        raise AlreadyRunning(f"a server is already running in {paths.base_dir} (pid {pid}); `zato stop` it first")
+    paths.pidfile.write_text(f"{os.getpid()}\n")
+
+
+def release_pidfile(paths: ServerPaths) -> None:
+    if read_pid(paths) == os.getpid():
+        paths.pidfile.unlink(missing_ok=True)
+        paths.runtime_file.unlink(missing_ok=True)
+
+
+def run_server(base_dir: str | Path, *, console: bool, sync_internal: bool = False,
+               skip_broken_plugins: bool = False) -> int:
+    """ Runs the server until it is stopped. Returns the process exit code. """
+    paths = ServerPaths(base_dir)
+    if not paths.server_conf.exists():
+        print(f"error: {paths.base_dir} is not a server directory ({paths.server_conf} is missing); "
+              f"create one with `zato quickstart create {base_dir}`", file=sys.stderr)
+        return 2
+    try:
+        config = read_server_config(paths)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    setup_logging(paths.log_file, console=console, level=config.get("logging", {}).get("level", "INFO"))
+    try:
+        claim_pidfile(paths)
+    except AlreadyRunning as exc:
+        logger.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    options = WorkerOptions(sync_internal=sync_internal, skip_broken_plugins=skip_broken_plugins)
+    try:
+        workers = int(config.main.get("workers", 1))
+        if workers > 1:
+            from zato.server.supervisor import Supervisor
+            trio.run(Supervisor(paths, config, options).serve)
+        else:
+            trio.run(partial(serve_worker, paths.base_dir, options))
+        return 0
+    except BaseException as exc:
+        error = known_error(exc)
+        if error is None:
+            if isinstance(exc, KeyboardInterrupt):
+                return 0
+            logger.exception("the server stopped with an unexpected error")
+            return 1
+        logger.error("start-up failed: %s", error)
+        if not console:
+            print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        release_pidfile(paths)
+        logging.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """ `python -m zato.server.main DIR [--fg] [--sync-internal] [--skip-broken-plugins]` """
+    args = list(sys.argv[1:] if argv is None else argv)
+    flags = {a for a in args if a.startswith("--")}
+    positional = [a for a in args if not a.startswith("--")]
+    return run_server(positional[0], console="--fg" in flags, sync_internal="--sync-internal" in flags,
+                      skip_broken_plugins="--skip-broken-plugins" in flags)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,439 @@
+""" One worker process of a Zato server: start-up phases, plugins, services, channels and the
+HTTP server (hypercorn's trio worker inside our own nursery), and a graceful stop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+import trio
+
+from zato import __version__
+from zato.common import SERVER_STARTUP
+from zato.common.util import new_cid
+from zato.config import Bunch, apply_schema, as_bool, read_ini
+from zato.odb import ODB, sqlite_url
+from zato.plugins import LoadedPlugins, await_maybe, load_plugins, plugin_switches, register_tasks
+from zato.server import startup_cache
+from zato.server.http import ASGIApp, Handler, Router
+from zato.server.notify import LocalTransport, SupervisorLinkTransport
+from zato.server.service import HTTPRequestInfo, Request, Response, Service, in_trio_thread
+from zato.server.services import DeploymentError, ServiceStore
+from zato.server.startup_callable import PhaseCtx, StartupError, load_startup_callables, run_user_callables
+
+logger = logging.getLogger("zato.server")
+
+PHASE = SERVER_STARTUP.PHASE
+OPTIONAL_CONFIG_FILES = {"pickup_config": "pickup.conf", "sio_config": "simple-io.conf", "sso_config": "sso.conf"}
+
+
+@dataclass
+class WorkerOptions:
+    """ How this worker process was started. """
+    worker_index: int = 0
+    workers: int = 1
+    listen_fd: int | None = None  # a socket inherited from the supervisor
+    notify_fd: int | None = None  # this worker's end of the link to the supervisor
+    skip_broken_plugins: bool = False
+    sync_internal: bool = False
+    write_runtime_file: bool = True
+
+
+class ServerPaths:
+    """ Where things are in a server directory. """
+
+    def __init__(self, base_dir: Path | str) -> None:
+        self.base_dir = Path(base_dir).resolve()
+        self.config_dir = self.base_dir / "config"
+        self.server_conf = self.config_dir / "server.conf"
+        self.pickup_dir = self.base_dir / "pickup"
+        self.logs_dir = self.base_dir / "logs"
+        self.log_file = self.logs_dir / "server.log"
+        self.work_dir = self.base_dir / "work"
+        self.lib_dir = self.base_dir / "lib"
+        self.database = self.work_dir / "zato.db"
+        self.pidfile = self.base_dir / "pidfile"
+        self.runtime_file = self.work_dir / "server.json"
+        self.startup_cache = self.work_dir / "startup-cache.json"
+
+
+def read_server_config(paths: ServerPaths) -> Bunch:
+    config = read_ini(paths.server_conf)
+    config.setdefault("main", Bunch())
+    config.setdefault("misc", Bunch())
+    return config
+
+
+def _read_optional(path: Path) -> Bunch:
+    return read_ini(path) if path.exists() else Bunch()
+
+
+class Server:
+    """ What start-up callables see as `ctx.kwargs['server']` and services as `self.server`. """
+
+    def __init__(self, paths: ServerPaths, config: Bunch, plugins: LoadedPlugins, options: WorkerOptions,
+                 user_callables: list[tuple[str, Callable[[PhaseCtx], Any]]]) -> None:
+        self.paths = paths
+        self.base_dir = str(paths.base_dir)
+        self.repo_location = str(paths.config_dir)
+        self.config = self.fs_server_config = config
+        self.options = options
+        self.plugins = plugins
+        self.pm = plugins.pm
+        self.registry = plugins.registry
+        self.user_callables = user_callables
+        self.cluster_id = 1
+        self.name = config.main.get("name", "server1")
+        self.pid = os.getpid()
+        self.version = __version__
+        self.services = ServiceStore()
+        self.router = Router()
+        self._routes_by_owner: dict[str, list[tuple[str, tuple[str, ...], Handler, str]]] = {}
+        self.app = ASGIApp(self.router, server=self, max_body_size=int(config.main.get("max_body_size", 10 * 1024 * 1024)))
+        self.odb: ODB | None = None
+        self.user_config = Bunch()
+        self.channels: dict[str, Any] = {}
+        self.plugin_state: dict[str, Any] = {}  # a place for plugins to keep per-server objects, by plugin name
+        self.sync_limiter = trio.CapacityLimiter(int(config.main.get("sync_service_threads", 64)))
+        self.trio_token: trio.lowlevel.TrioToken | None = None
+        self.transport: Any = None
+        self.address = ""
+        self.started_at = 0.0
+        self._shutdown = trio.Event()
+        self._http_stopped = False
+
+    # ############################################################################################
+    # Start-up phases
+
+    async def run_phase(self, phase: str, *, users: bool = True, plugins: bool = True, **kwargs: Any) -> None:
+        started = time.perf_counter()
+        ctx = PhaseCtx(phase, (), kwargs)
+        if users and self.user_callables:
+            await trio.to_thread.run_sync(run_user_callables, self.user_callables, ctx)
+        if plugins:
+            await run_plugin_phase(self.plugins, phase, ctx)
+        logger.info("phase %s done in %.1f ms", phase, (time.perf_counter() - started) * 1000)
+
+    # ############################################################################################
+    # Routes
+
+    def set_routes(self, owner: str, routes: list[tuple[str, tuple[str, ...], Handler, str]]) -> None:
+        """ Replaces the HTTP routes one owner (a plugin, a channel type) contributes. The new table
+        is built aside and swapped in whole: requests in flight keep the handler they matched. """
+        previous = self._routes_by_owner.get(owner)
+        self._routes_by_owner[owner] = routes
+        try:
+            self.router.replace([route for items in self._routes_by_owner.values() for route in items])
+        except ValueError:
+            if previous is None:
+                self._routes_by_owner.pop(owner)
+            else:
+                self._routes_by_owner[owner] = previous
+            raise
+
+    # ############################################################################################
+    # Invoking services
+
+    async def invoke_service(self, name: str, payload: Any = None, *, cid: str | None = None, channel: str = "invoke",
+                             raw_request: Any = None, http: HTTPRequestInfo | None = None,
+                             timeout: float | None = None) -> Response:
+        """ Runs one service and returns its `Response`. Exceptions from the service propagate. """
+        entry = self.services.entries.get(name)
+        if entry is None:
+            raise KeyError(f"no such service: {name!r}")
+        if entry.cls is None:  # deployed from the start-up cache, not imported yet
+            entry = await trio.to_thread.run_sync(self.services.get, name)
+        service = entry.cls()
+        service.server = self
+        service.name = entry.name
+        service.cid = cid or new_cid()
+        service.request = Request(payload, raw_request, http, channel)
+        service.response = Response()
+        with trio.fail_after(timeout) if timeout else nullcontext():
+            if entry.is_async:
+                await await_maybe(service.before_handle())
+                await service.handle()
+                await await_maybe(service.after_handle())
+            else:
+                await trio.to_thread.run_sync(_run_sync_service, service, limiter=self.sync_limiter)
+        return service.response
+
+    def invoke(self, name: str, payload: Any = None, **kwargs: Any) -> Any:
+        """ Invokes a service and returns its response payload.
+
+        From a worker thread (plain `def handle`, start-up callables) this blocks until the
+        result is there; from the trio loop it returns an awaitable.
+        """
+        if in_trio_thread():
+            return self._invoke_payload(name, payload, **kwargs)
+        if self.trio_token is None:
+            raise RuntimeError("server.invoke is available from the AFTER_STARTED phase on")
+        return trio.from_thread.run(partial(self._invoke_payload, name, payload, **kwargs), trio_token=self.trio_token)
+
+    async def _invoke_payload(self, name: str, payload: Any = None, **kwargs: Any) -> Any:
+        return (await self.invoke_service(name, payload, **kwargs)).payload
+
+    # ############################################################################################
+    # Notifications between workers
+
+    async def notify(self, action: str, payload: Any = None) -> None:
+        """ Runs the handlers of `action` in this worker, then in every other worker. """
+        handlers = self.registry.items("notification_handlers")
+        if action not in handlers:
+            raise KeyError(f"no notification handler for {action!r}; known: {', '.join(sorted(handlers))}")
+        message = json.dumps({"action": action, "payload": payload, "origin": self.pid}).encode()
+        await self._handle_notification(action, payload)
+        await self.transport.publish(message)
+
+    async def _deliver(self, message: bytes) -> None:
+        data = json.loads(message)
+        await self._handle_notification(data["action"], data.get("payload"))
+
+    async def _handle_notification(self, action: str, payload: Any) -> None:
+        handler = self.registry.items("notification_handlers").get(action)
+        if handler is None:
+            logger.warning("no handler for notification %r (is the plugin that sends it enabled in every worker?)", action)
+            return
+        await await_maybe(handler(self, payload))
+
+    # ############################################################################################
+
+    def request_shutdown(self) -> None:
+        self._shutdown.set()
+
+    def __repr__(self) -> str:
+        return f"<Server {self.name} pid={self.pid} worker={self.options.worker_index}/{self.options.workers}>"
+
+
+def _run_sync_service(service: Service) -> None:
+    service.before_handle()
+    service.handle()
+    service.after_handle()
+
+
+async def run_plugin_phase(plugins: LoadedPlugins, phase: str, ctx: PhaseCtx) -> None:
+    for impl in reversed(plugins.pm.hook.startup_phase.get_hookimpls()):
+        try:
+            await await_maybe(impl.function(**{arg: {"phase": phase, "ctx": ctx}[arg] for arg in impl.argnames}))
+        except Exception as exc:
+            raise StartupError(f"plugin {impl.plugin_name!r} failed in start-up phase {phase}: "
+                               f"{type(exc).__name__}: {exc}") from exc
+
+
+# ################################################################################################
+
+
+def load_configured_plugins(config: Bunch, *, skip_broken: bool) -> LoadedPlugins:
+    """ Loads the plugins server.conf switches on, then types server.conf by what they declare. """
+    skip_broken = skip_broken or as_bool(config.main.get("skip_broken_plugins", False))
+    plugins = load_plugins(plugin_switches(config.get("plugins")), skip_broken=skip_broken)
+    for warning in apply_schema(config, plugins.registry.values("server_config")):
+        logger.warning(warning)
+    return plugins
+
+
+async def serve_worker(base_dir: Path | str, options: WorkerOptions | None = None, *,
+                       task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+    """ Starts a server worker and serves until SIGTERM/SIGINT or `server.request_shutdown()`.
+    `task_status.started(server)` is called once it answers HTTP.
+    """
+    options = options or WorkerOptions()
+    started = time.perf_counter()
+    paths = ServerPaths(base_dir)
+    if str(paths.lib_dir) not in sys.path:
+        sys.path.insert(0, str(paths.lib_dir))
+
+    config = read_server_config(paths)
+    user_callables = load_startup_callables(config.misc.get("startup_callable"))
+
+    fs_kwargs: dict[str, Any] = {"server_config": config, "base_dir": str(paths.base_dir)}
+    for key, file_name in OPTIONAL_CONFIG_FILES.items():
+        fs_kwargs[key] = _read_optional(paths.config_dir / file_name)
+    phase_started = time.perf_counter()
+    if user_callables:
+        await trio.to_thread.run_sync(run_user_callables, user_callables, PhaseCtx(PHASE.FS_CONFIG_ONLY, (), fs_kwargs))
+
+    # User callables ran first, so FS_CONFIG_ONLY can switch plugins on or off.
+    plugins = load_configured_plugins(config, skip_broken=options.skip_broken_plugins)
+    await run_plugin_phase(plugins, PHASE.FS_CONFIG_ONLY, PhaseCtx(PHASE.FS_CONFIG_ONLY, (), fs_kwargs))
+    logger.info("phase %s done in %.1f ms (plugins: %s)", PHASE.FS_CONFIG_ONLY,
+                (time.perf_counter() - phase_started) * 1000, ", ".join(plugins.enabled_names()))
+
+    server = Server(paths, config, plugins, options, user_callables)
+    server.trio_token = trio.lowlevel.current_trio_token()
+    await server.run_phase(PHASE.IMPL_BEFORE_RUN, server=server)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            await _start(server, nursery, started)
+            task_status.started(server)
+            await _wait_for_stop(server)
+            await _stop(server, nursery)
+    finally:
+        if server.odb is not None:
+            server.odb.close()
+
+
+async def _start(server: Server, nursery: trio.Nursery, started: float) -> None:
+    paths, options, config = server.paths, server.options, server.config
+
+    database_url = config.get("odb", {}).get("url") or sqlite_url(paths.database)
+    server.odb = ODB(database_url)
+    await trio.to_thread.run_sync(server.odb.create_schema)
+    await server.run_phase(PHASE.ON_STARTING, server=server)
+
+    if options.workers == 1:  # in a multi-worker server the supervisor runs BEFORE_POST_FORK
+        await server.run_phase(PHASE.BEFORE_POST_FORK, server=server)
+    await server.run_phase(PHASE.AFTER_POST_FORK, server=server)
+
+    await trio.to_thread.run_sync(deploy_internal_services, server)
+    await trio.to_thread.run_sync(deploy_user_services, server)
+
+    for route in server.registry.values("http_routes"):
+        server.set_routes(f"route:{route.path}:{','.join(route.methods)}", [(route.path, route.methods, route.handler, route.path)])
+    for channel_type in server.registry.values("channel_types"):
+        runtime = channel_type.create(server)
+        server.channels[channel_type.name] = runtime
+        objects = await trio.to_thread.run_sync(server.odb.list_objects, channel_type.object_type)
+        await await_maybe(runtime.apply(objects))
+        if hasattr(runtime, "run"):
+            await nursery.start(runtime.run)
+
+    first = options.worker_index == 0
+    await server.run_phase(PHASE.IN_PROCESS_FIRST if first else PHASE.IN_PROCESS_OTHER, server=server)
+
+    for task in register_tasks(server.pm, server):
+        await nursery.start(task.run)
+
+    server.transport = server.pm.hook.notification_transport(server=server) or (
+        SupervisorLinkTransport(options.notify_fd) if options.notify_fd is not None else LocalTransport())
+    await nursery.start(server.transport.run, server._deliver)
+
+    binds = await nursery.start(_serve_http, server)
+    server.address = binds[0] if binds else ""
+    if options.write_runtime_file:
+        write_runtime_file(paths, server.address, os.getpid(), options.workers)
+
+    await server.run_phase(PHASE.AFTER_STARTED, server=server)
+    server.started_at = time.time()
+    logger.info("Zato %s server %s ready at %s in %.0f ms (worker %d of %d, pid %d)", __version__, server.name,
+                server.address, (time.perf_counter() - started) * 1000, options.worker_index + 1, options.workers,
+                os.getpid())
+    if options.notify_fd is not None:
+        await server.transport.publish(json.dumps({"action": "__ready__", "origin": os.getpid(),
+                                                   "index": options.worker_index}).encode())
+
+
+async def _serve_http(server: Server, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+    from hypercorn.config import Config as HypercornConfig
+    from hypercorn.trio import serve
+
+    main = server.config.main
+    hconfig = HypercornConfig()
+    if server.options.listen_fd is not None:
+        hconfig.bind = [f"fd://{server.options.listen_fd}"]
+    else:
+        hconfig.bind = [f"{main.get('host', '127.0.0.1')}:{main.get('port', 17010)}"]
+    hconfig.graceful_timeout = float(main.get("graceful_timeout", 10))
+    hconfig.keep_alive_timeout = float(main.get("keep_alive_timeout", 30))
+    hconfig.accesslog = None
+    hconfig.errorlog = logging.getLogger("zato.hypercorn")
+    try:
+        await serve(server.app, hconfig, shutdown_trigger=server._shutdown.wait, task_status=task_status)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {hconfig.bind[0]}: {exc}; is another server using the port? "
+                           f"Change [main] port in {server.paths.server_conf}") from exc
+    server._http_stopped = True
+
+
+async def _wait_for_stop(server: Server) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            async def on_signal() -> None:
+                async for signum in signals:
+                    logger.info("received %s, stopping (in-flight requests may finish within %ss)",
+                                signal.Signals(signum).name, server.config.main.get("graceful_timeout", 10))
+                    server.request_shutdown()
+                    return
+            nursery.start_soon(on_signal)
+            await server._shutdown.wait()
+            nursery.cancel_scope.cancel()
+
+
+async def _stop(server: Server, nursery: trio.Nursery) -> None:
+    """ Waits for hypercorn to finish in-flight requests, lets plugins clean up, cancels the rest. """
+    graceful = float(server.config.main.get("graceful_timeout", 10))
+    with trio.move_on_after(graceful + 1):
+        while not server._http_stopped:
+            await trio.sleep(0.01)
+    with trio.CancelScope(shield=True), trio.move_on_after(graceful):
+        for impl in reversed(server.pm.hook.shutdown.get_hookimpls()):
+            try:
+                await await_maybe(impl.function(**{arg: server for arg in impl.argnames}))
+            except Exception:
+                logger.exception("plugin %r failed to shut down cleanly", impl.plugin_name)
+    nursery.cancel_scope.cancel()
+    logger.info("server %s stopped (pid %d)", server.name, os.getpid())
+
+
+# ################################################################################################
+# Deploying services
+
+
+def deploy_internal_services(server: Server) -> None:
+    started = time.perf_counter()
+    modules = list(server.registry.items("internal_services"))
+    key = startup_cache.cache_key(server.plugins.fingerprint(), modules)
+    entries, source = (None, "--sync-internal given") if server.options.sync_internal else \
+        startup_cache.load(server.paths.startup_cache, key)
+    if entries is not None:
+        server.services.add_entries(entries)
+        how = "cache"
+    else:
+        entries = []
+        for module in modules:
+            entries.extend(server.services.deploy_module(module, internal=True))
+        startup_cache.save(server.paths.startup_cache, key, entries)
+        how = "fresh"
+        if source != "no cache yet":
+            logger.info("start-up cache rebuilt: %s", source)
+    logger.info("deployed %d internal services (%s) in %.1f ms", len(entries), how, (time.perf_counter() - started) * 1000)
+
+
+def deploy_user_services(server: Server) -> None:
+    started = time.perf_counter()
+    count = 0
+    pickup = server.paths.pickup_dir
+    for path in sorted(pickup.glob("*.py")) if pickup.is_dir() else ():
+        try:
+            count += len(server.services.deploy_file(path))
+        except DeploymentError as exc:
+            logger.error("%s", exc)
+    logger.info("deployed %d user services from %s in %.1f ms", count, pickup, (time.perf_counter() - started) * 1000)
+
+
+# ################################################################################################
+
+
+def write_runtime_file(paths: ServerPaths, address: str, pid: int, workers: int) -> None:
+    paths.work_dir.mkdir(parents=True, exist_ok=True)
+    temp = paths.runtime_file.with_suffix(".tmp")
+    temp.write_text(json.dumps({"pid": pid, "address": address, "workers": workers, "started": time.time()}))
+    os.replace(temp, paths.runtime_file)
+
+
+def read_runtime_file(paths: ServerPaths) -> dict[str, Any] | None:
+    try:
+        return json.loads(paths.runtime_file.read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,168 @@
+""" What service code imports: `from zato.server.service import Service` and the SimpleIO types.
+
+A service is a class with `handle()`. A plain `def handle` runs in a worker thread (blocking
+libraries are fine there); an `async def handle` runs on the trio loop. Both reach the same
+API: `self.request`, `self.response`, `self.invoke`, `self.logger`, `self.server`...
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from zato.config import Bunch
+
+__all__ = [
+    "AsIs", "Bool", "Date", "DateTime", "Decimal", "Dict", "Float", "Int", "List", "Opaque",
+    "Service", "Text", "UUID",
+]
+
+
+# ################################################################################################
+# SimpleIO element types
+
+
+class SIOElem:
+    """ A SimpleIO element: a name and the type its value is converted to. """
+    type_name = "text"
+
+    def __init__(self, name: str, default: Any = None) -> None:
+        self.name = name
+        self.default = default
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class AsIs(SIOElem):
+    type_name = "as_is"
+
+
+Opaque = AsIs
+
+
+class Bool(SIOElem):
+    type_name = "bool"
+
+
+class Int(SIOElem):
+    type_name = "int"
+
+
+class Float(SIOElem):
+    type_name = "float"
+
+
+class Decimal(SIOElem):
+    type_name = "decimal"
+
+
+class Date(SIOElem):
+    type_name = "date"
+
+
+class DateTime(SIOElem):
+    type_name = "datetime"
+
+
+class Dict(SIOElem):
+    type_name = "dict"
+
+
+class List(SIOElem):
+    type_name = "list"
+
+
+class Text(SIOElem):
+    type_name = "text"
+
+
+class UUID(SIOElem):
+    type_name = "uuid"
+
+
+# ################################################################################################
+
+
+class HTTPRequestInfo:
+    """ `self.request.http`: method, parameters (path and query) and headers. """
+    __slots__ = ("method", "params", "headers", "path")
+
+    def __init__(self, method: str = "", params: dict | None = None, headers: dict | None = None, path: str = "") -> None:
+        self.method = method
+        self.params = Bunch(params or {})
+        self.headers = Bunch(headers or {})
+        self.path = path
+
+
+class Request:
+    """ `self.request`: what the service was invoked with. """
+    __slots__ = ("payload", "raw_request", "input", "http", "channel")
+
+    def __init__(self, payload: Any = None, raw_request: Any = None, http: HTTPRequestInfo | None = None,
+                 channel: str = "invoke") -> None:
+        self.payload = payload
+        self.raw_request = raw_request if raw_request is not None else payload
+        self.input = Bunch(payload) if isinstance(payload, dict) else Bunch()
+        self.http = http or HTTPRequestInfo()
+        self.channel = channel
+
+
+class Response:
+    """ `self.response`: what the service answers with. """
+    __slots__ = ("payload", "status_code", "headers", "content_type")
+
+    def __init__(self) -> None:
+        self.payload: Any = ""
+        self.status_code = 200
+        self.headers: dict[str, str] = {}
+        self.content_type: str | None = None
+
+
+def in_trio_thread() -> bool:
+    """ True when called from the trio loop's own thread (an `async def handle`). """
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True
+
+
+class Service:
+    """ Base class of every service. Subclasses implement `handle` (plain or `async def`). """
+
+    name: str | None = None
+
+    # Set by the server for each invocation
+    server: Any = None
+    cid: str = ""
+    request: Request
+    response: Response
+    logger: logging.Logger = logging.getLogger("zato.service")
+
+    def before_handle(self) -> Any:
+        """ Runs before `handle`; may be `async def` in async services. """
+
+    def handle(self) -> Any:
+        """ The service's work. """
+
+    def after_handle(self) -> Any:
+        """ Runs after `handle` succeeded; may be `async def` in async services. """
+
+    @property
+    def config(self) -> Any:
+        """ User config (`[user_config]` files named in server.conf). """
+        return self.server.user_config
+
+    def invoke(self, name: str, payload: Any = None, **kwargs: Any) -> Any:
+        """ Invokes another service and returns its response payload; its exceptions propagate.
+
+        From a plain `def handle` this blocks until the result is there; from an
+        `async def handle` it returns an awaitable: `result = await self.invoke(...)`.
+        """
+        return self.server.invoke(name, payload, cid=self.cid, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<service {self.name} cid={self.cid}>"

@@ -1,0 +1,189 @@
+""" `[main] workers = N` with N > 1: one supervising process binds the port and runs N trio
+worker processes that share it. A worker that dies is restarted (with back-off); when the
+supervisor dies, the kernel stops the workers (PR_SET_PDEATHSIG), so none outlives it.
+Worker log lines reach the supervisor through a pipe and are written by it alone, which keeps
+log rotation safe. Notifications between workers go through the supervisor's `Hub`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import trio
+
+from zato.common import SERVER_STARTUP
+from zato.config import Bunch
+from zato.server.logs import relay_logger
+from zato.server.notify import Hub, read_lines
+from zato.server.server import ServerPaths, WorkerOptions, load_configured_plugins, run_plugin_phase, write_runtime_file
+from zato.server.startup_callable import PhaseCtx, StartupError, load_startup_callables, run_user_callables
+
+logger = logging.getLogger("zato.supervisor")
+
+READY_TIMEOUT = 120.0
+MAX_BACKOFF = 10.0
+
+
+def bind_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """ The listening socket the workers share. """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {exc}; is another server using the port? "
+                           f"Change [main] port in server.conf") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+class Supervisor:
+    def __init__(self, paths: ServerPaths, config: Bunch, options: WorkerOptions) -> None:
+        self.paths = paths
+        self.config = config
+        self.options = options
+        self.workers = int(config.main.get("workers", 1))
+        self.host = str(config.main.get("host", "127.0.0.1"))
+        self.port = int(config.main.get("port", 17010))
+        self.graceful_timeout = float(config.main.get("graceful_timeout", 10))
+        self.hub = Hub()
+        self.hub.on_control = self._on_control
+        self.processes: dict[int, Any] = {}
+        self.ready: dict[int, int] = {}
+        self.all_ready = trio.Event()
+        self.stopping = False
+        self.failed: str | None = None
+        self.failed_event = trio.Event()
+        self.sock: socket.socket | None = None
+        self.relay = relay_logger()
+
+    def _on_control(self, index: int, line: bytes) -> None:
+        data = json.loads(line)
+        if data.get("action") == "__ready__":
+            self.ready[index] = data.get("origin", 0)
+            if len(self.ready) == self.workers:
+                self.all_ready.set()
+
+    def worker_command(self, index: int, notify_fd: int) -> list[str]:
+        command = [sys.executable, "-m", "zato.server.worker", str(self.paths.base_dir),
+                   "--index", str(index), "--workers", str(self.workers),
+                   "--listen-fd", str(self.sock.fileno()), "--notify-fd", str(notify_fd),
+                   "--parent-pid", str(os.getpid())]
+        if self.options.sync_internal and index == 0:
+            command.append("--sync-internal")
+        if self.options.skip_broken_plugins:
+            command.append("--skip-broken-plugins")
+        return command
+
+    async def keep_worker(self, index: int) -> None:
+        """ Runs worker `index`, restarting it whenever it dies, until the supervisor stops. """
+        backoff = 0.5
+        while not self.stopping:
+            theirs = self.hub.new_link(index)
+            started = time.monotonic()
+            process = await trio.lowlevel.open_process(
+                self.worker_command(index, theirs.fileno()), pass_fds=(self.sock.fileno(), theirs.fileno()),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            theirs.close()
+            self.processes[index] = process
+            logger.info("worker %d started (pid %d)", index + 1, process.pid)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._relay_output, process)
+                nursery.start_soon(self.hub.serve_link, index)
+                code = await process.wait()
+                nursery.cancel_scope.cancel()
+            self.ready.pop(index, None)
+            if self.stopping:
+                return
+            if not self.all_ready.is_set():
+                self.failed = f"worker {index + 1} exited with code {code} during start-up; see the log lines above"
+                self.failed_event.set()
+                return
+            lived = time.monotonic() - started
+            backoff = 0.5 if lived > 30 else min(backoff * 2, MAX_BACKOFF)
+            logger.error("worker %d (pid %d) exited with code %s; restarting it in %.1f s", index + 1, process.pid,
+                         code, backoff)
+            await trio.sleep(backoff)
+
+    async def _relay_output(self, process: Any) -> None:
+        async for line in read_lines(process.stderr):
+            self.relay.info("%s", line.decode("utf-8", "replace"))
+
+    async def serve(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        started = time.perf_counter()
+        user_callables = load_startup_callables(self.config.misc.get("startup_callable"))
+        plugins = load_configured_plugins(self.config, skip_broken=self.options.skip_broken_plugins)
+        self.sock = bind_socket(self.host, self.port)
+        address = f"http://{self.host}:{self.sock.getsockname()[1]}"
+        ctx = PhaseCtx(SERVER_STARTUP.PHASE.BEFORE_POST_FORK, (), {"supervisor": self, "server_config": self.config})
+        if user_callables:
+            await trio.to_thread.run_sync(run_user_callables, user_callables, ctx)
+        await run_plugin_phase(plugins, ctx.phase, ctx)
+
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                for index in range(self.workers):
+                    nursery.start_soon(self.keep_worker, index)
+                with trio.move_on_after(READY_TIMEOUT) as timeout:
+                    async with trio.open_nursery() as waiter:
+                        async def wait_failed() -> None:
+                            await self.failed_event.wait()
+                            waiter.cancel_scope.cancel()
+
+                        async def wait_ready() -> None:
+                            await self.all_ready.wait()
+                            waiter.cancel_scope.cancel()
+
+                        waiter.start_soon(wait_failed)
+                        waiter.start_soon(wait_ready)
+                if self.failed or timeout.cancelled_caught:
+                    await self._stop_workers()
+                    raise StartupError(self.failed or f"workers did not start within {READY_TIMEOUT:.0f} s")
+                write_runtime_file(self.paths, address, os.getpid(), self.workers)
+                logger.info("supervisor ready at %s with %d workers (pids %s) in %.0f ms", address, self.workers,
+                            ", ".join(str(p.pid) for p in self.processes.values()),
+                            (time.perf_counter() - started) * 1000)
+                task_status.started(address)
+                async for signum in signals:
+                    logger.info("received %s, stopping %d workers", signal.Signals(signum).name, self.workers)
+                    break
+                await self._stop_workers()
+                nursery.cancel_scope.cancel()
+
+    async def _stop_workers(self) -> None:
+        self.stopping = True
+        with trio.CancelScope(shield=True):
+            for process in self.processes.values():
+                if process.returncode is None:
+                    process.send_signal(signal.SIGTERM)
+            with trio.move_on_after(self.graceful_timeout + 5):
+                for process in self.processes.values():
+                    await process.wait()
+            for process in self.processes.values():
+                if process.returncode is None:
+                    logger.warning("worker pid %d did not stop in time; killing it", process.pid)
+                    process.kill()
+                    await process.wait()
+
+
+def set_parent_death_signal(parent_pid: int) -> None:
+    """ Linux: have the kernel send SIGTERM to this process when its parent dies. """
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        logger.warning("cannot ask the kernel to stop this worker with its supervisor")
+    if os.getppid() != parent_pid:  # the supervisor died before prctl took effect
+        os._exit(1)

@@ -1,0 +1,52 @@
+""" A worker process started by the supervisor (`zato.server.supervisor`); not run by hand. """
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from functools import partial
+
+import trio
+
+from zato.server.logs import setup_logging
+from zato.server.main import known_error
+from zato.server.server import WorkerOptions, serve_worker
+from zato.server.supervisor import set_parent_death_signal
+
+logger = logging.getLogger("zato.server")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zato.server.worker")
+    parser.add_argument("base_dir")
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--workers", type=int, required=True)
+    parser.add_argument("--listen-fd", type=int, required=True)
+    parser.add_argument("--notify-fd", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--sync-internal", action="store_true")
+    parser.add_argument("--skip-broken-plugins", action="store_true")
+    args = parser.parse_args(argv)
+
+    set_parent_death_signal(args.parent_pid)
+    setup_logging(None, console=True)  # stderr is a pipe to the supervisor, which writes the log file
+    options = WorkerOptions(worker_index=args.index, workers=args.workers, listen_fd=args.listen_fd,
+                            notify_fd=args.notify_fd, sync_internal=args.sync_internal,
+                            skip_broken_plugins=args.skip_broken_plugins, write_runtime_file=False)
+    try:
+        trio.run(partial(serve_worker, args.base_dir, options))
+    except BaseException as exc:
+        error = known_error(exc)
+        if error is not None:
+            logger.error("worker %d start-up failed: %s", args.index + 1, error)
+            return 1
+        if isinstance(exc, KeyboardInterrupt):
+            return 0
+        logger.exception("worker %d stopped with an unexpected error", args.index + 1)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
