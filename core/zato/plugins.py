@@ -252,7 +252,7 @@ def collect_registrations(pm: pluggy.PluginManager, registry: Registry | None = 
 
 
 def _per_plugin_registers(pm, hook_name, kind, build, registry):
-    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):  # registration order
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():  # registration order
         plugin_name = impl.plugin_name
 
         def register(*args: Any, _plugin: str = plugin_name, **kwargs: Any) -> None:
@@ -277,7 +277,7 @@ def register_tasks(pm: pluggy.PluginManager, server: Any) -> list[Task]:
     """ Collects the long-running tasks plugins hand over (started by the server). """
     tasks: list[Task] = []
     seen: set[str] = set()
-    for impl in reversed(pm.hook.register_tasks.get_hookimpls()):
+    for impl in pm.hook.register_tasks.get_hookimpls():  # registration order
         def register(name: str, run: Callable[..., Any], _plugin: str = impl.plugin_name) -> None:
             full_name = f"{_plugin}.{name}"
             if full_name in seen:

@@ -283,7 +283,7 @@ def add_plugin_commands(group: click.Group, argv: list[str]) -> None:
     loaded.pm.hook.register_cli_commands(cli=group)
 
 
-LIGHT_COMMANDS = frozenset(("start", "stop", "status", "--version", "--help", "-h"))
+LIGHT_COMMANDS = frozenset(("start", "stop", "status", "--version"))
 
 
 def main(argv: list[str] | None = None) -> Any:

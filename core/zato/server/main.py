@@ -40,13 +40,18 @@ def known_error(exc: BaseException) -> BaseException | None:
 
 
 def pid_alive(pid: int) -> bool:
+    """ True if the process runs (a zombie, exited but not yet reaped by its parent, does not). """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b") ", 1)[1][:1] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def read_pid(paths: ServerPaths) -> int | None:

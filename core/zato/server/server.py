@@ -111,6 +111,7 @@ class Server:
         self.started_at = 0.0
         self._shutdown = trio.Event()
         self._http_stopped = False
+        self.internal_services_source = ""  # "cache" or "fresh": how internal services were deployed
 
     # ############################################################################################
     # Start-up phases
@@ -222,7 +223,7 @@ def _run_sync_service(service: Service) -> None:
 
 
 async def run_plugin_phase(plugins: LoadedPlugins, phase: str, ctx: PhaseCtx) -> None:
-    for impl in reversed(plugins.pm.hook.startup_phase.get_hookimpls()):
+    for impl in plugins.pm.hook.startup_phase.get_hookimpls():  # registration order
         try:
             await await_maybe(impl.function(**{arg: {"phase": phase, "ctx": ctx}[arg] for arg in impl.argnames}))
         except Exception as exc:
@@ -377,7 +378,7 @@ async def _stop(server: Server, nursery: trio.Nursery) -> None:
         while not server._http_stopped:
             await trio.sleep(0.01)
     with trio.CancelScope(shield=True), trio.move_on_after(graceful):
-        for impl in reversed(server.pm.hook.shutdown.get_hookimpls()):
+        for impl in reversed(server.pm.hook.shutdown.get_hookimpls()):  # last loaded, first shut down
             try:
                 await await_maybe(impl.function(**{arg: server for arg in impl.argnames}))
             except Exception:
@@ -407,6 +408,7 @@ def deploy_internal_services(server: Server) -> None:
         how = "fresh"
         if source != "no cache yet":
             logger.info("start-up cache rebuilt: %s", source)
+    server.internal_services_source = how
     logger.info("deployed %d internal services (%s) in %.1f ms", len(entries), how, (time.perf_counter() - started) * 1000)
 
 

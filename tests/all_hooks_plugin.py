@@ -1,0 +1,140 @@
+""" Source of a test plugin that implements every hook of zato.hookspecs and records what the
+core did with it. Tests install it through `PluginSite.add` (a real entry point). """
+
+SOURCE = '''
+import click
+import trio
+
+from zato import hookimpl
+from zato.registry import ChannelType, Field, ObjectType, OutgoingConnectionType, RateLimiterBackend
+from zato.server.http import HTTPResponse
+from zato.server.notify import LocalTransport
+
+EVENTS = []          # (what, detail) in the order things happened
+NOTIFICATIONS = []
+PUBLISHED = []
+
+
+class Channel:
+    def __init__(self, server):
+        self.server = server
+
+    def apply(self, objects):
+        EVENTS.append(("channel.apply", sorted(o["name"] for o in objects)))
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED):
+        EVENTS.append(("channel.run", None))
+        task_status.started()
+        await trio.sleep_forever()
+
+
+class RecordingTransport(LocalTransport):
+    async def publish(self, message):
+        PUBLISHED.append(message)
+
+
+async def greet(request):
+    return HTTPResponse.json({"hello": request.path_params["name"], "cid": request.cid})
+
+
+def on_ping(server, payload):
+    NOTIFICATIONS.append((server.pid, payload))
+
+
+@hookimpl
+def register_server_config(register):
+    register("allhooks", {"greeting": "hi", "count": 1, "custom_transport": False})
+
+
+@hookimpl
+def register_object_types(register):
+    register(ObjectType("allhooks_thing", (Field("name", required=True), Field("size", "int", default=1))))
+
+
+@hookimpl
+def register_channel_types(register):
+    register(ChannelType("allhooks", "allhooks_thing", Channel, "a test channel"))
+
+
+@hookimpl
+def register_outgoing_connection_types(register):
+    register(OutgoingConnectionType("allhooks_out", "allhooks_thing", "out.allhooks", lambda server, d: object()))
+
+
+@hookimpl
+def register_rate_limiter_backends(register):
+    register(RateLimiterBackend("allhooks_limiter", lambda server: object()))
+
+
+@hookimpl
+def register_internal_services(register):
+    register(SERVICES_MODULE)
+
+
+@hookimpl
+def register_http_routes(register):
+    register("/allhooks/greet/{name}", greet, methods=("GET",))
+
+
+@hookimpl
+def register_cli_commands(cli):
+    @cli.command("allhooks-hello")
+    def hello():
+        """ Says hello from the test plugin. """
+        click.echo("hello from allhooks")
+
+
+@hookimpl
+def register_notification_handlers(register):
+    register("allhooks.ping", on_ping)
+
+
+@hookimpl
+def notification_transport(server):
+    if server.config.allhooks.custom_transport:
+        return RecordingTransport()
+    return None
+
+
+@hookimpl
+def startup_phase(phase, ctx):
+    EVENTS.append(("phase", phase))
+    if phase == "FS_CONFIG_ONLY":
+        EVENTS.append(("fs_config.greeting", ctx.kwargs["server_config"].allhooks.greeting))
+
+
+@hookimpl
+def register_tasks(register, server):
+    async def run(*, task_status=trio.TASK_STATUS_IGNORED):
+        EVENTS.append(("task.run", server.name))
+        task_status.started()
+        await trio.sleep_forever()
+    register("ticker", run)
+
+
+@hookimpl
+def shutdown(server):
+    EVENTS.append(("shutdown", server.name))
+'''
+
+SERVICES_SOURCE = '''
+from zato.server.service import Service
+
+
+class Hello(Service):
+    name = "allhooks.hello"
+
+    def handle(self):
+        self.response.payload = {"hello": "from allhooks"}
+'''
+
+
+def install(site, name: str = "allhooks") -> str:
+    """ Installs the plugin into `site`; returns its module name. """
+    import uuid
+    services_module = f"allhooks_services_{uuid.uuid4().hex[:8]}"
+    module = site.add(name, f"SERVICES_MODULE = {services_module!r}\n" + SOURCE,
+                      distribution="zato-plugin-allhooks", version="2.5",
+                      files={f"{services_module}.py": SERVICES_SOURCE})
+    site.modules.append(services_module)
+    return module

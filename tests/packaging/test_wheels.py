@@ -1,0 +1,451 @@
+""" Every package builds as a wheel, and `pip install --find-links DIST zato-plugin-NAME` into a
+fresh virtual environment installs that plugin and the core, after which the plugin is found
+through its `zato.plugins` entry point: by `zato plugins list`, by the CLI and by a running server.
+
+The plugin installed is the small test plugin in tests/packaging/testdist (zato-plugin-testdist).
+Wheels and the virtual environment are built once per module (see `installed`); dependencies
+such as trio come from the package index, so pip's cache makes reruns faster.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TESTDIST_DIR = Path(__file__).resolve().parent / "testdist"
+TESTDIST_DISTRIBUTION = "zato-plugin-testdist"
+TESTDIST_PLUGIN = "testdist"
+TESTDIST_MODULE = "zato_plugin_testdist"
+TESTDIST_CLI_GREETING = "hello from zato-plugin-testdist"  # zato_plugin_testdist.CLI_GREETING
+CORE_DISTRIBUTION = "zato-core"
+ADMIN_PASSWORD = "x"
+
+BUILD_TIMEOUT = 300
+INSTALL_TIMEOUT = 900
+SERVER_START_TIMEOUT = 60
+
+# What pip and uv print when the package index cannot be reached.
+NETWORK_ERRORS = re.compile(
+    r"NewConnectionError|Failed to establish a new connection|Temporary failure in name resolution|"
+    r"Name or service not known|Network is unreachable|Connection refused|ConnectTimeout|ReadTimeout|"
+    r"ProxyError|Max retries exceeded|Could not fetch URL|SSLError|failed to fetch|dns error|"
+    r"error sending request|Could not connect", re.IGNORECASE)
+NO_MATCHING = re.compile(r"No matching distribution found for ([A-Za-z0-9_.\-]+)")
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def on_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """ The environment for subprocesses: nothing that could make them import the development
+    tree or the development virtual environment instead of what was installed. """
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP", "PYTHONUSERBASE", "__PYVENV_LAUNCHER__")}
+    env["PYTHONNOUSERSITE"] = "1"
+    env.update(extra)
+    return env
+
+
+def run(command: list[str | Path], *, cwd: Path, timeout: float, env: dict[str, str] | None = None,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    command = [str(c) for c in command]
+    result = subprocess.run(command, cwd=cwd, env=env or clean_env(), stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        pytest.fail(f"`{' '.join(command)}` exited with {result.returncode}\n"
+                    f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}", pytrace=False)
+    return result
+
+
+def index_unreachable(output: str, own_distributions: set[str]) -> bool:
+    """ True if a failed pip/uv run failed because the package index could not be reached
+    (rather than because one of our own wheels is missing or broken). """
+    missing = {canonical(name) for name in NO_MATCHING.findall(output)}
+    if missing & own_distributions:
+        return False
+    return bool(missing) or bool(NETWORK_ERRORS.search(output))
+
+
+def index_problem(what: str, result: subprocess.CompletedProcess[str]) -> None:
+    message = (f"{what} failed because the package index seems unreachable (exit code {result.returncode}); "
+               f"dependencies such as trio must come from it.\n--- stdout ---\n{result.stdout[-4000:]}\n"
+               f"--- stderr ---\n{result.stderr[-4000:]}")
+    if on_ci():
+        pytest.fail(f"CI is set, so this is an error, not a skip: {message}", pytrace=False)
+    pytest.skip(message)
+
+
+# ################################################################################################
+
+
+@dataclass
+class Project:
+    directory: Path
+    name: str  # canonical distribution name
+
+    @classmethod
+    def read(cls, directory: Path) -> "Project":
+        data = tomllib.loads((directory / "pyproject.toml").read_text("utf-8"))
+        return cls(directory, canonical(data["project"]["name"]))
+
+
+def workspace_members() -> list[Path]:
+    """ Directories of the uv workspace members (plugins/*), per the root pyproject.toml. """
+    workspace = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text("utf-8")).get("tool", {}).get("uv", {}) \
+        .get("workspace", {})
+    excluded = workspace.get("exclude", [])
+    members: set[Path] = set()
+    for pattern in workspace.get("members", []):
+        for directory in REPO_ROOT.glob(pattern):
+            relative = directory.relative_to(REPO_ROOT).as_posix()
+            if any(fnmatch.fnmatch(relative, ex) for ex in excluded):
+                continue
+            if (directory / "pyproject.toml").is_file():
+                members.add(directory)
+    return sorted(members)
+
+
+@dataclass
+class Wheel:
+    path: Path
+    name: str  # canonical
+    version: str
+
+    @classmethod
+    def parse(cls, path: Path) -> "Wheel":
+        name, version = path.name[:-len(".whl")].split("-")[:2]
+        return cls(path, canonical(name), version)
+
+
+@dataclass
+class Installed:
+    dist: Path
+    venv: Path
+    work: Path
+    projects: list[Project]
+    wheels: dict[str, Wheel]  # canonical name -> wheel
+    build_seconds: float
+    install_seconds: float
+    install_output: str
+
+    @property
+    def python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+    @property
+    def zato(self) -> Path:
+        return self.venv / "bin" / "zato"
+
+    def run_zato(self, *args: str | Path, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return run([self.zato, *args], cwd=self.work, timeout=timeout, check=check)
+
+
+def python311() -> str:
+    found = shutil.which("python3.11")
+    if found is None:
+        if sys.version_info[:2] == (3, 11):
+            return sys.executable
+        pytest.fail("python3.11 is not on PATH", pytrace=False)
+    return found
+
+
+def build_wheels(projects: list[Project], dist: Path, work: Path, own: set[str]) -> None:
+    uv = shutil.which("uv")
+    for project in projects:
+        if uv:
+            command = [uv, "build", "--wheel", "--out-dir", dist, "--python", python311(), "--no-progress",
+                       project.directory]
+            env = clean_env(UV_PYTHON_DOWNLOADS="never")
+        else:
+            command = [python311(), "-m", "pip", "wheel", "--no-deps", "--wheel-dir", dist, project.directory]
+            env = clean_env()
+        before = set(dist.glob("*.whl"))
+        result = run(command, cwd=work, timeout=BUILD_TIMEOUT, env=env, check=False)
+        if result.returncode != 0 and index_unreachable(result.stdout + result.stderr, own):
+            index_problem(f"building the wheel of {project.name}", result)
+        if result.returncode != 0:
+            pytest.fail(f"{project.name} ({project.directory}) does not build as a wheel: "
+                        f"`{' '.join(map(str, command))}` exited with {result.returncode}\n"
+                        f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}", pytrace=False)
+        new = [Wheel.parse(p) for p in set(dist.glob("*.whl")) - before]
+        assert [w.name for w in new] == [project.name], \
+            f"building {project.directory} should make one wheel named {project.name}, made {[w.path.name for w in new]}"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """ Wheels of the core, of every workspace member and of the test plugin in DIST, and a fresh
+    virtual environment into which `pip install --find-links DIST zato-plugin-testdist` ran. """
+    base = tmp_path_factory.mktemp("packaging")
+    dist, venv, work = base / "dist", base / "venv", base / "work"
+    dist.mkdir()
+    work.mkdir()  # subprocesses run here, away from the source tree
+
+    projects = [Project.read(REPO_ROOT)] + [Project.read(d) for d in workspace_members()] + [Project.read(TESTDIST_DIR)]
+    names = [p.name for p in projects]
+    assert len(set(names)) == len(names), f"two projects build the same distribution: {names}"
+    own = set(names)
+
+    started = time.perf_counter()
+    build_wheels(projects, dist, work, own)
+    build_seconds = time.perf_counter() - started
+    wheels = {w.name: w for w in map(Wheel.parse, dist.glob("*.whl"))}
+
+    started = time.perf_counter()
+    run([python311(), "-m", "venv", venv], cwd=work, timeout=300)
+    python = venv / "bin" / "python"
+    # The command form of the requirement: pip install --find-links DIST zato-plugin-NAME
+    command = [python, "-m", "pip", "install", "--find-links", dist, TESTDIST_DISTRIBUTION]
+    result = run(command, cwd=work, timeout=INSTALL_TIMEOUT, check=False)
+    if result.returncode != 0:
+        if index_unreachable(result.stdout + result.stderr, own):
+            index_problem("`pip install --find-links DIST zato-plugin-testdist`", result)
+        pytest.fail(f"`pip install --find-links {dist} {TESTDIST_DISTRIBUTION}` exited with {result.returncode}\n"
+                    f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}", pytrace=False)
+    install_seconds = time.perf_counter() - started
+    return Installed(dist, venv, work, projects, wheels, build_seconds, install_seconds, result.stdout + result.stderr)
+
+
+def installed_distributions(installed: Installed) -> dict[str, dict[str, str]]:
+    """ canonical name -> {version, location of its files} of what the fresh venv holds. """
+    script = (
+        "import json, importlib.metadata as m\n"
+        "out = {}\n"
+        "for d in m.distributions():\n"
+        "    out[d.metadata['Name']] = {'version': d.version, 'location': str(d.locate_file(''))}\n"
+        "print(json.dumps(out))\n"
+    )
+    result = run([installed.python, "-c", script], cwd=installed.work, timeout=60)
+    return {canonical(name): info for name, info in json.loads(result.stdout).items()}
+
+
+def plugins_list(installed: Installed, *args: str | Path) -> dict[str, dict]:
+    result = installed.run_zato("plugins", "list", *args, "--json")
+    return {row["name"]: row for row in json.loads(result.stdout)}
+
+
+def quickstart(installed: Installed, directory: Path) -> Path:
+    installed.run_zato("quickstart", "create", directory, "--port", "0", "--admin-password", ADMIN_PASSWORD)
+    assert (directory / "config" / "server.conf").is_file()
+    return directory
+
+
+def set_plugin_switch(server_dir: Path, plugin: str, enabled: bool) -> None:
+    """ Sets `plugin = True/False` under [plugins] in server.conf, keeping everything else as it is. """
+    conf = server_dir / "config" / "server.conf"
+    text = conf.read_text("utf-8")
+    line = f"{plugin} = {enabled}"
+    text, count = re.subn(rf"(?m)^{re.escape(plugin)}\s*=.*$", line, text)
+    if not count:
+        text, count = re.subn(r"(?m)^\[plugins\][^\n]*\n", lambda m: m.group(0) + line + "\n", text)
+    assert count == 1, f"no [plugins] section in {conf}"
+    conf.write_text(text, "utf-8")
+
+
+# ################################################################################################
+
+
+def test_every_package_builds_a_wheel(installed: Installed) -> None:
+    expected = {p.name for p in installed.projects}
+    assert CORE_DISTRIBUTION in expected and TESTDIST_DISTRIBUTION in expected
+    assert set(installed.wheels) == expected, sorted(w.path.name for w in installed.wheels.values())
+    for wheel in installed.wheels.values():
+        with zipfile.ZipFile(wheel.path) as zf:
+            dist_infos = {n.split("/")[0] for n in zf.namelist() if ".dist-info/" in n}
+            assert len(dist_infos) == 1, f"{wheel.path.name}: {dist_infos}"
+            metadata = zf.read(f"{dist_infos.pop()}/METADATA").decode()
+        assert canonical(re.search(r"(?m)^Name: (.+)$", metadata).group(1).strip()) == wheel.name
+        assert re.search(r"(?m)^Version: (.+)$", metadata).group(1).strip() == wheel.version
+
+
+def test_core_wheel_declares_the_cli_and_the_package(installed: Installed) -> None:
+    core = installed.wheels[CORE_DISTRIBUTION]
+    with zipfile.ZipFile(core.path) as zf:
+        names = zf.namelist()
+        entry_points = zf.read(f"zato_core-{core.version}.dist-info/entry_points.txt").decode()
+    for module in ("zato/__init__.py", "zato/plugins.py", "zato/hookspecs.py", "zato/cli/__init__.py",
+                   "zato/server/main.py", "zato/server/service/__init__.py"):
+        assert module in names, f"{module} is missing from {core.path.name}"
+    assert not [n for n in names if n.startswith(("core/", "tests/", "plugins/"))], "source-tree paths leaked into the wheel"
+    assert re.search(r"(?m)^zato = zato\.cli:main$", entry_points), entry_points
+
+
+def test_plugin_wheel_declares_its_entry_point(installed: Installed) -> None:
+    wheel = installed.wheels[TESTDIST_DISTRIBUTION]
+    with zipfile.ZipFile(wheel.path) as zf:
+        entry_points = zf.read(f"zato_plugin_testdist-{wheel.version}.dist-info/entry_points.txt").decode()
+        metadata = zf.read(f"zato_plugin_testdist-{wheel.version}.dist-info/METADATA").decode()
+    assert f"[zato.plugins]\n{TESTDIST_PLUGIN} = {TESTDIST_MODULE}" in entry_points
+    assert re.search(r"(?m)^Requires-Dist: zato-core\b", metadata), metadata
+
+
+def test_pip_install_installs_the_plugin_and_the_core_from_dist(installed: Installed) -> None:
+    dists = installed_distributions(installed)
+    site_packages = {info["location"] for name, info in dists.items() if name in (CORE_DISTRIBUTION, TESTDIST_DISTRIBUTION)}
+    for name in (CORE_DISTRIBUTION, TESTDIST_DISTRIBUTION):
+        assert name in dists, f"{name} was not installed; pip said:\n{installed.install_output}"
+        assert dists[name]["version"] == installed.wheels[name].version, \
+            f"{name} {dists[name]['version']} was installed, but DIST holds {installed.wheels[name].path.name}"
+    for location in site_packages:
+        assert Path(location).resolve().is_relative_to(installed.venv.resolve()), location
+
+    # The very files of the wheel in DIST, not a same-numbered release from an index.
+    core = installed.wheels[CORE_DISTRIBUTION]
+    location = Path(dists[CORE_DISTRIBUTION]["location"])
+    with zipfile.ZipFile(core.path) as zf:
+        for member in ("zato/__init__.py", "zato/plugins.py", "zato/cli/__init__.py"):
+            assert (location / member).read_bytes() == zf.read(member), f"{member} differs from the one in {core.path.name}"
+
+    # The core is imported from the venv, not from the source tree.
+    result = run([installed.python, "-c", "import zato, zato_plugin_testdist; print(zato.__file__); "
+                                          "print(zato_plugin_testdist.__file__)"], cwd=installed.work, timeout=60)
+    for path in result.stdout.split():
+        assert Path(path).resolve().is_relative_to(installed.venv.resolve()), path
+
+    check = run([installed.python, "-m", "pip", "check"], cwd=installed.work, timeout=120, check=False)
+    assert check.returncode == 0, f"pip check:\n{check.stdout}{check.stderr}"
+
+
+def test_plugin_is_found_by_entry_point(installed: Installed) -> None:
+    plugins = plugins_list(installed)
+    assert TESTDIST_PLUGIN in plugins, f"not listed by `zato plugins list`: {sorted(plugins)}"
+    row = plugins[TESTDIST_PLUGIN]
+    assert row["distribution"] == TESTDIST_DISTRIBUTION
+    assert row["version"] == installed.wheels[TESTDIST_DISTRIBUTION].version
+    assert row["enabled"] is True and row["loaded"] is True and row["error"] == ""
+    assert row["hooks"] == ["register_cli_commands", "register_internal_services"]
+    assert row["registered"] == {"internal_services": ["zato_plugin_testdist.services"]}
+    # The core's own plugins are there too, from the installed core.
+    assert plugins["core"]["distribution"] == CORE_DISTRIBUTION
+    assert plugins["core"]["version"] == installed.wheels[CORE_DISTRIBUTION].version
+
+
+def test_plugin_adds_its_cli_command(installed: Installed) -> None:
+    result = installed.run_zato("testdist-hello")
+    assert result.stdout.strip() == TESTDIST_CLI_GREETING
+    # Its --help comes from the plugin too. (Top-level `zato --help` is one of the CLI's "light"
+    # commands that skip loading plugins, so it does not list plugin commands.)
+    assert "Print a greeting from the testdist plugin." in installed.run_zato("testdist-hello", "--help").stdout
+
+
+def test_plugin_switched_off_in_server_conf_is_not_imported(installed: Installed, tmp_path: Path) -> None:
+    server_dir = quickstart(installed, tmp_path / "server")
+    conf = (server_dir / "config" / "server.conf").read_text("utf-8")
+    assert re.search(rf"(?m)^{TESTDIST_PLUGIN} = True$", conf), "quickstart did not list the installed plugin"
+    assert plugins_list(installed, server_dir)[TESTDIST_PLUGIN]["enabled"] is True
+
+    set_plugin_switch(server_dir, TESTDIST_PLUGIN, False)
+    row = plugins_list(installed, server_dir)[TESTDIST_PLUGIN]
+    assert row["distribution"] == TESTDIST_DISTRIBUTION
+    assert row["enabled"] is False and row["loaded"] is False
+    assert row["hooks"] == [] and row["registered"] == {} and row["error"] == ""
+
+    # Nor are its CLI commands added when that server directory is being worked on.
+    result = installed.run_zato("testdist-hello", server_dir, check=False)
+    assert result.returncode != 0 and "No such command" in result.stderr, result.stdout + result.stderr
+
+
+# ################################################################################################
+
+
+def http(method: str, url: str, body: bytes | None = None, *, auth: tuple[str, str] | None = None,
+         timeout: float = 10) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, method=method)
+    if body is not None:
+        request.add_header("content-type", "application/json")
+    if auth:
+        request.add_header("authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_until_answering(process: subprocess.Popen, server_dir: Path, log: Path) -> str:
+    runtime_file = server_dir / "work" / "server.json"
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while True:
+        code = process.poll()
+        if code is not None:
+            pytest.fail(f"the server exited with {code} before answering:\n{log.read_text('utf-8', 'replace')}",
+                        pytrace=False)
+        try:
+            info = json.loads(runtime_file.read_text())
+        except (OSError, ValueError):
+            info = {}
+        if info.get("pid") == process.pid and info.get("address"):
+            try:
+                status, _ = http("GET", f"{info['address']}/zato/ping", timeout=2)
+            except OSError:
+                status = 0
+            if status == 200:
+                return info["address"]
+        if time.monotonic() > deadline:
+            pytest.fail(f"the server did not answer within {SERVER_START_TIMEOUT} s:\n"
+                        f"{log.read_text('utf-8', 'replace')}", pytrace=False)
+        time.sleep(0.1)
+
+
+def stop(process: subprocess.Popen, timeout: float = 30) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+        pytest.fail(f"the server did not stop within {timeout} s of SIGTERM", pytrace=False)
+
+
+def test_server_from_the_fresh_venv_runs_the_plugins_service(installed: Installed, tmp_path: Path) -> None:
+    server_dir = quickstart(installed, tmp_path / "server")
+    set_plugin_switch(server_dir, TESTDIST_PLUGIN, True)
+    log = tmp_path / "server-output.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen([str(installed.python), "-m", "zato.server.main", str(server_dir), "--fg"],
+                                   cwd=installed.work, env=clean_env(), stdin=subprocess.DEVNULL, stdout=output,
+                                   stderr=subprocess.STDOUT)
+    try:
+        address = wait_until_answering(process, server_dir, log)
+        status, body = http("POST", f"{address}/zato/api/invoke/testdist.hello", json.dumps({"name": "wheel"}).encode(),
+                            auth=("admin", ADMIN_PASSWORD))
+        assert status == 200, body
+        assert json.loads(body) == {"hello": "wheel", "plugin": "testdist"}
+
+        status, body = http("POST", f"{address}/zato/api/invoke/testdist.hello", b"", auth=("admin", "wrong"))
+        assert status == 401
+
+        status, body = http("POST", f"{address}/zato/api/invoke/zato.service.get-list", b"", auth=("admin", ADMIN_PASSWORD))
+        assert status == 200, body
+        services = {s["name"]: s for s in json.loads(body)}
+        assert services["testdist.hello"]["module"] == "zato_plugin_testdist.services"
+        assert services["testdist.hello"]["is_internal"] is True
+    finally:
+        code = stop(process)
+    assert code == 0, f"the server exited with {code} after SIGTERM:\n{log.read_text('utf-8', 'replace')}"
+    assert not (server_dir / "work" / "server.json").exists()

@@ -1,0 +1,197 @@
+""" Plugin loading: built-in and entry-point plugins, switching off, broken plugins, the
+registry of what each plugin registered, and every hook's effect on a running server. """
+
+from __future__ import annotations
+
+import json
+import sys
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+import all_hooks_plugin
+from zato.hookspecs import hookspec  # noqa: F401  (the contract under test)
+from zato.plugins import DEFAULT_PLUGINS, PluginLoadError, load_plugins, new_plugin_manager, plugin_switches
+from zato.config import ConfigError
+from zato.registry import RegistrationError
+from zato.testing import admin_auth, run_server, set_config_value
+
+HOOKS = sorted(name for name in dir(__import__("zato.hookspecs").hookspecs)
+               if not name.startswith("_") and callable(getattr(__import__("zato.hookspecs").hookspecs, name))
+               and hasattr(getattr(__import__("zato.hookspecs").hookspecs, name), "zato_spec"))
+
+
+def test_default_plugins_load_first_and_are_listed_with_distribution_and_version():
+    loaded = load_plugins({})
+    names = [p.name for p in loaded.plugins]
+    assert names[:len(DEFAULT_PLUGINS)] == list(DEFAULT_PLUGINS)
+    core = loaded.plugins[0]
+    assert core.distribution == "zato-core" and core.builtin and core.loaded
+    assert "register_http_routes" in core.hooks
+    assert "rest" in loaded.registry.items("channel_types")
+
+
+def test_entry_point_plugin_is_found_loaded_and_its_hooks_listed(plugin_site):
+    module = all_hooks_plugin.install(plugin_site)
+    loaded = load_plugins({})
+    info = next(p for p in loaded.plugins if p.name == "allhooks")
+    assert (info.distribution, info.version, info.module, info.loaded) == ("zato-plugin-allhooks", "2.5", module, True)
+    assert info.hooks == HOOKS  # it implements every hook
+    registered = loaded.registry.by_plugin("allhooks")
+    assert registered["channel_types"] == ["allhooks"]
+    assert registered["outgoing_connection_types"] == ["allhooks_out"]
+    assert registered["rate_limiter_backends"] == ["allhooks_limiter"]
+    assert registered["object_types"] == ["allhooks_thing"]
+    assert registered["server_config"] == ["allhooks"]
+    assert registered["notification_handlers"] == ["allhooks.ping"]
+    assert registered["http_routes"] == ["/allhooks/greet/{name} GET"]
+    assert len(registered["internal_services"]) == 1
+
+
+def test_switched_off_plugin_is_never_imported(plugin_site, tmp_path):
+    marker = tmp_path / "imported"
+    module = plugin_site.add("noisy", f"open({str(marker)!r}, 'w').write('yes')\n")
+    loaded = load_plugins({"noisy": False})
+    info = next(p for p in loaded.plugins if p.name == "noisy")
+    assert not info.enabled and not info.loaded
+    assert not marker.exists() and module not in sys.modules
+    load_plugins({"noisy": True})
+    assert marker.exists()
+
+
+def test_broken_plugin_stops_loading_naming_plugin_distribution_and_exception(plugin_site):
+    plugin_site.add("broken", "raise RuntimeError('boom at import')\n", distribution="zato-plugin-broken", version="0.3")
+    with pytest.raises(PluginLoadError) as info:
+        load_plugins({})
+    message = str(info.value)
+    for part in ("'broken'", "zato-plugin-broken 0.3", "RuntimeError: boom at import", "broken = False",
+                 "--skip-broken-plugins"):
+        assert part in message
+
+
+def test_broken_plugin_is_skipped_when_asked_and_said_so(plugin_site, caplog):
+    plugin_site.add("broken", "import no_such_module_anywhere\n")
+    loaded = load_plugins({}, skip_broken=True)
+    assert [p.name for p in loaded.skipped] == ["broken"]
+    assert "broken" not in loaded.enabled_names()
+    assert "ModuleNotFoundError" in loaded.skipped[0].error
+    assert "starting without it" in caplog.text
+
+
+def test_misspelt_hook_stops_loading(plugin_site):
+    plugin_site.add("typo", "from zato import hookimpl\n@hookimpl\ndef register_chanel_types(register):\n    pass\n")
+    with pytest.raises(PluginLoadError, match="register_chanel_types"):
+        load_plugins({})
+
+
+def test_duplicate_registration_names_both_plugins(plugin_site):
+    source = ("from zato import hookimpl\nfrom zato.registry import RateLimiterBackend\n"
+              "@hookimpl\ndef register_rate_limiter_backends(register):\n"
+              "    register(RateLimiterBackend('same', lambda server: None))\n")
+    plugin_site.add("first", source)
+    plugin_site.add("second", source)
+    with pytest.raises(RegistrationError, match="'same' is registered by plugin 'first' and again by plugin 'second'"):
+        load_plugins({})
+
+
+def test_registering_the_wrong_type_is_a_clear_error(plugin_site):
+    plugin_site.add("wrong", "from zato import hookimpl\n@hookimpl\ndef register_channel_types(register):\n"
+                             "    register('rest2')\n")
+    with pytest.raises(RegistrationError, match="expected a zato.registry.ChannelType"):
+        load_plugins({})
+
+
+def test_loading_twice_with_the_same_manager_is_safe(plugin_site):
+    all_hooks_plugin.install(plugin_site)
+    pm = new_plugin_manager()
+    first = load_plugins({}, pm=pm)
+    second = load_plugins({}, pm=pm)
+    assert first.enabled_names() == second.enabled_names()
+    assert len(pm.get_plugins()) == len(first.enabled_names())
+
+
+def test_core_plugin_cannot_be_switched_off():
+    with pytest.raises(ConfigError, match="cannot be switched off"):
+        plugin_switches({"core": "False"})
+    with pytest.raises(ConfigError, match="use True or False"):
+        plugin_switches({"cache": "perhaps"})
+
+
+def test_plugin_name_clash_between_two_distributions(plugin_site):
+    plugin_site.add("twin", "", distribution="zato-plugin-twin-a")
+    plugin_site.add("twin", "", distribution="zato-plugin-twin-b")
+    with pytest.raises(PluginLoadError, match="used by zato-plugin-twin-"):
+        load_plugins({})
+
+
+# ################################################################################################
+# Every hook's effect on a running server
+
+
+async def test_every_hook_takes_effect_in_a_running_server(plugin_site, server_dir):
+    module_name = all_hooks_plugin.install(plugin_site)
+    set_config_value(server_dir, "allhooks", "greeting", "hello")
+    set_config_value(server_dir, "allhooks", "custom_transport", "True")
+    async with run_server(server_dir) as server:
+        plugin = sys.modules[module_name]
+        # register_server_config: declared keys are typed and seen in FS_CONFIG_ONLY
+        assert server.config.allhooks.count == 1 and ("fs_config.greeting", "hello") in plugin.EVENTS
+        # startup_phase: every phase of a single-process server, in order
+        phases = [detail for what, detail in plugin.EVENTS if what == "phase"]
+        assert phases == ["FS_CONFIG_ONLY", "IMPL_BEFORE_RUN", "ON_STARTING", "BEFORE_POST_FORK", "AFTER_POST_FORK",
+                          "IN_PROCESS_FIRST", "AFTER_STARTED"]
+        # register_channel_types: applied with the stored definitions, runtime started
+        assert ("channel.apply", []) in plugin.EVENTS and ("channel.run", None) in plugin.EVENTS
+        # register_tasks: started before AFTER_STARTED
+        assert plugin.EVENTS.index(("task.run", server.name)) < plugin.EVENTS.index(("phase", "AFTER_STARTED"))
+        # register_object_types / register_outgoing_connection_types / register_rate_limiter_backends
+        assert server.registry.get("object_types", "allhooks_thing").field("size").default == 1
+        assert server.registry.get("outgoing_connection_types", "allhooks_out").accessor == "out.allhooks"
+        assert server.registry.get("rate_limiter_backends", "allhooks_limiter").create(server) is not None
+        async with httpx.AsyncClient(base_url=server.address) as client:
+            # register_http_routes
+            reply = await client.get("/allhooks/greet/zato")
+            assert reply.status_code == 200 and reply.json()["hello"] == "zato"
+            assert reply.headers["x-zato-cid"] == reply.json()["cid"]
+            # register_internal_services
+            reply = await client.post("/zato/api/invoke/allhooks.hello", auth=admin_auth())
+            assert reply.json() == {"hello": "from allhooks"}
+        # register_notification_handlers + notification_transport
+        await server.notify("allhooks.ping", {"n": 1})
+        assert plugin.NOTIFICATIONS == [(server.pid, {"n": 1})]
+        assert json.loads(plugin.PUBLISHED[0])["action"] == "allhooks.ping"
+        with pytest.raises(KeyError, match="no notification handler for 'nope'"):
+            await server.notify("nope", {})
+        assert not [e for e in plugin.EVENTS if e[0] == "shutdown"]
+    # shutdown: called once the server stopped
+    assert plugin.EVENTS[-1] == ("shutdown", server.name)
+
+
+def test_register_cli_commands_adds_a_command(plugin_site):
+    from zato.cli import add_plugin_commands, cli
+    all_hooks_plugin.install(plugin_site)
+    try:
+        add_plugin_commands(cli, ["allhooks-hello"])
+        result = CliRunner().invoke(cli, ["allhooks-hello"])
+        assert result.exit_code == 0, result.output
+        assert "hello from allhooks" in result.output
+    finally:
+        cli.commands.pop("allhooks-hello", None)
+
+
+def test_plugins_list_shows_enabled_disabled_and_hooks(plugin_site, server_dir):
+    from zato.cli import cli
+    all_hooks_plugin.install(plugin_site)
+    runner = CliRunner()
+    rows = {r["name"]: r for r in json.loads(runner.invoke(cli, ["plugins", "list", str(server_dir), "--json"]).output)}
+    assert rows["allhooks"]["enabled"] and rows["allhooks"]["distribution"] == "zato-plugin-allhooks"
+    assert rows["allhooks"]["version"] == "2.5" and rows["allhooks"]["hooks"] == HOOKS
+    assert rows["core"]["distribution"] == "zato-core"
+
+    set_config_value(server_dir, "plugins", "allhooks", "False")
+    rows = {r["name"]: r for r in json.loads(runner.invoke(cli, ["plugins", "list", str(server_dir), "--json"]).output)}
+    assert not rows["allhooks"]["enabled"] and not rows["allhooks"]["loaded"] and rows["allhooks"]["hooks"] == []
+
+    table = runner.invoke(cli, ["plugins", "list", str(server_dir)]).output
+    assert "allhooks" in table and "not imported" in table
