@@ -6,8 +6,8 @@ import click
 import trio
 
 from zato import hookimpl
-from zato.registry import ChannelType, Field, ObjectType, OutgoingConnectionType, RateLimiterBackend
-from zato.server.http import HTTPResponse
+from zato.registry import ChannelType, Field, ObjectType, OutgoingConnectionType, RateLimiterBackend, SecurityType
+from zato.server.http import HTTPError, HTTPResponse
 from zato.server.notify import LocalTransport
 
 EVENTS = []          # (what, detail) in the order things happened
@@ -64,6 +64,17 @@ def register_outgoing_connection_types(register):
 @hookimpl
 def register_rate_limiter_backends(register):
     register(RateLimiterBackend("allhooks_limiter", lambda server: object()))
+
+
+def check_token(definition, request):
+    if request.headers.get("x-allhooks-token") != definition["token"]:
+        raise HTTPError(401, headers={"www-authenticate": "AllHooks"})
+    return definition["name"]
+
+
+@hookimpl
+def register_security_types(register):
+    register(SecurityType("allhooks_token", check_token))
 
 
 @hookimpl

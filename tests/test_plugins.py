@@ -45,6 +45,7 @@ def test_entry_point_plugin_is_found_loaded_and_its_hooks_listed(plugin_site):
     assert registered["object_types"] == ["allhooks_thing"]
     assert registered["server_config"] == ["allhooks"]
     assert registered["notification_handlers"] == ["allhooks.ping"]
+    assert registered["security_types"] == ["allhooks_token"]
     assert registered["http_routes"] == ["/allhooks/greet/{name} GET"]
     assert len(registered["internal_services"]) == 1
 
@@ -133,6 +134,14 @@ async def test_every_hook_takes_effect_in_a_running_server(plugin_site, server_d
     module_name = all_hooks_plugin.install(plugin_site)
     set_config_value(server_dir, "allhooks", "greeting", "hello")
     set_config_value(server_dir, "allhooks", "custom_transport", "True")
+    from zato.odb import ODB, sqlite_url
+    odb = ODB(sqlite_url(server_dir / "work" / "zato.db"))
+    odb.put_object("security", "token1", {"type": "allhooks_token", "token": "s3cret"})
+    odb.put_object("channel_rest", "guarded", {"url_path": "/guarded", "service": "allhooks.hello",
+                                               "security": "token1"})
+    odb.put_object("channel_rest", "misconfigured", {"url_path": "/misconfigured", "service": "allhooks.hello",
+                                                     "security": "no-such-definition"})
+    odb.close()
     async with run_server(server_dir) as server:
         plugin = sys.modules[module_name]
         # register_server_config: declared keys are typed and seen in FS_CONFIG_ONLY
@@ -157,6 +166,12 @@ async def test_every_hook_takes_effect_in_a_running_server(plugin_site, server_d
             # register_internal_services
             reply = await client.post("/zato/api/invoke/allhooks.hello", auth=admin_auth())
             assert reply.json() == {"hello": "from allhooks"}
+            # register_security_types: a REST channel guarded by a definition of the plugin's type
+            assert (await client.get("/guarded")).status_code == 401
+            assert (await client.get("/guarded", headers={"x-allhooks-token": "wrong"})).status_code == 401
+            reply = await client.get("/guarded", headers={"x-allhooks-token": "s3cret"})
+            assert reply.status_code == 200 and reply.json() == {"hello": "from allhooks"}
+            assert (await client.get("/misconfigured")).status_code == 401  # refused, never let through
         # register_notification_handlers + notification_transport
         await server.notify("allhooks.ping", {"n": 1})
         assert plugin.NOTIFICATIONS == [(server.pid, {"n": 1})]

@@ -93,6 +93,20 @@ def register_rate_limiter_backends(register):
 
 
 @hookspec
+def register_security_types(register):
+    """ Declare security definition types: how a caller proves who it is (HTTP Basic Auth,
+    API keys...).
+
+    `register(security_type)` with a `zato.registry.SecurityType`: `name` (the value of a
+    security definition's `type` field, e.g. `"basic_auth"`) and
+    `check(definition, request)`, which returns the authenticated user name or raises
+    `zato.server.http.HTTPError` (401 with `WWW-Authenticate`, or 403); it may return an
+    awaitable. Channels call it through `server.authenticate(request, security_name)`.
+    Returns nothing.
+    """
+
+
+@hookspec
 def register_internal_services(register):
     """ Contribute internal services, deployed at start-up.
 

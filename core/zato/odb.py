@@ -67,6 +67,15 @@ class ODB:
             rows = conn.execute(query.order_by(objects_table.c.id)).mappings().all()
         return [self._as_object(row) for row in rows]
 
+    def list_all(self, *, active_only: bool = True) -> list[tuple[str, dict[str, Any]]]:
+        """ Every object as (type, object), in creation order. """
+        query = select(objects_table)
+        if active_only:
+            query = query.where(objects_table.c.is_active.is_(True))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(objects_table.c.id)).mappings().all()
+        return [(row["type"], self._as_object(row)) for row in rows]
+
     def put_object(self, object_type: str, name: str, data: dict[str, Any], *, is_active: bool = True) -> None:
         """ Creates the object, or replaces its data if it exists. """
         now = datetime.now(timezone.utc)

@@ -21,7 +21,7 @@ import pluggy
 from zato import PROJECT_NAME, __version__, hookspecs
 from zato.registry import (
     ChannelType, HTTPRoute, ObjectType, OutgoingConnectionType, RateLimiterBackend, Registry,
-    RegistrationError, ServerConfigSection, Task,
+    RegistrationError, SecurityType, ServerConfigSection, Task,
 )
 
 logger = logging.getLogger(__name__)
@@ -234,6 +234,7 @@ REGISTER_HOOKS: dict[str, tuple[str, Callable[..., tuple[str, Any]]]] = {
     "register_channel_types": ("channel_types", _register_typed(ChannelType)),
     "register_outgoing_connection_types": ("outgoing_connection_types", _register_typed(OutgoingConnectionType)),
     "register_rate_limiter_backends": ("rate_limiter_backends", _register_typed(RateLimiterBackend)),
+    "register_security_types": ("security_types", _register_typed(SecurityType)),
     "register_internal_services": ("internal_services", _register_module),
     "register_http_routes": ("http_routes", _register_route),
     "register_notification_handlers": ("notification_handlers", _register_notification_handler),

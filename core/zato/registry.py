@@ -69,6 +69,15 @@ class RateLimiterBackend:
 
 
 @dataclass(frozen=True)
+class SecurityType:
+    """ A way callers authenticate. `check(definition, request)` returns the user name or raises
+    `HTTPError` (401/403). """
+    name: str
+    check: Callable[[dict, Any], Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class HTTPRoute:
     path: str
     handler: Callable[..., Any]

@@ -68,9 +68,11 @@ def check_admin(request: HTTPRequest) -> str:
 
 
 async def admin_invoke(request: HTTPRequest) -> HTTPResponse:
+    name = request.path_params["service"]
+    request.trace.channel = "admin.invoke"
+    request.trace.service = name
     check_admin(request)
     server = request.server
-    name = request.path_params["service"]
     if name not in server.services:
         raise HTTPError(404, f"Error 404 Not Found: no such service: {name}")
     payload = request.json() if request.body else None

@@ -56,8 +56,13 @@ class RESTChannels:
         service = definition["service"]
         data_format = definition.get("data_format") or "json"
         name = definition["name"]
+        security = definition.get("security")
 
         async def handle(request: HTTPRequest) -> HTTPResponse:
+            request.trace.channel = name
+            request.trace.service = service
+            if security:
+                await server.authenticate(request, security)
             payload, raw = _parse_body(request, data_format)
             params = request.query
             params.update(request.path_params)

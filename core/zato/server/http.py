@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Awaitable, Callable
+from time import perf_counter
 from urllib.parse import parse_qsl
 
 from zato.common.util import new_cid
@@ -36,6 +37,15 @@ class HTTPError(Exception):
         super().__init__(self.details)
 
 
+class RequestTrace:
+    """ What a handler tells the observer about a request: the channel and the service. """
+    __slots__ = ("channel", "service")
+
+    def __init__(self) -> None:
+        self.channel = ""
+        self.service = ""
+
+
 @dataclass(slots=True)
 class HTTPRequest:
     method: str
@@ -48,6 +58,7 @@ class HTTPRequest:
     path_params: dict[str, str] = field(default_factory=dict)
     scope: dict[str, Any] | None = None
     server: Any = None
+    trace: RequestTrace | None = None
 
     @property
     def query(self) -> dict[str, str]:
@@ -187,10 +198,13 @@ class Router:
 class ASGIApp:
     """ The ASGI application: routing, body limits, CIDs and error replies. """
 
-    def __init__(self, router: Router, *, server: Any = None, max_body_size: int = 10 * 1024 * 1024) -> None:
+    def __init__(self, router: Router, *, server: Any = None, max_body_size: int = 10 * 1024 * 1024,
+                 observer: Callable[..., None] | None = None) -> None:
         self.router = router
         self.server = server
         self.max_body_size = max_body_size
+        # observer(trace, method, path, status, seconds, cid): called after every reply
+        self.observer = observer
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         kind = scope["type"]
@@ -210,8 +224,10 @@ class ASGIApp:
 
     async def _http(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         cid = new_cid()
+        started = perf_counter()
+        trace = RequestTrace()
         try:
-            response = await self._dispatch(scope, receive, cid)
+            response = await self._dispatch(scope, receive, cid, trace)
         except HTTPError as exc:
             response = error_response(exc.status, cid, exc.details, exc.headers)
         except Exception:
@@ -226,8 +242,10 @@ class ASGIApp:
             headers.append((name.lower().encode("latin-1"), str(value).encode("latin-1")))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body})
+        if self.observer is not None:
+            self.observer(trace, scope["method"], scope["path"], response.status, perf_counter() - started, cid)
 
-    async def _dispatch(self, scope: dict[str, Any], receive: Callable, cid: str) -> HTTPResponse:
+    async def _dispatch(self, scope: dict[str, Any], receive: Callable, cid: str, trace: RequestTrace) -> HTTPResponse:
         route, params = self.router.match(scope["path"])
         if route is None:
             raise HTTPError(404)
@@ -243,7 +261,7 @@ class ASGIApp:
             headers[name.decode("latin-1")] = value.decode("latin-1")
         body = await self._read_body(receive, headers)
         request = HTTPRequest(method, scope["path"], scope.get("query_string", b""), headers, body,
-                              scope.get("client"), cid, params, scope, self.server)
+                              scope.get("client"), cid, params, scope, self.server, trace)
         return await handler(request)
 
     async def _read_body(self, receive: Callable, headers: dict[str, str]) -> bytes:

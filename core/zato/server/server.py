@@ -25,8 +25,9 @@ from zato.config import Bunch, apply_schema, as_bool, read_ini
 from zato.odb import ODB, sqlite_url
 from zato.plugins import LoadedPlugins, await_maybe, load_plugins, plugin_switches, register_tasks
 from zato.server import startup_cache
-from zato.server.http import ASGIApp, Handler, Router
+from zato.server.http import ASGIApp, Handler, HTTPError, Router
 from zato.server.notify import LocalTransport, SupervisorLinkTransport
+from zato.server.observability import RequestObserver
 from zato.server.service import HTTPRequestInfo, Request, Response, Service, in_trio_thread
 from zato.server.services import DeploymentError, ServiceStore
 from zato.server.startup_callable import PhaseCtx, StartupError, load_startup_callables, run_user_callables
@@ -99,10 +100,12 @@ class Server:
         self.services = ServiceStore()
         self.router = Router()
         self._routes_by_owner: dict[str, list[tuple[str, tuple[str, ...], Handler, str]]] = {}
-        self.app = ASGIApp(self.router, server=self, max_body_size=int(config.main.get("max_body_size", 10 * 1024 * 1024)))
+        self.app = ASGIApp(self.router, server=self, max_body_size=int(config.main.get("max_body_size", 10 * 1024 * 1024)),
+                           observer=RequestObserver(self))
         self.odb: ODB | None = None
         self.user_config = Bunch()
         self.channels: dict[str, Any] = {}
+        self.config_objects: dict[str, dict[str, dict[str, Any]]] = {}  # type -> name -> active object
         self.plugin_state: dict[str, Any] = {}  # a place for plugins to keep per-server objects, by plugin name
         self.sync_limiter = trio.CapacityLimiter(int(config.main.get("sync_service_threads", 64)))
         self.trio_token: trio.lowlevel.TrioToken | None = None
@@ -183,6 +186,24 @@ class Server:
 
     async def _invoke_payload(self, name: str, payload: Any = None, **kwargs: Any) -> Any:
         return (await self.invoke_service(name, payload, **kwargs)).payload
+
+    # ############################################################################################
+    # Security
+
+    async def authenticate(self, request: Any, security_name: str) -> str:
+        """ Checks a request against a security definition; returns the user name or raises
+        `HTTPError` (401/403). A definition that does not exist is refused, never ignored. """
+        definition = self.config_objects.get("security", {}).get(security_name)
+        if definition is None:
+            logger.error("cid=%s security definition %r does not exist or is inactive; request refused",
+                         request.cid, security_name)
+            raise HTTPError(401)
+        security_type = self.registry.items("security_types").get(definition.get("type", ""))
+        if security_type is None:
+            logger.error("cid=%s security definition %r has type %r, which no enabled plugin provides; request "
+                         "refused", request.cid, security_name, definition.get("type"))
+            raise HTTPError(401)
+        return await await_maybe(security_type.check(definition, request))
 
     # ############################################################################################
     # Notifications between workers
@@ -291,6 +312,8 @@ async def _start(server: Server, nursery: trio.Nursery, started: float) -> None:
     database_url = config.get("odb", {}).get("url") or sqlite_url(paths.database)
     server.odb = ODB(database_url)
     await trio.to_thread.run_sync(server.odb.create_schema)
+    for object_type, obj in await trio.to_thread.run_sync(server.odb.list_all):
+        server.config_objects.setdefault(object_type, {})[obj["name"]] = obj
     await server.run_phase(PHASE.ON_STARTING, server=server)
 
     if options.workers == 1:  # in a multi-worker server the supervisor runs BEFORE_POST_FORK
@@ -305,7 +328,7 @@ async def _start(server: Server, nursery: trio.Nursery, started: float) -> None:
     for channel_type in server.registry.values("channel_types"):
         runtime = channel_type.create(server)
         server.channels[channel_type.name] = runtime
-        objects = await trio.to_thread.run_sync(server.odb.list_objects, channel_type.object_type)
+        objects = list(server.config_objects.get(channel_type.object_type, {}).values())
         await await_maybe(runtime.apply(objects))
         if hasattr(runtime, "run"):
             await nursery.start(runtime.run)

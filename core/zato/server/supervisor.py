@@ -109,11 +109,12 @@ class Supervisor:
                 self.failed = f"worker {index + 1} exited with code {code} during start-up; see the log lines above"
                 self.failed_event.set()
                 return
-            lived = time.monotonic() - started
-            backoff = 0.5 if lived > 30 else min(backoff * 2, MAX_BACKOFF)
+            if time.monotonic() - started > 30:
+                backoff = 0.5  # it ran for a while: not a crash loop
+            delay, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
             logger.error("worker %d (pid %d) exited with code %s; restarting it in %.1f s", index + 1, process.pid,
-                         code, backoff)
-            await trio.sleep(backoff)
+                         code, delay)
+            await trio.sleep(delay)
 
     async def _relay_output(self, process: Any) -> None:
         async for line in read_lines(process.stderr):

@@ -94,9 +94,13 @@ class ServerProcess:
     def start(self, timeout: float = 30.0, wait: bool = True) -> "ServerProcess":
         runtime = self.base_dir / "work" / "server.json"
         runtime.unlink(missing_ok=True)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "zato.server.main", str(self.base_dir), "--fg", *self.args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env)
+        # Console output goes to a file: a pipe nobody reads fills up and blocks the server.
+        self.console_file = self.base_dir / "logs" / "console.log"
+        self.console_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.console_file, "wb") as console:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "zato.server.main", str(self.base_dir), "--fg", *self.args],
+                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, env=self.env)
         if wait:
             self.wait_ready(timeout)
         return self
@@ -119,11 +123,11 @@ class ServerProcess:
         raise TimeoutError(f"server did not answer within {timeout} s:\n{self.output()}")
 
     def output(self) -> str:
-        if self.process is None or self.process.stdout is None:
+        """ What the server printed to its console so far. """
+        try:
+            return self.console_file.read_text("utf-8", "replace")
+        except (AttributeError, OSError):
             return ""
-        if self.process.poll() is None:
-            return ""
-        return self.process.stdout.read().decode("utf-8", "replace")
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
