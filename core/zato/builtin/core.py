@@ -5,13 +5,12 @@ switched off.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from zato import __version__, hookimpl
 from zato.common import ZATO_OK
+from zato.server.channel import invoke_from_http
 from zato.server.http import HTTPError, HTTPRequest, HTTPResponse
-from zato.server.service import HTTPRequestInfo
 from zato.security import Verifier, parse_basic_auth
 
 logger = logging.getLogger("zato.admin")
@@ -72,22 +71,6 @@ async def admin_invoke(request: HTTPRequest) -> HTTPResponse:
     request.trace.channel = "admin.invoke"
     request.trace.service = name
     check_admin(request)
-    server = request.server
-    if name not in server.services:
+    if name not in request.server.services:
         raise HTTPError(404, f"Error 404 Not Found: no such service: {name}")
-    payload = request.json() if request.body else None
-    http = HTTPRequestInfo(request.method, request.query, request.headers, request.path)
-    try:
-        response = await server.invoke_service(name, payload, cid=request.cid, channel="admin_invoke", http=http)
-    except HTTPError:
-        raise
-    except Exception:
-        logger.exception("cid=%s service %s raised", request.cid, name)
-        raise HTTPError(500) from None
-    payload = response.payload
-    if isinstance(payload, (bytes, str)):
-        body = payload.encode() if isinstance(payload, str) else payload
-        return HTTPResponse(response.status_code, body, response.content_type or "text/plain; charset=utf-8",
-                            dict(response.headers))
-    return HTTPResponse(response.status_code, json.dumps(payload).encode(), "application/json",
-                        dict(response.headers))
+    return await invoke_from_http(request, name, channel="admin.invoke")

@@ -6,15 +6,13 @@ turns every active one into a route; the whole route table is swapped in at once
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
-from urllib.parse import parse_qsl
 
 from zato import hookimpl
 from zato.registry import ChannelType, Field, ObjectType
-from zato.server.http import HTTPError, HTTPRequest, HTTPResponse
-from zato.server.service import HTTPRequestInfo
+from zato.server.channel import invoke_from_http
+from zato.server.http import HTTPRequest, HTTPResponse
 
 logger = logging.getLogger("zato.rest")
 
@@ -29,6 +27,7 @@ CHANNEL_REST = ObjectType(OBJECT_TYPE, (
     Field("methods", "list", default=list(ALL_METHODS), description="Allowed HTTP methods"),
     Field("data_format", default="json", description="json, text or form"),
     Field("security", references="security", description="Security definition protecting the channel"),
+    Field("timeout", "float", description="Seconds the service may take before the caller gets 504"),
     Field("is_active", "bool", default=True),
 ), description="A REST channel: exposes a service at a URL path")
 
@@ -57,58 +56,16 @@ class RESTChannels:
         data_format = definition.get("data_format") or "json"
         name = definition["name"]
         security = definition.get("security")
+        timeout = definition.get("timeout") or None
 
         async def handle(request: HTTPRequest) -> HTTPResponse:
             request.trace.channel = name
             request.trace.service = service
             if security:
                 await server.authenticate(request, security)
-            payload, raw = _parse_body(request, data_format)
-            params = request.query
-            params.update(request.path_params)
-            http = HTTPRequestInfo(request.method, params, request.headers, request.path)
-            try:
-                response = await server.invoke_service(service, payload, cid=request.cid, channel="rest",
-                                                       raw_request=raw, http=http)
-            except HTTPError:
-                raise
-            except KeyError as exc:
-                if service not in server.services:
-                    logger.error("cid=%s channel %s: service %s is not deployed", request.cid, name, service)
-                    raise HTTPError(500) from None
-                logger.exception("cid=%s channel %s: service %s raised %r", request.cid, name, service, exc)
-                raise HTTPError(500) from None
-            except Exception:
-                logger.exception("cid=%s channel %s: service %s raised", request.cid, name, service)
-                raise HTTPError(500) from None
-            return to_http_response(response)
+            return await invoke_from_http(request, service, channel=name, data_format=data_format, timeout=timeout)
 
         return handle
-
-
-def _parse_body(request: HTTPRequest, data_format: str) -> tuple[Any, Any]:
-    body = request.body
-    try:
-        raw: Any = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raw = body
-    if data_format == "json":
-        return (request.json() if body else None), raw
-    if data_format == "form":
-        return dict(parse_qsl(raw if isinstance(raw, str) else "", keep_blank_values=True)), raw
-    return raw, raw
-
-
-def to_http_response(response: Any) -> HTTPResponse:
-    payload = response.payload
-    content_type = response.content_type
-    if isinstance(payload, bytes):
-        body, default_type = payload, "application/octet-stream"
-    elif isinstance(payload, str):
-        body, default_type = payload.encode("utf-8"), "text/plain; charset=utf-8"
-    else:
-        body, default_type = json.dumps(payload).encode(), "application/json"
-    return HTTPResponse(response.status_code, body, content_type or default_type, dict(response.headers))
 
 
 @hookimpl

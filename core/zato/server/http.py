@@ -30,10 +30,12 @@ PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 class HTTPError(Exception):
     """ Raised by handlers to answer with an error status and Zato's JSON error body. """
 
-    def __init__(self, status: int, details: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, details: str | None = None, headers: dict[str, str] | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
         self.status = status
         self.details = details or f"Error {status} {HTTPStatus(status).phrase}"
         self.headers = headers or {}
+        self.extra = extra or {}  # more keys of the JSON error body, e.g. "errors"
         super().__init__(self.details)
 
 
@@ -85,9 +87,10 @@ class HTTPResponse:
         return cls(status, json.dumps(data).encode(), JSON_CONTENT_TYPE, headers or {})
 
 
-def error_response(status: int, cid: str, details: str | None = None, headers: dict[str, str] | None = None) -> HTTPResponse:
+def error_response(status: int, cid: str, details: str | None = None, headers: dict[str, str] | None = None,
+                   extra: dict[str, Any] | None = None) -> HTTPResponse:
     details = details or f"Error {status} {HTTPStatus(status).phrase}"
-    return HTTPResponse.json({"result": "Error", "cid": cid, "details": details}, status, headers)
+    return HTTPResponse.json({"result": "Error", "cid": cid, "details": details, **(extra or {})}, status, headers)
 
 
 # ################################################################################################
@@ -229,7 +232,7 @@ class ASGIApp:
         try:
             response = await self._dispatch(scope, receive, cid, trace)
         except HTTPError as exc:
-            response = error_response(exc.status, cid, exc.details, exc.headers)
+            response = error_response(exc.status, cid, exc.details, exc.headers, exc.extra)
         except Exception:
             logger.exception("cid=%s unhandled error in %s %s", cid, scope.get("method"), scope.get("path"))
             response = error_response(500, cid)

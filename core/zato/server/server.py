@@ -29,7 +29,7 @@ from zato.server.http import ASGIApp, Handler, HTTPError, Router
 from zato.server.notify import LocalTransport, SupervisorLinkTransport
 from zato.server.observability import RequestObserver
 from zato.server.service import HTTPRequestInfo, Request, Response, Service, in_trio_thread
-from zato.server.services import DeploymentError, ServiceStore
+from zato.server.services import DeploymentError, ServiceNotFound, ServiceStore
 from zato.server.startup_callable import PhaseCtx, StartupError, load_startup_callables, run_user_callables
 
 logger = logging.getLogger("zato.server")
@@ -151,26 +151,44 @@ class Server:
     async def invoke_service(self, name: str, payload: Any = None, *, cid: str | None = None, channel: str = "invoke",
                              raw_request: Any = None, http: HTTPRequestInfo | None = None,
                              timeout: float | None = None) -> Response:
-        """ Runs one service and returns its `Response`. Exceptions from the service propagate. """
+        """ Runs one service and returns its `Response`; the service's exceptions propagate.
+
+        Input is parsed by the service's SimpleIO (`InputError` lists every bad field) and its
+        output checked (`OutputError`). `handle_<METHOD>` is used for HTTP requests with that
+        method. `timeout` (seconds) raises `trio.TooSlowError`: an `async def` service is
+        cancelled at once; a plain `def` service, running in a thread, cannot be interrupted in
+        the middle of Python code: it is cancelled at its next call into the server
+        (`self.invoke`...), and the error is raised as soon as it returns.
+        """
         entry = self.services.entries.get(name)
         if entry is None:
-            raise KeyError(f"no such service: {name!r}")
+            raise ServiceNotFound(name)
         if entry.cls is None:  # deployed from the start-up cache, not imported yet
             entry = await trio.to_thread.run_sync(self.services.get, name)
         service = entry.cls()
         service.server = self
         service.name = entry.name
         service.cid = cid or new_cid()
-        service.request = Request(payload, raw_request, http, channel)
-        service.response = Response()
+        service.request = request = Request(payload, raw_request, http, channel)
+        service.response = response = Response()
+        sio = entry.sio
+        if sio is not None:
+            request.input = sio.parse_input((http.params if http else None, payload))
+            if sio.has_output:
+                response.payload = Bunch()
+        handler_name, is_async = entry.verbs.get(http.method, _DEFAULT_HANDLER) if http else _DEFAULT_HANDLER
+        if handler_name == "handle":
+            is_async = entry.is_async
         with trio.fail_after(timeout) if timeout else nullcontext():
-            if entry.is_async:
+            if is_async:
                 await await_maybe(service.before_handle())
-                await service.handle()
+                await getattr(service, handler_name)()
                 await await_maybe(service.after_handle())
             else:
-                await trio.to_thread.run_sync(_run_sync_service, service, limiter=self.sync_limiter)
-        return service.response
+                await trio.to_thread.run_sync(_run_sync_service, service, handler_name, limiter=self.sync_limiter)
+        if sio is not None and sio.has_output:
+            response.payload = sio.check_output(response.payload)
+        return response
 
     def invoke(self, name: str, payload: Any = None, **kwargs: Any) -> Any:
         """ Invokes a service and returns its response payload.
@@ -237,9 +255,12 @@ class Server:
         return f"<Server {self.name} pid={self.pid} worker={self.options.worker_index}/{self.options.workers}>"
 
 
-def _run_sync_service(service: Service) -> None:
+_DEFAULT_HANDLER = ("handle", False)
+
+
+def _run_sync_service(service: Service, handler_name: str) -> None:
     service.before_handle()
-    service.handle()
+    getattr(service, handler_name)()
     service.after_handle()
 
 
@@ -309,8 +330,7 @@ async def serve_worker(base_dir: Path | str, options: WorkerOptions | None = Non
 async def _start(server: Server, nursery: trio.Nursery, started: float) -> None:
     paths, options, config = server.paths, server.options, server.config
 
-    database_url = config.get("odb", {}).get("url") or sqlite_url(paths.database)
-    server.odb = ODB(database_url)
+    server.odb = ODB(database_url(paths, config))
     await trio.to_thread.run_sync(server.odb.create_schema)
     for object_type, obj in await trio.to_thread.run_sync(server.odb.list_all):
         server.config_objects.setdefault(object_type, {})[obj["name"]] = obj
@@ -450,9 +470,13 @@ def deploy_user_services(server: Server) -> None:
 # ################################################################################################
 
 
+def database_url(paths: ServerPaths, config: Bunch) -> str:
+    return config.get("odb", {}).get("url") or sqlite_url(paths.database)
+
+
 def write_runtime_file(paths: ServerPaths, address: str, pid: int, workers: int) -> None:
     paths.work_dir.mkdir(parents=True, exist_ok=True)
-    temp = paths.runtime_file.with_suffix(".tmp")
+    temp = paths.runtime_file.with_suffix(f".{pid}.tmp")
     temp.write_text(json.dumps({"pid": pid, "address": address, "workers": workers, "started": time.time()}))
     os.replace(temp, paths.runtime_file)
 

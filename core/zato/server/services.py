@@ -13,11 +13,19 @@ import inspect
 import re
 import sys
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from zato.server.service import Service
+
+
+class ServiceNotFound(LookupError):
+    """ No service of that name is deployed. """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no such service: {name!r}")
 
 
 class DeploymentError(Exception):
@@ -33,11 +41,24 @@ class ServiceEntry:
     internal: bool
     is_async: bool = False
     cls: type[Service] | None = None
+    # Known once the class is imported (attach):
+    sio: Any = field(default=None, repr=False)  # compiled SimpleIO, or None
+    verbs: dict[str, tuple[str, bool]] = field(default_factory=dict, repr=False)  # GET -> ("handle_GET", is_async)
+
+    CACHED = ("name", "module", "class_name", "file", "internal", "is_async")
 
     def to_cache(self) -> dict[str, Any]:
-        data = asdict(self)
-        del data["cls"]
-        return data
+        return {key: getattr(self, key) for key in self.CACHED}
+
+    def attach(self, cls: type[Service]) -> "ServiceEntry":
+        """ Binds the imported class and compiles what is known about it once. """
+        from zato.server.service.simpleio import compile_sio
+        self.cls = cls
+        self.is_async = _is_async_service(cls)
+        self.sio = compile_sio(cls)
+        self.verbs = {attr[7:]: (attr, inspect.iscoroutinefunction(getattr(cls, attr)))
+                      for attr in dir(cls) if attr.startswith("handle_") and attr[7:].isupper()}
+        return self
 
 
 def _dashed(name: str) -> str:
@@ -128,19 +149,19 @@ class ServiceStore:
             if cls.__name__.startswith("_") and not cls.__dict__.get("name"):
                 continue  # private helpers are not services unless they name themselves
             entries.append(ServiceEntry(service_name(cls, public_name), module.__name__, cls.__name__, file,
-                                        internal, _is_async_service(cls), cls))
+                                        internal).attach(cls))
         return entries
 
     def get(self, name: str) -> ServiceEntry:
         try:
             entry = self.entries[name]
         except KeyError:
-            raise KeyError(f"no such service: {name!r}") from None
+            raise ServiceNotFound(name) from None
         if entry.cls is None:
             with self._import_lock:
                 if entry.cls is None:
                     module = importlib.import_module(entry.module)
-                    entry.cls = getattr(module, entry.class_name)
+                    entry.attach(getattr(module, entry.class_name))
         return entry
 
 

@@ -23,7 +23,10 @@ from zato.common import SERVER_STARTUP
 from zato.config import Bunch
 from zato.server.logs import relay_logger
 from zato.server.notify import Hub, read_lines
-from zato.server.server import ServerPaths, WorkerOptions, load_configured_plugins, run_plugin_phase, write_runtime_file
+from zato.odb import ODB
+from zato.server.server import (
+    ServerPaths, WorkerOptions, database_url, load_configured_plugins, run_plugin_phase, write_runtime_file,
+)
 from zato.server.startup_callable import PhaseCtx, StartupError, load_startup_callables, run_user_callables
 
 logger = logging.getLogger("zato.supervisor")
@@ -125,6 +128,7 @@ class Supervisor:
         user_callables = load_startup_callables(self.config.misc.get("startup_callable"))
         plugins = load_configured_plugins(self.config, skip_broken=self.options.skip_broken_plugins)
         self.sock = bind_socket(self.host, self.port)
+        await trio.to_thread.run_sync(prepare_database, self.paths, self.config)  # once, before the workers
         address = f"http://{self.host}:{self.sock.getsockname()[1]}"
         ctx = PhaseCtx(SERVER_STARTUP.PHASE.BEFORE_POST_FORK, (), {"supervisor": self, "server_config": self.config})
         if user_callables:
@@ -175,6 +179,14 @@ class Supervisor:
                     logger.warning("worker pid %d did not stop in time; killing it", process.pid)
                     process.kill()
                     await process.wait()
+
+
+def prepare_database(paths: ServerPaths, config: Bunch) -> None:
+    odb = ODB(database_url(paths, config))
+    try:
+        odb.create_schema()
+    finally:
+        odb.close()
 
 
 def set_parent_death_signal(parent_pid: int) -> None:

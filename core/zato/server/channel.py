@@ -1,0 +1,77 @@
+""" What every HTTP channel does around a service: build its request from the HTTP request,
+invoke it, and turn its response or error into an HTTP reply (Zato's JSON error shape, the
+cid, no traceback: tracebacks go to the log). """
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import parse_qsl
+
+import trio
+
+from zato.server.http import HTTPError, HTTPRequest, HTTPResponse
+from zato.server.service import HTTPRequestInfo
+from zato.server.service.simpleio import InputError, OutputError
+from zato.server.services import ServiceNotFound
+
+logger = logging.getLogger("zato.channel")
+
+
+def parse_body(request: HTTPRequest, data_format: str) -> tuple[Any, Any]:
+    """ (payload, raw_request) for a data format: json, text or form. """
+    body = request.body
+    try:
+        raw: Any = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raw = body
+    if data_format == "json":
+        return (request.json() if body else None), raw
+    if data_format == "form":
+        return dict(parse_qsl(raw if isinstance(raw, str) else "", keep_blank_values=True)), raw
+    return raw, raw
+
+
+async def invoke_from_http(request: HTTPRequest, service: str, *, channel: str, data_format: str = "json",
+                           timeout: float | None = None) -> HTTPResponse:
+    server = request.server
+    payload, raw = parse_body(request, data_format)
+    params = request.query
+    params.update(request.path_params)
+    http = HTTPRequestInfo(request.method, params, request.headers, request.path)
+    try:
+        response = await server.invoke_service(service, payload, cid=request.cid, channel=channel, raw_request=raw,
+                                               http=http, timeout=timeout)
+    except HTTPError:
+        raise
+    except InputError as exc:
+        raise HTTPError(400, f"Error 400 Bad Request: {exc}", extra={"errors": exc.errors}) from None
+    except ServiceNotFound:
+        logger.error("cid=%s channel %s: service %s is not deployed", request.cid, channel, service)
+        raise HTTPError(500) from None
+    except OutputError as exc:
+        logger.error("cid=%s channel %s: service %s returned output that does not match its SimpleIO: %s",
+                     request.cid, channel, service, exc)
+        raise HTTPError(500) from None
+    except trio.TooSlowError:
+        logger.error("cid=%s channel %s: service %s did not finish within %s s", request.cid, channel, service,
+                     timeout)
+        raise HTTPError(504) from None
+    except Exception:
+        logger.exception("cid=%s channel %s: service %s raised", request.cid, channel, service)
+        raise HTTPError(500) from None
+    return to_http_response(response)
+
+
+def to_http_response(response: Any) -> HTTPResponse:
+    payload = response.payload
+    content_type = response.content_type
+    if isinstance(payload, bytes):
+        body, default_type = payload, "application/octet-stream"
+    elif isinstance(payload, str):
+        body, default_type = payload.encode("utf-8"), "text/plain; charset=utf-8"
+    else:
+        body, default_type = json.dumps(payload, default=str).encode(), "application/json"
+    return HTTPResponse(int(response.status_code), body, content_type or default_type,
+                        {str(k): str(v) for k, v in response.headers.items()})
