@@ -5,6 +5,7 @@ switched off.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 from zato import __version__, hookimpl
@@ -52,8 +53,16 @@ async def ping(request: HTTPRequest) -> HTTPResponse:
     })
 
 
+CLI_TOKEN_HEADER = "x-zato-cli-token"
+
+
 def check_admin(request: HTTPRequest) -> str:
-    """ The admin API's HTTP Basic Auth; returns the user name or raises 401. """
+    """ The admin API's HTTP Basic Auth (or the local CLI's token); returns the user name or raises 401. """
+    cli_token = request.headers.get(CLI_TOKEN_HEADER)
+    if cli_token is not None:
+        if request.server.cli_token and hmac.compare_digest(cli_token.encode(), request.server.cli_token.encode()):
+            return "zato-cli"
+        raise HTTPError(401, headers={"www-authenticate": 'Basic realm="Zato admin API"'})
     admin = request.server.config.admin
     credentials = parse_basic_auth(request.headers.get("authorization"))
     stored = admin.get("password_hash", "")

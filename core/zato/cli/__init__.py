@@ -216,6 +216,31 @@ def set_admin_password(base_dir: str, password: str) -> None:
     _console().print("[green]✓[/] admin password set; restart the server to apply it")
 
 
+@cli.command()
+@click.argument("base_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("service")
+@click.option("--payload", default=None, help="Request as JSON, e.g. '{\"id\": 1}'; '-' reads it from stdin.")
+def invoke(base_dir: str, service: str, payload: str | None) -> None:
+    """ Invoke a service on the server running in BASE_DIR and print its response. """
+    from zato.cli._admin import admin_request, describe_error
+    paths = _paths(base_dir)
+    if payload == "-":
+        payload = sys.stdin.read()
+    if payload is not None:
+        try:
+            json.loads(payload)
+        except ValueError as exc:
+            raise click.ClickException(f"--payload is not valid JSON: {exc}") from None
+    status_code, headers, body = admin_request(paths, "POST", f"/zato/api/invoke/{service}",
+                                               payload.encode() if payload is not None else None)
+    if status_code != 200:
+        raise click.ClickException(describe_error(status_code, body))
+    text = body.decode("utf-8", "replace")
+    if "json" in headers.get("content-type", headers.get("Content-Type", "")):
+        text = json.dumps(json.loads(body), indent=2)
+    click.echo(text)
+
+
 # ################################################################################################
 
 

@@ -4,9 +4,11 @@ HTTP server (hypercorn's trio worker inside our own nursery), and a graceful sto
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
@@ -28,6 +30,7 @@ from zato.server import startup_cache
 from zato.server.http import ASGIApp, Handler, HTTPError, Router
 from zato.server.notify import LocalTransport, SupervisorLinkTransport
 from zato.server.observability import RequestObserver
+from zato.server.outgoing import Outgoing
 from zato.server.service import HTTPRequestInfo, Request, Response, Service, in_trio_thread
 from zato.server.services import DeploymentError, ServiceNotFound, ServiceStore
 from zato.server.startup_callable import PhaseCtx, StartupError, load_startup_callables, run_user_callables
@@ -66,6 +69,7 @@ class ServerPaths:
         self.pidfile = self.base_dir / "pidfile"
         self.runtime_file = self.work_dir / "server.json"
         self.startup_cache = self.work_dir / "startup-cache.json"
+        self.cli_token = self.work_dir / "cli-token"
 
 
 def read_server_config(paths: ServerPaths) -> Bunch:
@@ -106,6 +110,9 @@ class Server:
         self.user_config = Bunch()
         self.channels: dict[str, Any] = {}
         self.config_objects: dict[str, dict[str, dict[str, Any]]] = {}  # type -> name -> active object
+        self.outgoing = Outgoing()  # outgoing connections by accessor (self.out.plain_http...)
+        self.background_nursery: trio.Nursery | None = None  # owns invoke_async and other detached work
+        self.cli_token = ""  # lets the local CLI (work/cli-token) use the admin API
         self.plugin_state: dict[str, Any] = {}  # a place for plugins to keep per-server objects, by plugin name
         self.sync_limiter = trio.CapacityLimiter(int(config.main.get("sync_service_threads", 64)))
         self.trio_token: trio.lowlevel.TrioToken | None = None
@@ -168,6 +175,7 @@ class Server:
         service = entry.cls()
         service.server = self
         service.name = entry.name
+        service.logger = _service_logger(entry.name)
         service.cid = cid or new_cid()
         service.request = request = Request(payload, raw_request, http, channel)
         service.response = response = Response()
@@ -258,6 +266,11 @@ class Server:
 _DEFAULT_HANDLER = ("handle", False)
 
 
+@functools.lru_cache(maxsize=4096)
+def _service_logger(name: str) -> logging.Logger:
+    return logging.getLogger(f"zato.service.{name}")
+
+
 def _run_sync_service(service: Service, handler_name: str) -> None:
     service.before_handle()
     getattr(service, handler_name)()
@@ -314,6 +327,7 @@ async def serve_worker(base_dir: Path | str, options: WorkerOptions | None = Non
 
     server = Server(paths, config, plugins, options, user_callables)
     server.trio_token = trio.lowlevel.current_trio_token()
+    server.cli_token = read_cli_token(paths) if options.notify_fd is not None else write_cli_token(paths)
     await server.run_phase(PHASE.IMPL_BEFORE_RUN, server=server)
 
     try:
@@ -356,6 +370,7 @@ async def _start(server: Server, nursery: trio.Nursery, started: float) -> None:
     first = options.worker_index == 0
     await server.run_phase(PHASE.IN_PROCESS_FIRST if first else PHASE.IN_PROCESS_OTHER, server=server)
 
+    server.background_nursery = await nursery.start(_serve_background)
     for task in register_tasks(server.pm, server):
         await nursery.start(task.run)
 
@@ -376,6 +391,13 @@ async def _start(server: Server, nursery: trio.Nursery, started: float) -> None:
     if options.notify_fd is not None:
         await server.transport.publish(json.dumps({"action": "__ready__", "origin": os.getpid(),
                                                    "index": options.worker_index}).encode())
+
+
+async def _serve_background(*, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+    """ The nursery that owns work services start in the background (invoke_async...). """
+    async with trio.open_nursery() as nursery:
+        task_status.started(nursery)
+        await trio.sleep_forever()
 
 
 async def _serve_http(server: Server, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
@@ -479,6 +501,26 @@ def write_runtime_file(paths: ServerPaths, address: str, pid: int, workers: int)
     temp = paths.runtime_file.with_suffix(f".{pid}.tmp")
     temp.write_text(json.dumps({"pid": pid, "address": address, "workers": workers, "started": time.time()}))
     os.replace(temp, paths.runtime_file)
+
+
+def write_cli_token(paths: ServerPaths) -> str:
+    """ A new random token in work/cli-token (readable by this user only), with which the local
+    `zato` CLI calls the admin API without knowing the admin password. """
+    token = secrets.token_urlsafe(32)
+    paths.work_dir.mkdir(parents=True, exist_ok=True)
+    temp = paths.cli_token.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    os.replace(temp, paths.cli_token)
+    return token
+
+
+def read_cli_token(paths: ServerPaths) -> str:
+    try:
+        return paths.cli_token.read_text().strip()
+    except OSError:
+        return ""
 
 
 def read_runtime_file(paths: ServerPaths) -> dict[str, Any] | None:

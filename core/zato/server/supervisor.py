@@ -25,7 +25,8 @@ from zato.server.logs import relay_logger
 from zato.server.notify import Hub, read_lines
 from zato.odb import ODB
 from zato.server.server import (
-    ServerPaths, WorkerOptions, database_url, load_configured_plugins, run_plugin_phase, write_runtime_file,
+    ServerPaths, WorkerOptions, database_url, load_configured_plugins, run_plugin_phase, write_cli_token,
+    write_runtime_file,
 )
 from zato.server.startup_callable import PhaseCtx, StartupError, load_startup_callables, run_user_callables
 
@@ -129,6 +130,7 @@ class Supervisor:
         plugins = load_configured_plugins(self.config, skip_broken=self.options.skip_broken_plugins)
         self.sock = bind_socket(self.host, self.port)
         await trio.to_thread.run_sync(prepare_database, self.paths, self.config)  # once, before the workers
+        write_cli_token(self.paths)  # the workers read it
         address = f"http://{self.host}:{self.sock.getsockname()[1]}"
         ctx = PhaseCtx(SERVER_STARTUP.PHASE.BEFORE_POST_FORK, (), {"supervisor": self, "server_config": self.config})
         if user_callables:

@@ -140,7 +140,7 @@ class Service:
     cid: str = ""
     request: Request
     response: Response
-    logger: logging.Logger = logging.getLogger("zato.service")
+    logger: logging.Logger = logging.getLogger("zato.service")  # per service once invoked (zato.service.<name>)
 
     def before_handle(self) -> Any:
         """ Runs before `handle`; may be `async def` in async services. """
@@ -155,6 +155,47 @@ class Service:
     def config(self) -> Any:
         """ User config (`[user_config]` files named in server.conf). """
         return self.server.user_config
+
+    # Outgoing connections, by Zato's accessors (zato.server.outgoing)
+
+    @property
+    def out(self) -> Any:
+        """ `self.out.plain_http[name].conn`, `self.out.wsx.get(name)`... """
+        return self.server.outgoing.namespace("out")
+
+    outgoing = out  # `self.outgoing.sql.get(name)`, `self.outgoing.ftp.get(name)`...
+
+    @property
+    def email(self) -> Any:
+        """ `self.email.smtp[name].conn.send(message)` """
+        return self.server.outgoing.namespace("email")
+
+    @property
+    def cloud(self) -> Any:
+        """ `self.cloud.dropbox[name].conn.client` """
+        return self.server.outgoing.namespace("cloud")
+
+    @property
+    def kvdb(self) -> Any:
+        """ `self.kvdb.conn`: the server's key-value database (the Redis plugin). """
+        kvdb = self.server.outgoing.kvdb
+        if kvdb is None:
+            raise AttributeError("self.kvdb needs the redis plugin: install zato-plugin-redis and enable it")
+        return kvdb
+
+    # Invocation patterns (zato.server.service.patterns)
+
+    @property
+    def patterns(self) -> Any:
+        """ `self.patterns.fanout`, `.parallel`, `.invoke_retry` """
+        from zato.server.service.patterns import Patterns
+        return Patterns(self)
+
+    def invoke_async(self, name: str, payload: Any = None, callback: str | None = None, **kwargs: Any) -> Any:
+        """ Starts another service in the background and returns its cid at once (RAM only: lost
+        if the server stops). `callback`, a service name, gets the result. """
+        from zato.server.service.patterns import invoke_async
+        return invoke_async(self, name, payload, callback, **kwargs)
 
     def invoke(self, name: str, payload: Any = None, **kwargs: Any) -> Any:
         """ Invokes another service and returns its response payload; its exceptions propagate.

@@ -1,0 +1,43 @@
+""" Calling a local server's admin API from the CLI, with the token the server wrote to
+work/cli-token (no admin password needed on the same machine, for the same user). """
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import click
+
+
+def admin_request(paths: Any, method: str, path: str, body: bytes | None = None,
+                  content_type: str = "application/json", timeout: float = 60.0) -> tuple[int, dict[str, str], bytes]:
+    """ (status, headers, body) of one admin API call to the server running in `paths`. """
+    from zato.server.server import read_cli_token, read_runtime_file
+    info = read_runtime_file(paths)
+    token = read_cli_token(paths)
+    if not info or not token:
+        raise click.ClickException(f"no server is running in {paths.base_dir}; start it with `zato start {paths.base_dir}`")
+    request = urllib.request.Request(info["address"] + path, data=body, method=method)
+    request.add_header("X-Zato-CLI-Token", token)
+    request.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return reply.status, dict(reply.headers), reply.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach the server at {info['address']}: {exc}") from None
+
+
+def describe_error(status: int, body: bytes) -> str:
+    try:
+        data = json.loads(body)
+        details = data.get("details", "")
+        errors = data.get("errors")
+        if errors:
+            details += "\n" + "\n".join(f"  {e.get('name', e.get('file', '?'))}: {e.get('error', e)}" for e in errors)
+        return f"HTTP {status} (cid {data.get('cid', '?')}): {details}"
+    except (ValueError, AttributeError):
+        return f"HTTP {status}: {body[:500].decode('utf-8', 'replace')}"
