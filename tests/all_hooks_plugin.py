@@ -48,7 +48,11 @@ def register_server_config(register):
 
 @hookimpl
 def register_object_types(register):
-    register(ObjectType("allhooks_thing", (Field("name", required=True), Field("size", "int", default=1))))
+    register(ObjectType("allhooks_thing", (
+        Field("name", required=True), Field("size", "int", default=1), Field("label", description="free text"),
+        Field("enabled", "bool", default=True), Field("ratio", "float"), Field("tags", "list"),
+        Field("token", secret=True), Field("security", references="security"),
+    ), description="a test object type"))
 
 
 @hookimpl
@@ -121,6 +125,11 @@ def register_tasks(register, server):
         task_status.started()
         await trio.sleep_forever()
     register("ticker", run)
+
+
+@hookimpl
+def config_objects_changed(server, object_types):
+    EVENTS.append(("config_objects_changed", tuple(object_types)))
 
 
 @hookimpl

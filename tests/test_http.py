@@ -136,3 +136,13 @@ def test_router_with_many_channels_matches_each():
     for i in (0, 1, 499, 999):
         route, params = router.match(f"/api/v{i % 7}/resource{i}/abc")
         assert route.name == f"r{i}" and params == {"id": "abc"}
+
+
+def test_router_parameters_may_hold_an_encoded_slash():
+    router = Router()
+    router.add("/objects/{type}/{name}", ("GET",), _handler, "object")
+    router.add("/objects/{type}/{name}/secrets/{field}", ("PUT",), _handler, "secret")
+    route, params = router.match("/objects/channel_rest//api/x", b"/objects/channel_rest/%2Fapi%2Fx")
+    assert route.name == "object" and params == {"type": "channel_rest", "name": "/api/x"}
+    route, params = router.match("/x", b"/objects/t/a%20b/secrets/password")
+    assert route.name == "secret" and params == {"type": "t", "name": "a b", "field": "password"}

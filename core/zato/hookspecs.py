@@ -191,6 +191,18 @@ def register_tasks(register, server):
     """
 
 
+@hookspec
+def config_objects_changed(server, object_types):
+    """ React to configuration objects that changed while the server runs.
+
+    Called in every worker after objects were created, edited or deleted (through the admin
+    API or enmasse) and `server.config_objects` holds their new state; `object_types` is the
+    sorted list of object type names that changed. Channel types are re-applied by the core
+    before this hook runs; plugins that keep their own runtimes (outgoing connections, jobs)
+    rebuild them here. May return an awaitable. Returns nothing.
+    """
+
+
 # ################################################################################################
 # Phase 3 - shutdown.
 # ################################################################################################

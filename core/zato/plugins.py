@@ -34,6 +34,10 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "core": "zato.builtin.core",
     "cache": "zato.builtin.cache",
     "rest": "zato.builtin.rest",
+    "hot_deploy": "zato.builtin.hot_deploy",
+    "admin_api": "zato.builtin.admin_api",
+    "metrics": "zato.builtin.metrics",
+    "security": "zato.builtin.security",
 }
 
 # Plugins the server cannot work without; server.conf cannot switch them off.

@@ -22,7 +22,8 @@ class Field:
     default: Any = None
     required: bool = False
     secret: bool = False
-    references: str | None = None  # object type this field names an object of
+    secret_storage: str = "encrypt"  # "encrypt" (the server needs it in clear) or "hash" (only checked)
+    references: str | None = None  # object type this field names an object of ("service": a service)
     description: str = ""
     example: Any = None
 

@@ -47,8 +47,15 @@ class Verifier:
         self._key = os.urandom(32)
         self._known: set[bytes] = set()
 
+    def _token(self, username: str, password: str, stored: str) -> bytes:
+        return hmac.new(self._key, f"{username}\0{password}\0{stored}".encode(), hashlib.sha256).digest()
+
+    def is_known(self, username: str, password: str, stored: str) -> bool:
+        """ True if these credentials verified against `stored` before in this process (no scrypt run). """
+        return self._token(username, password, stored) in self._known
+
     def verify(self, username: str, password: str, stored: str) -> bool:
-        token = hmac.new(self._key, f"{username}\0{password}\0{stored}".encode(), hashlib.sha256).digest()
+        token = self._token(username, password, stored)
         if token in self._known:
             return True
         if verify_password(password, stored):

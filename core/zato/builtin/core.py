@@ -41,6 +41,12 @@ def register_internal_services(register):
 
 
 @hookimpl
+def register_notification_handlers(register):
+    from zato.server import config_objects
+    register(config_objects.CHANGED, config_objects.on_changed)
+
+
+@hookimpl
 def register_http_routes(register):
     register("/zato/ping", ping, methods=("GET", "POST"))
     register("/zato/api/invoke/{service}", admin_invoke, methods=("POST", "GET", "PUT", "PATCH", "DELETE"))

@@ -12,7 +12,7 @@ from typing import Any
 from zato import hookimpl
 from zato.registry import ChannelType, Field, ObjectType
 from zato.server.channel import invoke_from_http
-from zato.server.http import HTTPRequest, HTTPResponse
+from zato.server.http import HTTPRequest, HTTPResponse, Router
 
 logger = logging.getLogger("zato.rest")
 
@@ -38,17 +38,48 @@ class RESTChannels:
     def __init__(self, server: Any) -> None:
         self.server = server
         self.definitions: dict[str, dict[str, Any]] = {}
+        self.errors: dict[str, str] = {}  # channel name -> why it is not routed
 
     def apply(self, objects: list[dict[str, Any]]) -> None:
+        """ Routes every active definition; one that clashes with another is left out and logged
+        (the others keep serving). """
+        trial = Router()
         routes = []
+        errors = {}
         for definition in objects:
             if not definition.get("is_active", True):
                 continue
-            methods = tuple(m.upper() for m in (definition.get("methods") or ALL_METHODS))
-            handler = self._handler(definition)
-            routes.append((definition["url_path"], methods, handler, definition["name"]))
+            route = self._route(definition)
+            try:
+                trial.add(*route)
+            except ValueError as exc:
+                errors[definition["name"]] = str(exc)
+                logger.error("REST channel %r is not routed: %s; change its url_path or methods",
+                             definition["name"], exc)
+                continue
+            routes.append(route)
         self.server.set_routes("channel:rest", routes)
         self.definitions = {d["name"]: d for d in objects}
+        self.errors = errors
+
+    def validate(self, definition: dict[str, Any]) -> list[str]:
+        """ Why `definition` could not be routed beside the other active channels ([] if it can). """
+        if not definition.get("is_active", True):
+            return []
+        trial = Router()
+        for other in self.definitions.values():
+            if other["name"] != definition["name"] and other.get("is_active", True) and \
+                    other["name"] not in self.errors:
+                trial.add(*self._route(other))
+        try:
+            trial.add(*self._route(definition))
+        except ValueError as exc:
+            return [str(exc)]
+        return []
+
+    def _route(self, definition: dict[str, Any]) -> tuple[str, tuple[str, ...], Any, str]:
+        methods = tuple(m.upper() for m in (definition.get("methods") or ALL_METHODS))
+        return definition["url_path"], methods, self._handler(definition), definition["name"]
 
     def _handler(self, definition: dict[str, Any]):
         server = self.server

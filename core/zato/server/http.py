@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Awaitable, Callable
 from time import perf_counter
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from zato.common.util import new_cid
 
@@ -167,12 +167,18 @@ class Router:
         if not params:
             exact[path.rstrip("/") or "/"] = route
 
-    def match(self, path: str) -> tuple[Route | None, dict[str, str]]:
-        route = self._exact.get(path.rstrip("/") or "/")
-        if route is not None:
-            return route, {}
+    def match(self, path: str, raw_path: bytes | None = None) -> tuple[Route | None, dict[str, str]]:
+        """ The route for a path, and its parameters. With `raw_path` (percent-encoded, as ASGI
+        gives it) a parameter may hold an encoded `/`: `/api/objects/channel_rest/%2Fapi%2Fx`. """
+        if raw_path is not None and b"%" in raw_path:
+            segments = [unquote(part) for part in raw_path.decode("latin-1").strip("/").split("/")]
+        else:
+            route = self._exact.get(path.rstrip("/") or "/")
+            if route is not None:
+                return route, {}
+            segments = path.strip("/").split("/")
         values: list[str] = []
-        node = self._match(self._root, path.strip("/").split("/"), 0, values)
+        node = self._match(self._root, segments, 0, values)
         if node is None:
             return None, {}
         return node, dict(zip(node.param_names, values))
@@ -249,7 +255,7 @@ class ASGIApp:
             self.observer(trace, scope["method"], scope["path"], response.status, perf_counter() - started, cid)
 
     async def _dispatch(self, scope: dict[str, Any], receive: Callable, cid: str, trace: RequestTrace) -> HTTPResponse:
-        route, params = self.router.match(scope["path"])
+        route, params = self.router.match(scope["path"], scope.get("raw_path"))
         if route is None:
             raise HTTPError(404)
         method = scope["method"]

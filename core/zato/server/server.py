@@ -26,7 +26,7 @@ from zato.common.util import new_cid
 from zato.config import Bunch, apply_schema, as_bool, read_ini
 from zato.odb import ODB, sqlite_url
 from zato.plugins import LoadedPlugins, await_maybe, load_plugins, plugin_switches, register_tasks
-from zato.server import startup_cache
+from zato.server import config_objects, startup_cache
 from zato.server.http import ASGIApp, Handler, HTTPError, Router
 from zato.server.notify import LocalTransport, SupervisorLinkTransport
 from zato.server.observability import RequestObserver
@@ -110,6 +110,7 @@ class Server:
         self.user_config = Bunch()
         self.channels: dict[str, Any] = {}
         self.config_objects: dict[str, dict[str, dict[str, Any]]] = {}  # type -> name -> active object
+        self.config_errors: dict[str, str] = {}  # "type:name" -> why that object is not used
         self.outgoing = Outgoing()  # outgoing connections by accessor (self.out.plain_http...)
         self.background_nursery: trio.Nursery | None = None  # owns invoke_async and other detached work
         self.cli_token = ""  # lets the local CLI (work/cli-token) use the admin API
@@ -187,7 +188,7 @@ class Server:
         handler_name, is_async = entry.verbs.get(http.method, _DEFAULT_HANDLER) if http else _DEFAULT_HANDLER
         if handler_name == "handle":
             is_async = entry.is_async
-        with trio.fail_after(timeout) if timeout else nullcontext():
+        with self.app.observer.time_service(entry.name), trio.fail_after(timeout) if timeout else nullcontext():
             if is_async:
                 await await_maybe(service.before_handle())
                 await getattr(service, handler_name)()
@@ -204,11 +205,23 @@ class Server:
         From a worker thread (plain `def handle`, start-up callables) this blocks until the
         result is there; from the trio loop it returns an awaitable.
         """
+        return self.run_trio(partial(self._invoke_payload, name, payload, **kwargs))
+
+    def run_trio(self, async_fn: Callable[[], Any]) -> Any:
+        """ Runs `async_fn()` on the trio loop, for code running in either kind of service.
+
+        From the trio thread it returns the awaitable. From a thread trio started (a plain
+        `def handle`, a start-up callable) it blocks, running `async_fn` inside the task that
+        started the thread, so that task's deadline and cancellation reach it (`trio.Cancelled`
+        is raised in the thread). From any other thread it blocks, running in a task of its own.
+        """
         if in_trio_thread():
-            return self._invoke_payload(name, payload, **kwargs)
+            return async_fn()
+        if _in_trio_worker_thread():
+            return trio.from_thread.run(async_fn)
         if self.trio_token is None:
             raise RuntimeError("server.invoke is available from the AFTER_STARTED phase on")
-        return trio.from_thread.run(partial(self._invoke_payload, name, payload, **kwargs), trio_token=self.trio_token)
+        return trio.from_thread.run(async_fn, trio_token=self.trio_token)
 
     async def _invoke_payload(self, name: str, payload: Any = None, **kwargs: Any) -> Any:
         return (await self.invoke_service(name, payload, **kwargs)).payload
@@ -269,6 +282,16 @@ _DEFAULT_HANDLER = ("handle", False)
 @functools.lru_cache(maxsize=4096)
 def _service_logger(name: str) -> logging.Logger:
     return logging.getLogger(f"zato.service.{name}")
+
+
+def _in_trio_worker_thread() -> bool:
+    """ True in a thread started by `trio.to_thread.run_sync`; raises `trio.Cancelled` there if the
+    task that started it is being cancelled. """
+    try:
+        trio.from_thread.check_cancelled()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _run_sync_service(service: Service, handler_name: str) -> None:
@@ -345,9 +368,8 @@ async def _start(server: Server, nursery: trio.Nursery, started: float) -> None:
     paths, options, config = server.paths, server.options, server.config
 
     server.odb = ODB(database_url(paths, config))
-    await trio.to_thread.run_sync(server.odb.create_schema)
-    for object_type, obj in await trio.to_thread.run_sync(server.odb.list_all):
-        server.config_objects.setdefault(object_type, {})[obj["name"]] = obj
+    await trio.to_thread.run_sync(server.odb.upgrade)
+    await config_objects.load_all(server)
     await server.run_phase(PHASE.ON_STARTING, server=server)
 
     if options.workers == 1:  # in a multi-worker server the supervisor runs BEFORE_POST_FORK

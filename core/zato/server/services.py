@@ -2,6 +2,12 @@
 
 A `ServiceEntry` may exist before its module is imported: the start-up cache restores entries
 by name, and the module is imported when the service is first invoked.
+
+A user's file is deployed in two steps, so that a broken version never replaces a working one:
+`load_file` imports it into a fresh module (a name never used before in this process) without
+touching what is deployed, and `commit_file` swaps the file's services in all at once (a new
+dict replaces the old one, so a lookup sees either every old service of the file or every new
+one). Requests in flight keep the class they started with.
 """
 
 from __future__ import annotations
@@ -10,11 +16,13 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import os
 import re
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from zato.server.service import Service
@@ -29,7 +37,13 @@ class ServiceNotFound(LookupError):
 
 
 class DeploymentError(Exception):
-    """ A service module could not be deployed; the message says which file and why. """
+    """ A service module could not be deployed; the message says which file and why. `file` and
+    `line` say where, when known (`line` is None for errors not tied to a line). """
+
+    def __init__(self, message: str, *, file: str = "", line: int | None = None) -> None:
+        super().__init__(message)
+        self.file = file
+        self.line = line
 
 
 @dataclass
@@ -77,11 +91,48 @@ def _is_async_service(cls: type[Service]) -> bool:
     return inspect.iscoroutinefunction(getattr(cls, "handle", None))
 
 
+@dataclass
+class LoadedFile:
+    """ A user's file imported into a fresh module, not deployed yet (`ServiceStore.load_file`). """
+    path: str  # absolute, symbolic links not resolved: the file's name in its directory matters
+    digest: str  # sha256 of the source that was run
+    module: ModuleType
+    entries: list[ServiceEntry]
+
+
+@dataclass(frozen=True)
+class DeployedFile:
+    """ What a user's file deployed: its services and the version of its source. """
+    path: str
+    digest: str
+    module: str
+    names: tuple[str, ...]
+
+
+_issued_module_names: set[str] = set()
+_module_names_lock = threading.Lock()
+
+
+def _new_module_name(path: Path) -> str:
+    """ `zato_user_services.<stem>_<path digest>` the first time a file is loaded in this process,
+    then `..._v2`, `..._v3`: each version of a file is its own module, never reusing a name. """
+    base = f"zato_user_services.{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+    with _module_names_lock:
+        name, version = base, 1
+        while name in _issued_module_names or name in sys.modules:
+            version += 1
+            name = f"{base}_v{version}"
+        _issued_module_names.add(name)
+    return name
+
+
 class ServiceStore:
     """ Every deployed service by name. """
 
     def __init__(self) -> None:
         self.entries: dict[str, ServiceEntry] = {}
+        self.files: dict[str, DeployedFile] = {}  # absolute path -> what a user's file deployed
+        self.file_errors: dict[str, DeploymentError] = {}  # absolute path -> why deploy_file failed
         self._import_lock = threading.Lock()
 
     def __contains__(self, name: str) -> bool:
@@ -117,26 +168,109 @@ class ServiceStore:
         return entries
 
     def deploy_file(self, path: Path) -> list[ServiceEntry]:
-        """ Imports a user's .py file and deploys its services. """
-        path = Path(path).resolve()
-        digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
-        module_name = f"zato_user_services.{path.stem}_{digest}"
+        """ Imports a user's .py file and deploys its services (replacing those a previous version
+        of the same file deployed). A failure is raised and remembered in `file_errors`. """
+        key = _file_key(path)
+        try:
+            loaded = self.load_file(path)
+            self.commit_file(loaded)
+        except DeploymentError as exc:
+            self.file_errors[key] = exc
+            raise
+        return loaded.entries
+
+    def load_file(self, path: Path | str, source: bytes | None = None) -> LoadedFile:
+        """ Imports a user's file into a new module, without deploying anything: what is deployed
+        stays as it is, whatever happens. `source` is the file's content if already read (it is
+        run as if it were at `path`, so errors and tracebacks name `path`). Raises
+        `DeploymentError` with the file and line of a syntax or import error. """
+        path = Path(_file_key(path))
+        if source is None:
+            try:
+                source = path.read_bytes()
+            except OSError as exc:
+                raise DeploymentError(f"{path}: cannot read the file ({exc.strerror}); the file was not deployed",
+                                      file=str(path)) from None
+        module_name = _new_module_name(path)
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:
-            raise DeploymentError(f"{path}: not a Python module")
+            raise DeploymentError(f"{path}: not a Python module", file=str(path))
+        try:
+            code = compile(source, str(path), "exec", dont_inherit=True)
+        except SyntaxError as exc:
+            raise DeploymentError(f"{path}:{exc.lineno}: syntax error: {exc.msg}; the file was not deployed",
+                                  file=str(path), line=exc.lineno) from None
+        except ValueError as exc:  # e.g. null bytes in the source
+            raise DeploymentError(f"{path}: not Python source: {exc}; the file was not deployed", file=str(path)) from None
         module = importlib.util.module_from_spec(spec)
         module.__zato_service_module__ = path.stem  # type: ignore[attr-defined]
+        sys.modules[module_name] = module  # as an import does: code run at import may look itself up
         try:
-            spec.loader.exec_module(module)
-        except SyntaxError as exc:
-            raise DeploymentError(f"{path}:{exc.lineno}: syntax error: {exc.msg}; the file was not deployed") from None
-        except Exception as exc:
+            exec(code, module.__dict__)
+            entries = self.entries_of(module, internal=False)
+        except (Exception, SystemExit) as exc:
+            sys.modules.pop(module_name, None)
             line = _error_line(exc, path)
-            raise DeploymentError(f"{path}{line}: {type(exc).__name__}: {exc}; the file was not deployed") from None
-        sys.modules[module_name] = module
-        entries = self.entries_of(module, internal=False)
-        self.add_entries(entries)
-        return entries
+            raise DeploymentError(f"{path}{f':{line}' if line else ''}: {type(exc).__name__}: {exc}; the file was not "
+                                  f"deployed", file=str(path), line=line) from None
+        return LoadedFile(str(path), hashlib.sha256(source).hexdigest(), module, entries)
+
+    def check_file(self, loaded: LoadedFile) -> None:
+        """ Raises `DeploymentError` if committing `loaded` would give a service name to two
+        classes (in this file, or in this file and another file or internal module). """
+        previous = self.files.get(loaded.path)
+        own = set(previous.names) if previous else set()
+        seen: dict[str, ServiceEntry] = {}
+        for entry in loaded.entries:
+            other = seen.get(entry.name) or (self.entries.get(entry.name) if entry.name not in own else None)
+            if other is not None:
+                raise DeploymentError(
+                    f"service name {entry.name!r} is used twice: by {other.class_name} in {other.file} and by "
+                    f"{entry.class_name} in {entry.file}; rename one of them (set its `name` attribute); the file "
+                    f"was not deployed", file=loaded.path)
+            seen[entry.name] = entry
+
+    def commit_file(self, loaded: LoadedFile) -> tuple[list[str], list[str]]:
+        """ Deploys a loaded file in one step: its services replace those its previous version
+        deployed, and services the new version no longer has are undeployed. Returns (deployed
+        names, undeployed names). Raises `DeploymentError` on a name clash, changing nothing. """
+        try:
+            self.check_file(loaded)
+        except DeploymentError:
+            self.discard(loaded)
+            raise
+        previous = self.files.get(loaded.path)
+        old_names = set(previous.names) if previous else set()
+        new = {entry.name: entry for entry in loaded.entries}
+        entries = dict(self.entries)
+        for name in old_names - new.keys():
+            entries.pop(name, None)
+        entries.update(new)
+        self.entries = entries  # one assignment: lookups see the old services or the new ones
+        self.files[loaded.path] = DeployedFile(loaded.path, loaded.digest, loaded.module.__name__, tuple(sorted(new)))
+        self.file_errors.pop(loaded.path, None)
+        if previous is not None and previous.module != loaded.module.__name__:
+            sys.modules.pop(previous.module, None)  # in-flight requests keep their class (and its module)
+        return sorted(new), sorted(old_names - new.keys())
+
+    def discard(self, loaded: LoadedFile) -> None:
+        """ Forgets a loaded file that will not be committed. """
+        if sys.modules.get(loaded.module.__name__) is loaded.module:
+            del sys.modules[loaded.module.__name__]
+
+    def undeploy_file(self, path: Path | str) -> list[str]:
+        """ Undeploys every service a user's file deployed; returns their names. """
+        key = _file_key(path)
+        self.file_errors.pop(key, None)
+        previous = self.files.pop(key, None)
+        if previous is None:
+            return []
+        entries = dict(self.entries)
+        for name in previous.names:
+            entries.pop(name, None)
+        self.entries = entries
+        sys.modules.pop(previous.module, None)
+        return list(previous.names)
 
     @staticmethod
     def entries_of(module: Any, *, internal: bool) -> list[ServiceEntry]:
@@ -165,11 +299,18 @@ class ServiceStore:
         return entry
 
 
-def _error_line(exc: BaseException, path: Path) -> str:
+def _file_key(path: Path | str) -> str:
+    """ A user file's identity: its absolute path, symbolic links not resolved (a link in the
+    pickup directory is deployed under its own name). """
+    return os.path.abspath(path)
+
+
+def _error_line(exc: BaseException, path: Path) -> int | None:
+    """ The last line of `path` in the traceback: where the error is, or the import that led to it. """
     tb = exc.__traceback__
     line = None
     while tb is not None:
-        if Path(tb.tb_frame.f_code.co_filename).resolve() == path:
+        if os.path.abspath(tb.tb_frame.f_code.co_filename) == str(path):
             line = tb.tb_lineno
         tb = tb.tb_next
-    return f":{line}" if line else ""
+    return line

@@ -186,7 +186,7 @@ class Supervisor:
 def prepare_database(paths: ServerPaths, config: Bunch) -> None:
     odb = ODB(database_url(paths, config))
     try:
-        odb.create_schema()
+        odb.upgrade()
     finally:
         odb.close()
 

@@ -1,5 +1,6 @@
 """ The core's test kit: start servers in-process or as real processes, for the core's tests,
-plugins' tests and users' own tests. Its fixtures are a pytest plugin (`zato.testing.pytest_plugin`),
+plugins' tests and users' own tests, and run services without a server (`ServiceTester`, with
+canned answers for outgoing connections; see docs/testing-services.md). Its fixtures are a pytest plugin (`zato.testing.pytest_plugin`),
 registered by the `pytest11` entry point, so installing zato-core makes them available.
 """
 
@@ -7,4 +8,18 @@ from zato.testing._servers import (
     ADMIN_PASSWORD, ServerProcess, admin_auth, create_test_server_dir, run_server, set_config_value,
 )
 
-__all__ = ["ADMIN_PASSWORD", "ServerProcess", "admin_auth", "create_test_server_dir", "run_server", "set_config_value"]
+# The service test kit imports the server; it is loaded on first use, so that loading this
+# package (pytest loads it at every start through the `pytest11` entry point) stays cheap.
+_SERVICE_KIT = ("CannedHTTP", "CannedResponse", "CannedSMTP", "HTTPCall", "ServiceResult", "ServiceTester",
+                "UnknownService")
+
+
+def __getattr__(name: str):
+    if name in _SERVICE_KIT:
+        from zato.testing import services
+        return getattr(services, name)
+    raise AttributeError(f"module 'zato.testing' has no attribute {name!r}")
+
+
+__all__ = ["ADMIN_PASSWORD", "ServerProcess", "admin_auth", "create_test_server_dir", "run_server", "set_config_value",
+           "CannedHTTP", "CannedResponse", "CannedSMTP", "HTTPCall", "ServiceResult", "ServiceTester", "UnknownService"]

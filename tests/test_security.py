@@ -1,0 +1,354 @@
+""" Security definitions on REST channels: HTTP Basic Auth and API keys in a header (the
+`security` plugin), secrets kept only as scrypt hashes, and the rate-limiting article's
+`curl http://my.user:password@localhost:PORT/api/sample` (shared/seeds/002_*.txt). """
+
+from __future__ import annotations
+
+import base64
+import logging
+import shutil
+
+import httpx
+import pytest
+import trio
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from zato.builtin.security import (
+    DEFAULT_APIKEY_HEADER, SecurityDefinitionError, _state, prepare_secret_fields, store_definition,
+)
+from zato.odb import ODB, objects_table, sqlite_url
+from zato.security import verify_password
+from zato.server.http import HTTPError, HTTPRequest
+from zato.testing import run_server, set_config_value
+
+# The rate-limiting article's service, verbatim.
+SEED_SERVICE = '''# -*- coding: utf-8 -*-
+
+# Zato
+from zato.server.service import Service
+
+class Sample(Service):
+    name = 'api.sample'
+
+    def handle(self):
+
+        # Return a simple string on response
+        self.response.payload = 'Hello there!\\n'
+'''
+
+USER, PASSWORD = "my.user", "password"
+API_KEY = "k3y-0f-the-test-client-7b1c9f"
+
+
+def odb_of(server_dir) -> ODB:
+    return ODB(sqlite_url(server_dir / "work" / "zato.db"))
+
+
+def prepare(server_dir, definitions: dict[str, dict], channels: dict[str, str | None], *,
+            clear: dict[str, dict] | None = None) -> None:
+    """ The seed service in pickup/, definitions stored as the plugin stores them (`clear`:
+    written as they are, bypassing hashing), and one GET channel per path naming a definition. """
+    (server_dir / "pickup" / "sample.py").write_text(SEED_SERVICE, "utf-8")
+    odb = odb_of(server_dir)
+    try:
+        for name, fields in definitions.items():
+            store_definition(odb, name, **fields)
+        for name, data in (clear or {}).items():
+            odb.put_object("security", name, data)
+        for path, security in channels.items():
+            odb.put_object("channel_rest", path, {"url_path": path, "service": "api.sample", "methods": ["GET"],
+                                                  "data_format": "json", "security": security})
+    finally:
+        odb.close()
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def assert_refused(reply: httpx.Response, challenge: str | None) -> None:
+    assert reply.status_code == 401, reply.text
+    body = reply.json()
+    assert body == {"result": "Error", "cid": reply.headers["x-zato-cid"], "details": "Error 401 Unauthorized"}
+    assert reply.headers.get("www-authenticate") == challenge
+    assert "Hello there" not in reply.text
+
+
+BASIC_DEF = {"type": "basic_auth", "username": USER, "password": PASSWORD}
+APIKEY_DEF = {"type": "apikey", "password": API_KEY}
+
+
+# ################################################################################################
+
+
+async def test_basic_auth_lets_the_right_user_in_and_refuses_everyone_else(server_dir, caplog):
+    caplog.set_level(logging.DEBUG)
+    prepare(server_dir, {"sample.basic": BASIC_DEF,
+                         "sample.realm": {**BASIC_DEF, "realm": 'My "Orders" API'}},
+            {"/api/sample": "sample.basic", "/api/realm": "sample.realm", "/api/open": None})
+    challenge = 'Basic realm="API"'
+    async with run_server(server_dir) as server:
+        async with httpx.AsyncClient(base_url=server.address) as client:
+            reply = await client.get("/api/sample", auth=(USER, PASSWORD))
+            assert reply.status_code == 200 and reply.text == "Hello there!\n"
+            assert (await client.get("/api/open")).text == "Hello there!\n"  # no security: open
+
+            assert_refused(await client.get("/api/sample", auth=(USER, "wrong")), challenge)
+            assert_refused(await client.get("/api/sample", auth=(USER, PASSWORD + "x")), challenge)
+            assert_refused(await client.get("/api/sample", auth=(USER, "")), challenge)
+            assert_refused(await client.get("/api/sample", auth=("other.user", PASSWORD)), challenge)
+            assert_refused(await client.get("/api/sample", auth=(USER.upper(), PASSWORD)), challenge)
+            assert_refused(await client.get("/api/sample"), challenge)  # no Authorization header
+            for malformed in ("Basic !!!not-base64!!!", "Basic " + base64.b64encode(b"no-colon").decode(),
+                              "Basic", "Bearer " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode(),
+                              "Basic " + base64.b64encode(b"\xff\xfe:x").decode()):
+                assert_refused(await client.get("/api/sample", headers={"authorization": malformed}), challenge)
+
+            # the realm comes from the definition, quoted
+            assert_refused(await client.get("/api/realm"), 'Basic realm="My \\"Orders\\" API"')
+            assert (await client.get("/api/realm", auth=(USER, PASSWORD))).status_code == 200
+
+    assert "refused the request to /api/sample: wrong password for user 'my.user'" in caplog.text
+    assert "unknown user name" in caplog.text and "no Authorization header" in caplog.text
+    assert "not Basic base64(user:password)" in caplog.text
+    assert PASSWORD + "x" not in caplog.text and base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode() \
+        not in caplog.text  # secrets never reach the log
+
+
+async def test_seed_article_curl_with_credentials_in_the_url(server_dir):
+    prepare(server_dir, {"my.user": BASIC_DEF}, {"/api/sample": "my.user"})
+    async with run_server(server_dir) as server:
+        port = server.address.rsplit(":", 1)[1]
+        url = f"http://{USER}:{PASSWORD}@127.0.0.1:{port}/api/sample"
+        async with httpx.AsyncClient() as client:  # credentials in the URL, as curl takes them
+            reply = await client.get(url)
+            assert reply.status_code == 200 and reply.text == "Hello there!\n"
+            assert_refused(await client.get(url.replace(f":{PASSWORD}@", ":nope@")), 'Basic realm="API"')
+
+        curl = shutil.which("curl")
+        if curl is None:
+            pytest.skip("curl is not installed; the same request was made with httpx above")
+        done = await trio.run_process([curl, "-s", url], capture_stdout=True)
+        assert done.stdout == b"Hello there!\n"
+        done = await trio.run_process([curl, "-s", "-i", url.replace(f":{PASSWORD}@", ":nope@")],
+                                      capture_stdout=True)
+        head = done.stdout.decode().lower()
+        assert head.startswith("http/1.1 401") and 'www-authenticate: basic realm="api"' in head
+        assert "x-zato-cid:" in head
+
+
+async def test_apikey_in_its_header(server_dir):
+    prepare(server_dir, {
+        "client.default": APIKEY_DEF,
+        "client.custom": {"type": "apikey", "header": "X-My-Client-Key", "password": "other-key"},
+        "client.zato32": {"type": "apikey", "username": "Zato-Apikey", "password": "third-key"},  # Zato 3.2 form
+    }, {"/api/default": "client.default", "/api/custom": "client.custom", "/api/zato32": "client.zato32"})
+    async with run_server(server_dir) as server:
+        async with httpx.AsyncClient(base_url=server.address) as client:
+            reply = await client.get("/api/default", headers={"X-API-Key": API_KEY})
+            assert reply.status_code == 200 and reply.text == "Hello there!\n"
+            assert (await client.get("/api/default", headers={"x-api-key": API_KEY})).status_code == 200
+            assert_refused(await client.get("/api/default", headers={"X-API-Key": API_KEY[:-1]}), "zato-apikey")
+            assert_refused(await client.get("/api/default", headers={"X-API-Key": ""}), "zato-apikey")
+            assert_refused(await client.get("/api/default"), "zato-apikey")
+            assert_refused(await client.get("/api/default", headers={"X-Other-Key": API_KEY}), "zato-apikey")
+            assert_refused(await client.get("/api/default", auth=("X-API-Key", API_KEY)), "zato-apikey")
+
+            assert (await client.get("/api/custom", headers={"X-My-Client-Key": "other-key"})).status_code == 200
+            assert_refused(await client.get("/api/custom", headers={"X-API-Key": "other-key"}), "zato-apikey")
+            # another definition's key does not open this channel
+            assert_refused(await client.get("/api/custom", headers={"X-My-Client-Key": API_KEY}), "zato-apikey")
+
+            assert (await client.get("/api/zato32", headers={"Zato-Apikey": "third-key"})).status_code == 200
+
+
+async def test_authenticate_returns_the_user_name(server_dir):
+    prepare(server_dir, {"sample.basic": BASIC_DEF, "client.default": APIKEY_DEF}, {})
+    async with run_server(server_dir) as server:
+        def request(headers: dict[str, str]) -> HTTPRequest:
+            return HTTPRequest("GET", "/x", b"", headers, b"", None, "cid-of-a-test-request", server=server)
+
+        assert await server.authenticate(request(basic(USER, PASSWORD)), "sample.basic") == USER
+        assert await server.authenticate(request({"x-api-key": API_KEY}), "client.default") == "client.default"
+        with pytest.raises(HTTPError) as refused:
+            await server.authenticate(request(basic(USER, "wrong")), "sample.basic")
+        assert refused.value.status == 401
+
+
+async def test_inactive_definition_refuses_every_request(server_dir, caplog):
+    prepare(server_dir, {"sample.basic": {**BASIC_DEF, "is_active": False}}, {"/api/sample": "sample.basic"})
+    async with run_server(server_dir) as server:
+        async with httpx.AsyncClient(base_url=server.address) as client:
+            reply = await client.get("/api/sample", auth=(USER, PASSWORD))
+    assert reply.status_code == 401 and reply.json()["cid"] == reply.headers["x-zato-cid"]
+    assert "security definition 'sample.basic' does not exist or is inactive" in caplog.text
+
+
+async def test_definition_of_a_disabled_plugins_type_refuses_every_request(server_dir, caplog):
+    prepare(server_dir, {"sample.basic": BASIC_DEF}, {"/api/sample": "sample.basic"})
+    set_config_value(server_dir, "plugins", "security", "False")
+    async with run_server(server_dir) as server:
+        assert "security" not in server.plugins.enabled_names()
+        assert "basic_auth" not in server.registry.items("security_types")
+        async with httpx.AsyncClient(base_url=server.address) as client:
+            reply = await client.get("/api/sample", auth=(USER, PASSWORD))
+    assert reply.status_code == 401 and "Hello there" not in reply.text
+    assert "has type 'basic_auth', which no enabled plugin provides" in caplog.text
+
+
+# ################################################################################################
+# Secrets at rest
+
+
+def stored_rows(server_dir) -> dict[str, dict]:
+    odb = odb_of(server_dir)
+    try:
+        with odb.engine.connect() as conn:
+            rows = conn.execute(select(objects_table).where(objects_table.c.type == "security")).mappings().all()
+    finally:
+        odb.close()
+    return {row["name"]: dict(row["data"]) for row in rows}
+
+
+async def test_secrets_are_stored_only_as_scrypt_hashes(server_dir):
+    prepare(server_dir, {"sample.basic": BASIC_DEF, "client.default": APIKEY_DEF}, {})
+    rows = stored_rows(server_dir)
+    assert set(rows["sample.basic"]) == {"type", "username", "realm", "password_hash"}
+    assert set(rows["client.default"]) == {"type", "header", "password_hash"}
+    assert rows["client.default"]["header"] == DEFAULT_APIKEY_HEADER
+    for row, secret in ((rows["sample.basic"], PASSWORD), (rows["client.default"], API_KEY)):
+        assert row["password_hash"].startswith("scrypt$") and verify_password(secret, row["password_hash"])
+        assert all(secret not in str(value) for value in row.values())
+    # nowhere in the database files either (the table, its WAL, anything)
+    for path in (server_dir / "work").glob("zato.db*"):
+        data = path.read_bytes()
+        assert API_KEY.encode() not in data and f'"{PASSWORD}"'.encode() not in data, path
+    # the same secret hashes differently each time (a fresh salt)
+    assert prepare_secret_fields(BASIC_DEF)["password_hash"] != rows["sample.basic"]["password_hash"]
+
+
+async def test_a_clear_secret_in_the_database_is_refused_until_set_again(server_dir, caplog):
+    from zato.cli import add_plugin_commands, cli
+
+    clear_secret = "clear-text-secret-4411"
+    prepare(server_dir, {}, {"/api/sample": "sample.basic"},
+            clear={"sample.basic": {"type": "basic_auth", "username": USER, "password": clear_secret}})
+    async with run_server(server_dir) as server:
+        async with httpx.AsyncClient(base_url=server.address) as client:
+            reply = await client.get("/api/sample", auth=(USER, clear_secret))
+    assert_refused(reply, 'Basic realm="API"')
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("security definition 'sample.basic' holds its password in clear" in e and "cid=" not in e
+               for e in errors), errors  # said once at start ...
+    assert any(f"cid={reply.headers['x-zato-cid']} security definition 'sample.basic' holds its password in clear"
+               in e for e in errors), errors  # ... and with the refused request's cid
+    assert "zato security set-password" in caplog.text and clear_secret not in caplog.text
+
+    add_plugin_commands(cli, ["security", "set-password", str(server_dir)])
+    try:
+        runner = CliRunner()
+        result = runner.invoke(cli, ["security", "set-password", str(server_dir), "sample.basic",
+                                     "--password", "new-password"])
+        assert result.exit_code == 0, result.output
+        assert "stored as a scrypt hash" in result.output and "new-password" not in result.output
+        result = runner.invoke(cli, ["security", "set-password", str(server_dir), "no.such.def", "--password", "x"])
+        assert result.exit_code != 0 and "no security definition named 'no.such.def'" in result.output
+    finally:
+        cli.commands.pop("security", None)
+
+    row = stored_rows(server_dir)["sample.basic"]
+    assert "password" not in row and verify_password("new-password", row["password_hash"])
+    assert row["username"] == USER  # the rest of the definition is kept
+    async with run_server(server_dir) as server:
+        async with httpx.AsyncClient(base_url=server.address) as client:
+            assert (await client.get("/api/sample", auth=(USER, "new-password"))).status_code == 200
+            assert_refused(await client.get("/api/sample", auth=(USER, clear_secret)), 'Basic realm="API"')
+
+
+async def test_a_definition_without_a_secret_refuses_every_request(server_dir, caplog):
+    prepare(server_dir, {"no.password": {"type": "basic_auth", "username": USER}}, {"/api/sample": "no.password"},
+            clear={"not.a.hash": {"type": "apikey", "password_hash": API_KEY}})
+    odb = odb_of(server_dir)
+    odb.put_object("channel_rest", "/api/key", {"url_path": "/api/key", "service": "api.sample", "methods": ["GET"],
+                                                "security": "not.a.hash"})
+    odb.close()
+    async with run_server(server_dir) as server:
+        async with httpx.AsyncClient(base_url=server.address) as client:
+            assert_refused(await client.get("/api/sample", auth=(USER, "")), 'Basic realm="API"')
+            assert_refused(await client.get("/api/sample", auth=(USER, "anything")), 'Basic realm="API"')
+            assert_refused(await client.get("/api/key", headers={"x-api-key": API_KEY}), "zato-apikey")
+    assert "security definition 'no.password' has no password set" in caplog.text
+    assert "security definition 'not.a.hash' has a password_hash that is not a scrypt hash" in caplog.text
+
+
+# ################################################################################################
+# Remembered verifications
+
+
+async def test_verification_is_remembered_per_credential_and_stored_hash(server_dir):
+    prepare(server_dir, {"sample.basic": BASIC_DEF}, {"/api/sample": "sample.basic"})
+    async with run_server(server_dir) as server:
+        verifier = _state(server).verifier
+        stored = server.config_objects["security"]["sample.basic"]["password_hash"]
+        async with httpx.AsyncClient(base_url=server.address) as client:
+            assert not verifier.is_known(USER, PASSWORD, stored)
+            assert (await client.get("/api/sample", auth=(USER, PASSWORD))).status_code == 200
+            assert verifier.is_known(USER, PASSWORD, stored)  # scrypt ran once; later requests look it up
+
+            # many requests at once, the right password keeps working
+            replies = []
+            async with trio.open_nursery() as nursery:
+                async def call() -> None:
+                    replies.append(await client.get("/api/sample", auth=(USER, PASSWORD)))
+                for _ in range(20):
+                    nursery.start_soon(call)
+            assert [r.status_code for r in replies] == [200] * 20
+
+            # a wrong password is never remembered: refused every time
+            for _ in range(3):
+                assert_refused(await client.get("/api/sample", auth=(USER, "wrong")), 'Basic realm="API"')
+            assert not verifier.is_known(USER, "wrong", stored)
+
+            # a new password (a new hash) replaces the definition: the old password stops working at
+            # once even though its success was remembered
+            odb = odb_of(server_dir)
+            try:
+                await trio.to_thread.run_sync(lambda: store_definition(odb, "sample.basic",
+                                                                        **{**BASIC_DEF, "password": "changed"}))
+                reloaded = {d["name"]: d for d in odb.list_objects("security")}["sample.basic"]
+            finally:
+                odb.close()
+            server.config_objects["security"]["sample.basic"] = reloaded  # as a configuration change does
+            assert_refused(await client.get("/api/sample", auth=(USER, PASSWORD)), 'Basic realm="API"')
+            assert (await client.get("/api/sample", auth=(USER, "changed"))).status_code == 200
+            assert verifier.is_known(USER, "changed", reloaded["password_hash"])
+
+
+# ################################################################################################
+# Preparing definitions for storage
+
+
+def test_prepare_secret_fields_hashes_the_secret_and_checks_the_definition():
+    prepared = prepare_secret_fields({"name": "a", **BASIC_DEF})
+    assert "password" not in prepared and verify_password(PASSWORD, prepared["password_hash"])
+    assert prepared["realm"] == "API"
+    assert prepare_secret_fields({"type": "apikey", "username": "X-Key", "password": "k"})["header"] == "X-Key"
+    assert "username" not in prepare_secret_fields({"type": "apikey", "username": "X-Key", "password": "k"})
+    kept = prepare_secret_fields({"type": "apikey"})  # a secret may be set later; until then: refused
+    assert kept == {"type": "apikey", "header": DEFAULT_APIKEY_HEADER}
+    stored = prepared["password_hash"]
+    assert prepare_secret_fields({"type": "basic_auth", "username": "u", "password_hash": stored})["password_hash"] \
+        == stored
+
+    errors = {
+        "type 'jwt' is not one of basic_auth, apikey": {"name": "a", "type": "jwt"},
+        "basic_auth needs a username": {"name": "a", "type": "basic_auth", "password": "p"},
+        "must be a non-empty string": {"name": "a", "type": "basic_auth", "username": "u", "password": ""},
+        "password_hash is not a scrypt hash": {"name": "a", "type": "apikey", "password_hash": "plain-key"},
+        "is not a valid HTTP header name": {"name": "a", "type": "apikey", "header": "X Key: 1", "password": "k"},
+    }
+    for message, definition in errors.items():
+        with pytest.raises(SecurityDefinitionError, match=message) as raised:
+            prepare_secret_fields(definition)
+        assert "security definition 'a'" in str(raised.value)
