@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from zato.odb import sqlite_url
 from zato.testing import create_test_server_dir
+from zato.testing._postgres import PostgresServer, PostgresUnavailable
 
 
 class PluginSite:
@@ -94,3 +96,24 @@ def text_app(text: str):
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": text.encode()})
     return app
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """ A real PostgreSQL server for the session (skipped locally if not installed; required in CI). """
+    try:
+        server = PostgresServer().start()
+    except PostgresUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI: {exc}")
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """ A new empty configuration database: SQLite, then a real PostgreSQL. """
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "zato.db")
+    return request.getfixturevalue("postgres").create_database()

@@ -12,8 +12,9 @@ import pytest
 import trio
 
 import all_hooks_plugin
-from zato.odb import ODB, sqlite_url
-from zato.testing import admin_auth, run_server
+from zato.cli.quickstart import DEMO_CHANNEL
+from zato.odb import ODB
+from zato.testing import admin_auth, run_server, set_config_value
 
 API = "/zato/api/objects"
 
@@ -23,9 +24,16 @@ def obj_url(object_type: str, name: str = "") -> str:
 
 
 @pytest.fixture
-async def api(plugin_site, server_dir, monkeypatch):
+async def api(plugin_site, server_dir, monkeypatch, database_url):
+    """ A server with the all-hooks plugin, on SQLite and on PostgreSQL. """
     monkeypatch.setenv("ZATO_TEST_THING_SIZE", "42")
     module = all_hooks_plugin.install(plugin_site)
+    if not database_url.startswith("sqlite"):
+        set_config_value(server_dir, "odb", "url", database_url)
+        odb = ODB(database_url)  # as quickstart does for SQLite
+        odb.upgrade()
+        odb.put_object("channel_rest", "demo.hello", DEMO_CHANNEL)
+        odb.close()
     async with run_server(server_dir) as server:
         async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=10) as client:
             client.server = server
@@ -111,7 +119,7 @@ async def test_route_clash_is_refused_without_breaking_the_running_routes(api):
     assert (await api.get(obj_url("channel_rest", "clash"))).status_code == 404  # nothing stored
 
     # written past the API (straight into the database), it is left out, logged, and nothing else breaks
-    odb = ODB(sqlite_url(api.server.paths.database))
+    odb = ODB(api.server.odb.url)
     odb.put_object("channel_rest", "clash", {"url_path": "/demo/hello", "service": "demo.hello", "methods": ["GET"]})
     odb.close()
     assert (await api.post("/zato/api/config/reload", json={"types": ["channel_rest"]})).status_code == 200
@@ -131,7 +139,7 @@ async def test_secrets_are_set_by_their_own_call_stored_encrypted_and_never_retu
     assert shown["secrets_set"] == ["token"] and "token" not in shown and "s3cr3t-value" not in json.dumps(shown)
     assert "s3cr3t-value" not in (await api.get(obj_url("allhooks_thing"))).text
 
-    odb = ODB(sqlite_url(server_dir / "work" / "zato.db"))
+    odb = ODB(api.server.odb.url)
     stored = odb.get_object("allhooks_thing", "t1")["token"]
     odb.close()
     assert stored.startswith("enc:v1:") and "s3cr3t" not in stored

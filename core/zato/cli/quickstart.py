@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from zato.objects import SecretBox
 from zato.odb import ODB, sqlite_url
 from zato.plugins import discover_plugins
 from zato.security import hash_password
@@ -63,7 +64,17 @@ username = admin
 password_hash = {password_hash}
 
 [user_config]
-# User config files available to services as self.config, as name = path.
+# User config files, as name = path (relative to this directory). A service reads
+# self.config.user.<section>.<key>; saving a file reloads it.
+user = user.conf
+"""
+
+USER_CONF = """\
+# User config: services read these values as self.config.user.<section>.<key>.
+# Values may be $NAME to read them from the environment. Saving this file reloads it.
+
+[demo]
+greeting = Hello
 """
 
 DEMO_SERVICE = '''\
@@ -111,7 +122,9 @@ def create_server_dir(base_dir: Path | str, *, port: int = 17010, workers: int =
         name=name, port=port, workers=workers, plugins=plugins, base_dir=paths.base_dir,
         password_hash=hash_password(admin_password)), "utf-8")
     paths.server_conf.chmod(0o600)
-    progress(f"wrote {paths.server_conf}")
+    (paths.config_dir / "user.conf").write_text(USER_CONF, "utf-8")
+    SecretBox.create_key(paths.config_dir / "secret.key")  # encrypts secrets in the database; keep it safe
+    progress(f"wrote {paths.server_conf} and {paths.config_dir / 'user.conf'}")
 
     odb = ODB(sqlite_url(paths.database))
     try:
