@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.error
 import urllib.request
 from base64 import b64encode
 
@@ -226,3 +227,26 @@ def test_a_worker_failing_at_start_up_stops_the_supervisor(tmp_path):
     server = ServerProcess(base).start(wait=False)
     assert server.wait(60) == 1
     assert "no_such_function" in server.output()
+
+
+def test_a_channel_created_through_one_worker_answers_on_every_worker(two_workers):
+    request = urllib.request.Request(
+        f"{two_workers.address}/zato/api/objects/channel_rest", method="POST",
+        data=json.dumps({"name": "everywhere", "url_path": "/everywhere", "service": "zato.server.get-info"}).encode())
+    request.add_header("Authorization", "Basic " + b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode())
+    request.add_header("Connection", "close")
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        assert reply.status == 201
+    created = time.monotonic()
+    answered_by: dict[int, float] = {}
+    refused_by_a_worker = 0
+    while len(answered_by) < 2 and time.monotonic() - created < 10:
+        request = urllib.request.Request(f"{two_workers.address}/everywhere", headers={"Connection": "close"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as reply:
+                answered_by.setdefault(json.loads(reply.read())["pid"], time.monotonic() - created)
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 404
+            refused_by_a_worker += 1
+    assert len(answered_by) == 2, answered_by
+    assert max(answered_by.values()) < 1.0 + 1.0  # within a second, plus the time polling takes here

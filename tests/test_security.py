@@ -11,16 +11,15 @@ import shutil
 import httpx
 import pytest
 import trio
-from click.testing import CliRunner
 from sqlalchemy import select
 
 from zato.builtin.security import (
-    DEFAULT_APIKEY_HEADER, SecurityDefinitionError, _state, prepare_secret_fields, store_definition,
+    DEFAULT_APIKEY_HEADER, SecurityDefinitionError, prepare_secret_fields, security_state, store_definition,
 )
 from zato.odb import ODB, objects_table, sqlite_url
 from zato.security import verify_password
 from zato.server.http import HTTPError, HTTPRequest
-from zato.testing import run_server, set_config_value
+from zato.testing import admin_auth, run_server, set_config_value
 
 # The rate-limiting article's service, verbatim.
 SEED_SERVICE = '''# -*- coding: utf-8 -*-
@@ -37,8 +36,9 @@ class Sample(Service):
         self.response.payload = 'Hello there!\\n'
 '''
 
-USER, PASSWORD = "my.user", "password"
+USER, PASSWORD = "my.user", "password"  # the article's
 API_KEY = "k3y-0f-the-test-client-7b1c9f"
+DISTINCT_PASSWORD = "s3cr3t-Pa55-of-the-tests-91e2"  # found in no other text: searched for in files and logs
 
 
 def odb_of(server_dir) -> ODB:
@@ -211,75 +211,87 @@ def stored_rows(server_dir) -> dict[str, dict]:
     return {row["name"]: dict(row["data"]) for row in rows}
 
 
+def secret_url(name: str) -> str:
+    return f"/zato/api/objects/security/{name}/secrets/password"
+
+
 async def test_secrets_are_stored_only_as_scrypt_hashes(server_dir):
-    prepare(server_dir, {"sample.basic": BASIC_DEF, "client.default": APIKEY_DEF}, {})
+    prepare(server_dir, {"sample.basic": {**BASIC_DEF, "password": DISTINCT_PASSWORD}, "client.default": APIKEY_DEF},
+            {})
     rows = stored_rows(server_dir)
-    assert set(rows["sample.basic"]) == {"type", "username", "realm", "password_hash"}
-    assert set(rows["client.default"]) == {"type", "header", "password_hash"}
-    assert rows["client.default"]["header"] == DEFAULT_APIKEY_HEADER
-    for row, secret in ((rows["sample.basic"], PASSWORD), (rows["client.default"], API_KEY)):
-        assert row["password_hash"].startswith("scrypt$") and verify_password(secret, row["password_hash"])
-        assert all(secret not in str(value) for value in row.values())
-    # nowhere in the database files either (the table, its WAL, anything)
-    for path in (server_dir / "work").glob("zato.db*"):
-        data = path.read_bytes()
-        assert API_KEY.encode() not in data and f'"{PASSWORD}"'.encode() not in data, path
+    assert set(rows["sample.basic"]) == {"type", "username", "password"}
+    assert set(rows["client.default"]) == {"type", "password"}  # the header is X-API-Key when not given
+    for row, secret in ((rows["sample.basic"], DISTINCT_PASSWORD), (rows["client.default"], API_KEY)):
+        assert row["password"].startswith("scrypt$") and verify_password(secret, row["password"])
+        # nowhere in the database files either (the table, its WAL, anything)
+        for path in (server_dir / "work").glob("zato.db*"):
+            assert secret.encode() not in path.read_bytes(), path
     # the same secret hashes differently each time (a fresh salt)
-    assert prepare_secret_fields(BASIC_DEF)["password_hash"] != rows["sample.basic"]["password_hash"]
+    again = prepare_secret_fields({"name": "x", **BASIC_DEF, "password": DISTINCT_PASSWORD})["password"]
+    assert again != rows["sample.basic"]["password"] and verify_password(DISTINCT_PASSWORD, again)
+
+
+async def test_secrets_set_through_the_admin_api_are_hashed_and_apply_at_once(server_dir, caplog):
+    caplog.set_level(logging.DEBUG)
+    prepare(server_dir, {}, {"/api/sample": "sample.basic"})
+    async with run_server(server_dir) as server:
+        async with httpx.AsyncClient(base_url=server.address) as client:
+            reply = await client.post("/zato/api/objects/security", auth=admin_auth(),
+                                      json={"name": "sample.basic", "type": "basic_auth", "username": USER})
+            assert reply.status_code == 201, reply.text
+            # no password yet: refused, whatever the caller sends
+            assert_refused(await client.get("/api/sample", auth=(USER, "")), 'Basic realm="API"')
+
+            reply = await client.put(secret_url("sample.basic"), auth=admin_auth(), json={"value": DISTINCT_PASSWORD})
+            assert reply.status_code == 204, reply.text
+            assert (await client.get("/api/sample", auth=(USER, DISTINCT_PASSWORD))).text == "Hello there!\n"
+            reply = await client.get("/zato/api/objects/security/sample.basic", auth=admin_auth())
+            assert reply.json()["secrets_set"] == ["password"] and DISTINCT_PASSWORD not in reply.text
+    assert "has no password set" in caplog.text
+    row = stored_rows(server_dir)["sample.basic"]
+    assert verify_password(DISTINCT_PASSWORD, row["password"]) and DISTINCT_PASSWORD not in caplog.text
 
 
 async def test_a_clear_secret_in_the_database_is_refused_until_set_again(server_dir, caplog):
-    from zato.cli import add_plugin_commands, cli
-
     clear_secret = "clear-text-secret-4411"
     prepare(server_dir, {}, {"/api/sample": "sample.basic"},
-            clear={"sample.basic": {"type": "basic_auth", "username": USER, "password": clear_secret}})
+            clear={"sample.basic": {"type": "basic_auth", "username": USER, "password": clear_secret},
+                   "bad.hash": {"type": "apikey", "password": "scrypt$not-a-hash"}})
     async with run_server(server_dir) as server:
         async with httpx.AsyncClient(base_url=server.address) as client:
             reply = await client.get("/api/sample", auth=(USER, clear_secret))
-    assert_refused(reply, 'Basic realm="API"')
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert any("security definition 'sample.basic' holds its password in clear" in e and "cid=" not in e
-               for e in errors), errors  # said once at start ...
-    assert any(f"cid={reply.headers['x-zato-cid']} security definition 'sample.basic' holds its password in clear"
-               in e for e in errors), errors  # ... and with the refused request's cid
-    assert "zato security set-password" in caplog.text and clear_secret not in caplog.text
+            assert_refused(reply, 'Basic realm="API"')
+            errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+            assert any(e.startswith("security definition 'sample.basic' holds its password in clear") for e in errors), \
+                errors  # said at start ...
+            assert any(e.startswith(f"cid={reply.headers['x-zato-cid']} security definition 'sample.basic' holds "
+                                    f"its password in clear") for e in errors), errors  # ... and per request
+            assert "security definition 'bad.hash' has a password that is not a valid scrypt hash" in caplog.text
+            assert "PUT /zato/api/objects/security/sample.basic/secrets/password" in caplog.text
+            assert clear_secret not in caplog.text
 
-    add_plugin_commands(cli, ["security", "set-password", str(server_dir)])
-    try:
-        runner = CliRunner()
-        result = runner.invoke(cli, ["security", "set-password", str(server_dir), "sample.basic",
-                                     "--password", "new-password"])
-        assert result.exit_code == 0, result.output
-        assert "stored as a scrypt hash" in result.output and "new-password" not in result.output
-        result = runner.invoke(cli, ["security", "set-password", str(server_dir), "no.such.def", "--password", "x"])
-        assert result.exit_code != 0 and "no security definition named 'no.such.def'" in result.output
-    finally:
-        cli.commands.pop("security", None)
-
-    row = stored_rows(server_dir)["sample.basic"]
-    assert "password" not in row and verify_password("new-password", row["password_hash"])
-    assert row["username"] == USER  # the rest of the definition is kept
-    async with run_server(server_dir) as server:
-        async with httpx.AsyncClient(base_url=server.address) as client:
+            # set again through its own call: hashed, and the definition works at once
+            reply = await client.put(secret_url("sample.basic"), auth=admin_auth(), json={"value": "new-password"})
+            assert reply.status_code == 204, reply.text
             assert (await client.get("/api/sample", auth=(USER, "new-password"))).status_code == 200
             assert_refused(await client.get("/api/sample", auth=(USER, clear_secret)), 'Basic realm="API"')
+    row = stored_rows(server_dir)["sample.basic"]
+    assert verify_password("new-password", row["password"]) and row["username"] == USER
 
 
-async def test_a_definition_without_a_secret_refuses_every_request(server_dir, caplog):
-    prepare(server_dir, {"no.password": {"type": "basic_auth", "username": USER}}, {"/api/sample": "no.password"},
-            clear={"not.a.hash": {"type": "apikey", "password_hash": API_KEY}})
-    odb = odb_of(server_dir)
-    odb.put_object("channel_rest", "/api/key", {"url_path": "/api/key", "service": "api.sample", "methods": ["GET"],
-                                                "security": "not.a.hash"})
-    odb.close()
+async def test_a_secret_may_be_kept_in_the_environment(server_dir, monkeypatch, caplog):
+    monkeypatch.setenv("ZATO_TEST_PARTNER_KEY", "key-from-the-environment")
+    prepare(server_dir, {"partner": {"type": "apikey", "password": "$ZATO_TEST_PARTNER_KEY"}}, {"/api/sample": "partner"})
+    assert stored_rows(server_dir)["partner"]["password"] == "$ZATO_TEST_PARTNER_KEY"  # the reference, as written
     async with run_server(server_dir) as server:
         async with httpx.AsyncClient(base_url=server.address) as client:
-            assert_refused(await client.get("/api/sample", auth=(USER, "")), 'Basic realm="API"')
-            assert_refused(await client.get("/api/sample", auth=(USER, "anything")), 'Basic realm="API"')
-            assert_refused(await client.get("/api/key", headers={"x-api-key": API_KEY}), "zato-apikey")
-    assert "security definition 'no.password' has no password set" in caplog.text
-    assert "security definition 'not.a.hash' has a password_hash that is not a scrypt hash" in caplog.text
+            headers = {"x-api-key": "key-from-the-environment"}
+            assert (await client.get("/api/sample", headers=headers)).status_code == 200
+            assert_refused(await client.get("/api/sample", headers={"x-api-key": "$ZATO_TEST_PARTNER_KEY"}),
+                           "zato-apikey")
+            assert_refused(await client.get("/api/sample", headers={"x-api-key": "key-from-the"}), "zato-apikey")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "'partner'" in r.getMessage()
+                and "refused the request" not in r.getMessage()]  # nothing wrong with the definition itself
 
 
 # ################################################################################################
@@ -289,14 +301,14 @@ async def test_a_definition_without_a_secret_refuses_every_request(server_dir, c
 async def test_verification_is_remembered_per_credential_and_stored_hash(server_dir):
     prepare(server_dir, {"sample.basic": BASIC_DEF}, {"/api/sample": "sample.basic"})
     async with run_server(server_dir) as server:
-        verifier = _state(server).verifier
-        stored = server.config_objects["security"]["sample.basic"]["password_hash"]
+        verifier = security_state(server).verifier
+        stored = server.config_objects["security"]["sample.basic"]["password"]
         async with httpx.AsyncClient(base_url=server.address) as client:
             assert not verifier.is_known(USER, PASSWORD, stored)
             assert (await client.get("/api/sample", auth=(USER, PASSWORD))).status_code == 200
             assert verifier.is_known(USER, PASSWORD, stored)  # scrypt ran once; later requests look it up
 
-            # many requests at once, the right password keeps working
+            # many requests at once: the right password keeps working
             replies = []
             async with trio.open_nursery() as nursery:
                 async def call() -> None:
@@ -310,19 +322,13 @@ async def test_verification_is_remembered_per_credential_and_stored_hash(server_
                 assert_refused(await client.get("/api/sample", auth=(USER, "wrong")), 'Basic realm="API"')
             assert not verifier.is_known(USER, "wrong", stored)
 
-            # a new password (a new hash) replaces the definition: the old password stops working at
-            # once even though its success was remembered
-            odb = odb_of(server_dir)
-            try:
-                await trio.to_thread.run_sync(lambda: store_definition(odb, "sample.basic",
-                                                                        **{**BASIC_DEF, "password": "changed"}))
-                reloaded = {d["name"]: d for d in odb.list_objects("security")}["sample.basic"]
-            finally:
-                odb.close()
-            server.config_objects["security"]["sample.basic"] = reloaded  # as a configuration change does
+            # a new password (a new hash): the old one stops working at once, although it was remembered
+            reply = await client.put(secret_url("sample.basic"), auth=admin_auth(), json={"value": "changed"})
+            assert reply.status_code == 204, reply.text
             assert_refused(await client.get("/api/sample", auth=(USER, PASSWORD)), 'Basic realm="API"')
             assert (await client.get("/api/sample", auth=(USER, "changed"))).status_code == 200
-            assert verifier.is_known(USER, "changed", reloaded["password_hash"])
+            new_stored = server.config_objects["security"]["sample.basic"]["password"]
+            assert new_stored != stored and verifier.is_known(USER, "changed", new_stored)
 
 
 # ################################################################################################
@@ -331,24 +337,22 @@ async def test_verification_is_remembered_per_credential_and_stored_hash(server_
 
 def test_prepare_secret_fields_hashes_the_secret_and_checks_the_definition():
     prepared = prepare_secret_fields({"name": "a", **BASIC_DEF})
-    assert "password" not in prepared and verify_password(PASSWORD, prepared["password_hash"])
-    assert prepared["realm"] == "API"
-    assert prepare_secret_fields({"type": "apikey", "username": "X-Key", "password": "k"})["header"] == "X-Key"
-    assert "username" not in prepare_secret_fields({"type": "apikey", "username": "X-Key", "password": "k"})
-    kept = prepare_secret_fields({"type": "apikey"})  # a secret may be set later; until then: refused
-    assert kept == {"type": "apikey", "header": DEFAULT_APIKEY_HEADER}
-    stored = prepared["password_hash"]
-    assert prepare_secret_fields({"type": "basic_auth", "username": "u", "password_hash": stored})["password_hash"] \
-        == stored
+    assert prepared["password"] != PASSWORD and verify_password(PASSWORD, prepared["password"])
+    zato32 = prepare_secret_fields({"name": "a", "type": "apikey", "username": "X-Key", "password": "k"})
+    assert zato32["header"] == "X-Key" and "username" not in zato32  # Zato 3.2 kept the header in username
+    assert prepare_secret_fields({"name": "a", "type": "apikey"}) == {"name": "a", "type": "apikey", "is_active": True}
+    kept = prepared["password"]  # a hash, or a $NAME reference, is kept as it is
+    assert prepare_secret_fields({"name": "a", **BASIC_DEF, "password": kept})["password"] == kept
+    assert prepare_secret_fields({"name": "a", **BASIC_DEF, "password": "$MY_VAR"})["password"] == "$MY_VAR"
 
     errors = {
-        "type 'jwt' is not one of basic_auth, apikey": {"name": "a", "type": "jwt"},
-        "basic_auth needs a username": {"name": "a", "type": "basic_auth", "password": "p"},
+        "type 'jwt', which is not one of basic_auth, apikey": {"name": "a", "type": "jwt"},
+        "needs a username": {"name": "a", "type": "basic_auth", "password": "p"},
         "must be a non-empty string": {"name": "a", "type": "basic_auth", "username": "u", "password": ""},
-        "password_hash is not a scrypt hash": {"name": "a", "type": "apikey", "password_hash": "plain-key"},
         "is not a valid HTTP header name": {"name": "a", "type": "apikey", "header": "X Key: 1", "password": "k"},
+        "not a field of security": {"name": "a", "type": "apikey", "password_hash": "x"},
     }
     for message, definition in errors.items():
         with pytest.raises(SecurityDefinitionError, match=message) as raised:
             prepare_secret_fields(definition)
-        assert "security definition 'a'" in str(raised.value)
+        assert "'a'" in str(raised.value)

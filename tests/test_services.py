@@ -218,7 +218,7 @@ async def test_sync_service_sees_the_whole_request(client):
     assert data["payload"] == {"a": 1} and data["raw"] == '{"a":1}' or data["raw"] == '{"a": 1}'
     assert data["method"] == "POST" and data["params"] == {"q": "1", "item": "42"} and data["header"] == "yes"
     assert data["cid"] == reply.headers["x-zato-cid"]
-    assert data["logger"] == "zato.service.t.sync-echo" and data["config"] == {}
+    assert data["logger"] == "zato.service.t.sync-echo" and data["config"]["user"]["demo"] == {"greeting": "Hello"}
 
 
 async def test_async_service(client):
@@ -333,3 +333,29 @@ async def test_broken_user_module_at_start_is_logged_with_file_and_line(server_d
     async with run_server(server_dir) as server:
         assert "demo.hello" in server.services
     assert "broken.py:2: syntax error" in caplog.text
+
+
+WHO_AM_I = '''
+from zato.server.service import Service
+
+class WhoAmI(Service):
+    name = "t.who-am-i"
+
+    def handle(self):
+        sec_def = self.wsgi_environ["zato.sec_def"]
+        self.response.payload = {"user": self.request.http.user, "sec_def": sec_def.name, "type": sec_def.type,
+                                 "method": self.wsgi_environ["REQUEST_METHOD"]}
+'''
+
+
+async def test_the_authenticated_caller_is_visible_to_the_service(server_dir):
+    from zato.builtin.security import store_definition
+    (server_dir / "pickup" / "who.py").write_text(WHO_AM_I)
+    odb = ODB(sqlite_url(server_dir / "work" / "zato.db"))
+    store_definition(odb, "partner.sec", type="basic_auth", username="partner", password="pw-1")
+    odb.put_object("channel_rest", "who", {"url_path": "/who", "service": "t.who-am-i", "security": "partner.sec"})
+    odb.close()
+    async with run_server(server_dir) as server:
+        async with httpx.AsyncClient(base_url=server.address) as client:
+            reply = await client.get("/who", auth=("partner", "pw-1"))
+    assert reply.json() == {"user": "partner", "sec_def": "partner.sec", "type": "basic_auth", "method": "GET"}

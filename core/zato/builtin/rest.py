@@ -92,9 +92,13 @@ class RESTChannels:
         async def handle(request: HTTPRequest) -> HTTPResponse:
             request.trace.channel = name
             request.trace.service = service
+            user = sec_def = None
             if security:
-                await server.authenticate(request, security)
-            return await invoke_from_http(request, service, channel=name, data_format=data_format, timeout=timeout)
+                user = await server.authenticate(request, security)
+                definition = server.config_objects.get("security", {}).get(security, {})
+                sec_def = {"name": security, "type": definition.get("type"), "username": definition.get("username")}
+            return await invoke_from_http(request, service, channel=name, data_format=data_format, timeout=timeout,
+                                          user=user, security=sec_def)
 
         return handle
 

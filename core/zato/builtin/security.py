@@ -2,18 +2,21 @@
 (`basic_auth`) and API keys in a header (`apikey`), as in Zato.
 
 Definitions are `security` objects in the configuration database; a REST channel names one in
-its `security` field. Secrets are never stored in clear: `prepare_secret_fields` turns the
-clear `password` a caller gives into `password_hash` (scrypt, `zato.security.hash_password`)
-and drops the clear value; `store_definition` does that and writes the definition. A
-definition found in the database with a clear `password` is refused (every request gets 401)
-and logged at start and on each refused request, until its secret is set again, e.g. with
-`zato security set-password DIR NAME`. The server never rewrites the database on its own.
+its `security` field. The password (or key) is a secret field with `secret_storage="hash"`, so
+the generic object model (`zato.objects`, the admin API's `PUT .../secrets/password`) keeps it
+only as a scrypt hash; `prepare_secret_fields` and `store_definition` do the same for callers
+that store definitions themselves. A `$NAME` reference keeps the secret in the environment.
 
-Checking a request: user names are compared with `hmac.compare_digest`; passwords and keys
-are verified with scrypt in a worker thread (at most `VERIFY_CONCURRENCY` at once: each
-scrypt run takes 16 MB), and a success is remembered by `zato.security.Verifier` under an HMAC
-of (identity, secret, stored hash), so the next request with the same credentials costs a
-hash lookup. Failures are never remembered, and a new hash makes old entries unreachable.
+A definition whose password sits in the database in clear (written by hand, or by a tool that
+bypassed the calls above) is refused, never hashed on load: the server does not rewrite its
+configuration database on its own. Every request it protects gets 401, and the log says why at
+start, after each configuration change and on each refused request.
+
+Checking a request: user names are compared with `hmac.compare_digest`; passwords and keys are
+verified with scrypt in a worker thread (at most `VERIFY_CONCURRENCY` at once per worker: a
+run takes 16 MB), and a success is remembered by `zato.security.Verifier` under an HMAC of
+(identity, secret, stored hash), so the next request with the same credentials costs a lookup.
+Failures are never remembered; a new hash makes the old entries unreachable.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ import trio
 
 from zato import hookimpl
 from zato.common import SERVER_STARTUP
+from zato.objects import ObjectValidationError, is_env_reference, store_secret, validate
 from zato.registry import Field, ObjectType, SecurityType
-from zato.security import PREFIX as HASH_PREFIX, Verifier, hash_password, parse_basic_auth, verify_password
+from zato.security import PREFIX as HASH_PREFIX, Verifier, parse_basic_auth, verify_password
 from zato.server.http import HTTPError, HTTPRequest
 
 logger = logging.getLogger("zato.security")
@@ -49,17 +53,18 @@ VERIFY_CONCURRENCY = max(2, os.cpu_count() or 2)
 
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")  # an RFC 9110 token
 STORAGE_KEYS = ("id", "name", "is_active", "_meta")  # kept in columns, not in an object's data
+HOW_TO_SET = ("set it through the admin API: PUT /zato/api/objects/security/{name}/secrets/password with "
+              "{{\"value\": \"...\"}} (only its scrypt hash is stored)")
 
 SECURITY = ObjectType(OBJECT_TYPE, (
     Field("name", required=True, description="Unique name of the definition; channels name it in `security`"),
     Field("type", required=True, description="basic_auth or apikey", example=BASIC_AUTH),
-    Field("username", description="basic_auth: the user name callers send", example="my.user"),
-    Field("password", secret=True, description="The password (basic_auth) or the key (apikey). Input only: "
-                                               "stored as password_hash, never in clear"),
-    Field("password_hash", description="scrypt hash of the password or key, made by prepare_secret_fields; "
-                                       "never set by hand"),
-    Field("realm", default=DEFAULT_REALM, description="basic_auth: the realm in WWW-Authenticate"),
-    Field("header", default=DEFAULT_APIKEY_HEADER, description="apikey: the HTTP header carrying the key"),
+    Field("username", description="basic_auth: the user name callers send (compared exactly)", example="my.user"),
+    Field("password", secret=True, secret_storage="hash",
+          description="The password (basic_auth) or the key (apikey); stored only as a scrypt hash"),
+    Field("realm", description=f"basic_auth: the realm in WWW-Authenticate ({DEFAULT_REALM} if empty)"),
+    Field("header", description=f"apikey: the HTTP header carrying the key ({DEFAULT_APIKEY_HEADER} if empty)",
+          example=DEFAULT_APIKEY_HEADER),
     Field("is_active", "bool", default=True),
 ), description="A security definition: how callers of a channel prove who they are")
 
@@ -69,56 +74,12 @@ class SecurityDefinitionError(ValueError):
 
 
 # ################################################################################################
-# Storing definitions
+# Definitions and their stored form
 
 
-def prepare_secret_fields(definition: dict[str, Any]) -> dict[str, Any]:
-    """ The form in which a definition is stored: its clear `password` replaced by
-    `password_hash`. Checks the type and the fields the type needs; raises
-    `SecurityDefinitionError` saying what is wrong. Runs scrypt: call it from a worker thread.
-
-    A definition without `password` keeps the `password_hash` it has (if any); a definition
-    with neither is stored but refuses every request until a secret is set. An `apikey`
-    definition in Zato 3.2's form (the header name in `username`) gets it moved to `header`.
-    """
-    prepared = dict(definition)
-    name = prepared.get("name") or "(unnamed)"
-    where = f"security definition {name!r}"
-    sec_type = prepared.get("type")
-    if sec_type not in SECURITY_TYPES:
-        raise SecurityDefinitionError(f"{where}: type {sec_type!r} is not one of {', '.join(SECURITY_TYPES)}")
-
-    if sec_type == BASIC_AUTH:
-        if not isinstance(prepared.get("username"), str) or not prepared["username"]:
-            raise SecurityDefinitionError(f"{where}: basic_auth needs a username (the user name callers send)")
-        prepared.setdefault("realm", DEFAULT_REALM)
-    else:
-        if not prepared.get("header") and prepared.get("username"):
-            prepared["header"] = prepared.pop("username")  # Zato 3.2 kept the header name in username
-        header = prepared.setdefault("header", DEFAULT_APIKEY_HEADER)
-        if not isinstance(header, str) or not HEADER_NAME.match(header):
-            raise SecurityDefinitionError(f"{where}: header {header!r} is not a valid HTTP header name; use e.g. "
-                                          f"{DEFAULT_APIKEY_HEADER}")
-
-    password = prepared.pop("password", None)
-    if password is not None:
-        if not isinstance(password, str) or not password:
-            raise SecurityDefinitionError(f"{where}: the password (or key) must be a non-empty string")
-        prepared["password_hash"] = hash_password(password)
-    elif prepared.get("password_hash") is not None and not is_password_hash(prepared["password_hash"]):
-        raise SecurityDefinitionError(f"{where}: password_hash is not a scrypt hash; give the secret as `password` "
-                                      f"and it will be hashed")
-    return prepared
-
-
-def store_definition(odb: Any, name: str, *, is_active: bool = True, **fields: Any) -> dict[str, Any]:
-    """ Hashes the definition's secret and writes it to the configuration database (`zato.odb.ODB`),
-    replacing a definition of the same name. Returns what was stored. Blocking (scrypt and SQL):
-    call it from a worker thread in the server. """
-    data = prepare_secret_fields({**fields, "name": name})
-    data = {key: value for key, value in data.items() if key not in STORAGE_KEYS}
-    odb.put_object(OBJECT_TYPE, name, data, is_active=is_active)
-    return data
+def apikey_header(definition: dict[str, Any]) -> str:
+    """ The header an `apikey` definition reads (Zato 3.2 kept its name in `username`). """
+    return definition.get("header") or definition.get("username") or DEFAULT_APIKEY_HEADER
 
 
 def is_password_hash(value: Any) -> bool:
@@ -129,71 +90,155 @@ def is_password_hash(value: Any) -> bool:
     return len(parts) == 6 and parts[0] == HASH_PREFIX and all(part.isdigit() for part in parts[1:4])
 
 
-def stored_secret_problem(definition: dict[str, Any]) -> str | None:
-    """ Why a stored definition cannot authenticate anyone, or None if its secret is usable. """
-    if definition.get("password"):
-        return ("holds its password in clear in the configuration database, so it is refused; set the password "
-                "again (e.g. `zato security set-password DIR NAME`), which keeps only a scrypt hash")
-    if not definition.get("password_hash"):
-        return "has no password set, so it is refused; set one (e.g. `zato security set-password DIR NAME`)"
-    if not is_password_hash(definition["password_hash"]):
-        return ("has a password_hash that is not a scrypt hash, so it is refused; set the password again "
-                "(e.g. `zato security set-password DIR NAME`)")
-    if definition.get("type") == BASIC_AUTH and not definition.get("username"):
-        return "has no username, so it is refused; store it again with the user name callers send"
-    if definition.get("type") == APIKEY and not HEADER_NAME.match(apikey_header(definition)):
-        return f"has an invalid header name {apikey_header(definition)!r}, so it is refused; store it again"
+def type_problem(definition: dict[str, Any]) -> str | None:
+    """ What a definition of one of this plugin's types lacks, apart from its secret, or None. """
+    sec_type = definition.get("type")
+    if sec_type not in SECURITY_TYPES:
+        return f"has type {sec_type!r}, which is not one of {', '.join(SECURITY_TYPES)}"
+    if sec_type == BASIC_AUTH and not definition.get("username"):
+        return "needs a username (the user name callers send)"
+    if sec_type == APIKEY and not HEADER_NAME.match(apikey_header(definition)):
+        return f"has header {apikey_header(definition)!r}, which is not a valid HTTP header name (e.g. X-API-Key)"
     return None
 
 
-def apikey_header(definition: dict[str, Any]) -> str:
-    """ The header an `apikey` definition reads (Zato 3.2 kept its name in `username`). """
-    return definition.get("header") or definition.get("username") or DEFAULT_APIKEY_HEADER
+def secret_problem(definition: dict[str, Any], *, from_environment: bool = False) -> str | None:
+    """ Why a definition's password cannot be used, or None. `from_environment`: the value was
+    read from the environment variable a `$NAME` reference names, so it is not stored. """
+    name = definition.get("name")
+    password = definition.get("password")
+    if not password:
+        return "has no password set, so it is refused; " + HOW_TO_SET.format(name=name)
+    if from_environment or is_password_hash(password):
+        return None
+    if isinstance(password, str) and password.startswith(HASH_PREFIX + "$"):
+        return "has a password that is not a valid scrypt hash, so it is refused; " + HOW_TO_SET.format(name=name)
+    return ("holds its password in clear in the configuration database, so it is refused until it is set "
+            "again; " + HOW_TO_SET.format(name=name))
+
+
+def prepare_secret_fields(definition: dict[str, Any]) -> dict[str, Any]:
+    """ The form in which a definition is stored: checked against the `security` schema and its
+    type, a clear `password` replaced by its scrypt hash (the same as the admin API stores).
+    A password that is a hash already, or a `$NAME` reference, is kept as it is. Raises
+    `SecurityDefinitionError` saying what is wrong. Runs scrypt: call it from a worker thread.
+
+    A definition without a password may be stored (the secret is set later with its own call);
+    it refuses every request until then. An `apikey` definition in Zato 3.2's form (the header
+    name in `username`) gets the name moved to `header`.
+    """
+    try:
+        prepared = validate(SECURITY, definition, allow_secrets=True)
+    except ObjectValidationError as exc:
+        raise SecurityDefinitionError(str(exc)) from None
+    where = f"security definition {prepared.get('name')!r}"
+    if prepared.get("type") == APIKEY and not prepared.get("header") and prepared.get("username"):
+        prepared["header"] = prepared.pop("username")
+    problem = type_problem(prepared)
+    if problem is not None:
+        raise SecurityDefinitionError(f"{where} {problem}")
+    password = prepared.get("password")
+    if password is not None:
+        if not isinstance(password, str) or not password:
+            raise SecurityDefinitionError(f"{where}: the password (or key) must be a non-empty string; leave it out "
+                                          f"to set it later")
+        if not (is_password_hash(password) or is_env_reference(password)):
+            prepared["password"] = store_secret(SECURITY.field("password"), password, None)
+    return prepared
+
+
+def store_definition(odb: Any, name: str, *, is_active: bool = True, **fields: Any) -> dict[str, Any]:
+    """ `prepare_secret_fields`, then writes the definition to the configuration database
+    (`zato.odb.ODB`), replacing one of the same name. Returns what was stored. Blocking (scrypt
+    and SQL): call it from a worker thread in the server. """
+    data = prepare_secret_fields({**fields, "name": name})
+    data = {key: value for key, value in data.items() if key not in STORAGE_KEYS}
+    odb.put_object(OBJECT_TYPE, name, data, is_active=is_active)
+    return data
+
+
+# ################################################################################################
+# Per-worker state
+
+
+@dataclass
+class SecurityState:
+    """ Per worker: remembered successes, the bound on concurrent scrypt runs, and which
+    definitions keep their password in the environment (`$NAME` in the database). """
+    verifier: Verifier = field(default_factory=Verifier)
+    limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(VERIFY_CONCURRENCY))
+    env_references: dict[str, str] = field(default_factory=dict)  # definition name -> variable
+
+
+def security_state(server: Any) -> SecurityState:
+    state = server.plugin_state.get("security")
+    if state is None:
+        state = server.plugin_state["security"] = SecurityState()
+    return state
+
+
+def _scan_stored(server: Any) -> dict[str, str]:
+    """ Blocking: reads the stored definitions (not the loaded ones, whose `$NAME` references are
+    already replaced by values), logs every one that cannot authenticate anyone, and returns
+    which keep their password in the environment. """
+    env_references = {}
+    for stored in server.odb.list_objects(OBJECT_TYPE, active_only=False):
+        if stored.get("type") not in SECURITY_TYPES:
+            continue  # another plugin's type
+        if is_env_reference(stored.get("password")):
+            env_references[stored["name"]] = stored["password"][1:]
+        in_environment = is_env_reference(stored.get("password"))
+        problem = type_problem(stored) or secret_problem(stored, from_environment=in_environment)
+        if problem is not None:
+            inactive = "" if stored.get("is_active", True) else " (inactive)"
+            # a definition created before its secret is set is normal for a moment; the rest is not
+            level = logging.WARNING if not stored.get("password") else logging.ERROR
+            logger.log(level, "security definition %r%s %s", stored["name"], inactive, problem)
+    return env_references
+
+
+async def refresh_stored_state(server: Any) -> None:
+    security_state(server).env_references = await trio.to_thread.run_sync(_scan_stored, server)
 
 
 # ################################################################################################
 # Checking requests
 
 
-@dataclass
-class _VerifierState:
-    """ Per worker: remembered successes and the bound on concurrent scrypt runs. """
-    verifier: Verifier = field(default_factory=Verifier)
-    limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(VERIFY_CONCURRENCY))
+def _usable_secret(request: HTTPRequest, definition: dict[str, Any], challenge: str) -> str:
+    """ The stored hash (or, for a `$NAME` reference, the environment's value) to check against;
+    raises 401 if the definition cannot authenticate anyone. """
+    name = definition.get("name")
+    variable = security_state(request.server).env_references.get(name)
+    password = definition.get("password")
+    from_environment = variable is not None and password is not None and os.environ.get(variable) == password
+    problem = type_problem(definition) or secret_problem(definition, from_environment=from_environment)
+    if problem is not None:
+        logger.error("cid=%s security definition %r %s", request.cid, name, problem)
+        raise HTTPError(401, headers={"www-authenticate": challenge})
+    return password
 
 
-def _state(server: Any) -> _VerifierState:
-    state = server.plugin_state.get("security")
-    if state is None:
-        state = server.plugin_state["security"] = _VerifierState()
-    return state
-
-
-async def _verify(request: HTTPRequest, identity: str, secret: str, stored: str) -> bool:
-    state = _state(request.server)
-    if state.verifier.is_known(identity, secret, stored):
+async def _verify(request: HTTPRequest, identity: str, given: str, secret: str) -> bool:
+    if not is_password_hash(secret):  # from the environment, never stored: compare in constant time
+        return hmac.compare_digest(given.encode(), secret.encode())
+    state = security_state(request.server)
+    if state.verifier.is_known(identity, given, secret):
         return True
-    return await trio.to_thread.run_sync(state.verifier.verify, identity, secret, stored, limiter=state.limiter)
+    return await trio.to_thread.run_sync(state.verifier.verify, identity, given, secret, limiter=state.limiter)
 
 
-async def _spend_verification_time(request: HTTPRequest, secret: str, stored: str) -> None:
-    """ Runs scrypt without remembering the result, so that a wrong user name takes as long
-    to refuse as a wrong password and timing does not tell which user names exist. """
-    await trio.to_thread.run_sync(verify_password, secret, stored, limiter=_state(request.server).limiter)
+async def _spend_verification_time(request: HTTPRequest, given: str, secret: str) -> None:
+    """ Runs scrypt without remembering the result, so that a wrong user name takes as long to
+    refuse as a wrong password and timing does not tell which user names exist. """
+    if is_password_hash(secret):
+        await trio.to_thread.run_sync(verify_password, given, secret, limiter=security_state(request.server).limiter)
 
 
 def _refuse(request: HTTPRequest, definition: dict[str, Any], reason: str, challenge: str) -> HTTPError:
     logger.warning("cid=%s security definition %r (%s) refused the request to %s: %s", request.cid,
                    definition.get("name"), definition.get("type"), request.path, reason)
     return HTTPError(401, headers={"www-authenticate": challenge})
-
-
-def _usable_hash(request: HTTPRequest, definition: dict[str, Any], challenge: str) -> str:
-    problem = stored_secret_problem(definition)
-    if problem is not None:
-        logger.error("cid=%s security definition %r %s", request.cid, definition.get("name"), problem)
-        raise HTTPError(401, headers={"www-authenticate": challenge})
-    return definition["password_hash"]
 
 
 def basic_auth_challenge(definition: dict[str, Any]) -> str:
@@ -204,7 +249,7 @@ def basic_auth_challenge(definition: dict[str, Any]) -> str:
 async def check_basic_auth(definition: dict[str, Any], request: HTTPRequest) -> str:
     """ HTTP Basic Auth: returns the user name, or raises 401 with `WWW-Authenticate: Basic realm=...`. """
     challenge = basic_auth_challenge(definition)
-    stored = _usable_hash(request, definition, challenge)
+    secret = _usable_secret(request, definition, challenge)
     header = request.headers.get("authorization")
     credentials = parse_basic_auth(header)
     if credentials is None:
@@ -214,22 +259,22 @@ async def check_basic_auth(definition: dict[str, Any], request: HTTPRequest) -> 
     username, password = credentials
     expected = definition["username"]
     if not hmac.compare_digest(username.encode(), expected.encode()):
-        await _spend_verification_time(request, password, stored)
+        await _spend_verification_time(request, password, secret)
         raise _refuse(request, definition, "unknown user name", challenge)
-    if not await _verify(request, expected, password, stored):
+    if not await _verify(request, expected, password, secret):
         raise _refuse(request, definition, f"wrong password for user {expected!r}", challenge)
     return expected
 
 
 async def check_apikey(definition: dict[str, Any], request: HTTPRequest) -> str:
-    """ An API key in a header: returns the definition's name (API keys name no user), or raises
-    401 with `WWW-Authenticate: zato-apikey`, as Zato does. """
-    stored = _usable_hash(request, definition, APIKEY_CHALLENGE)
+    """ An API key in a header: returns the definition's name (an API key names no user), or
+    raises 401 with `WWW-Authenticate: zato-apikey`, as Zato does. """
+    secret = _usable_secret(request, definition, APIKEY_CHALLENGE)
     header = apikey_header(definition)
     key = request.headers.get(header.lower())
     if not key:
         raise _refuse(request, definition, f"no {header} header", APIKEY_CHALLENGE)
-    if not await _verify(request, definition["name"], key, stored):
+    if not await _verify(request, definition["name"], key, secret):
         raise _refuse(request, definition, f"wrong key in the {header} header", APIKEY_CHALLENGE)
     return definition["name"]
 
@@ -246,56 +291,20 @@ def register_object_types(register):
 @hookimpl
 def register_security_types(register):
     register(SecurityType(BASIC_AUTH, check_basic_auth, "HTTP Basic Auth: a user name and a password"))
-    register(SecurityType(APIKEY, check_apikey, "An API key in an HTTP header (X-API-Key by default)"))
+    register(SecurityType(APIKEY, check_apikey, f"An API key in an HTTP header ({DEFAULT_APIKEY_HEADER} by default)"))
 
 
 @hookimpl
 def startup_phase(phase, ctx):
-    """ Says at start which definitions will refuse every request, and why. """
-    if phase != SERVER_STARTUP.PHASE.ON_STARTING:
-        return
-    for name, definition in ctx.kwargs["server"].config_objects.get(OBJECT_TYPE, {}).items():
-        if definition.get("type") in SECURITY_TYPES:
-            problem = stored_secret_problem(definition)
-            if problem is not None:
-                logger.error("security definition %r %s", name, problem)
+    """ Before channels exist: which definitions keep their password in the environment, and
+    which ones will refuse every request (logged). """
+    if phase == SERVER_STARTUP.PHASE.ON_STARTING:
+        return refresh_stored_state(ctx.kwargs["server"])
+    return None
 
 
 @hookimpl
-def register_cli_commands(cli):
-    import click
-
-    @cli.group("security")
-    def security_group() -> None:
-        """ Security definitions (HTTP Basic Auth, API keys). """
-
-    @security_group.command("set-password")
-    @click.argument("base_dir", type=click.Path(exists=True, file_okay=False))
-    @click.argument("name")
-    @click.password_option("--password", envvar="ZATO_SECURITY_PASSWORD",
-                           help="The new password or API key. Env: ZATO_SECURITY_PASSWORD.")
-    def set_password(base_dir: str, name: str, password: str) -> None:
-        """ Set the password (basic_auth) or key (apikey) of security definition NAME; only its
-        scrypt hash is stored. Restart the server to apply it. """
-        from zato.odb import ODB
-        from zato.server.server import ServerPaths, database_url, read_server_config
-
-        paths = ServerPaths(base_dir)
-        if not paths.server_conf.exists():
-            raise click.ClickException(f"{paths.base_dir} is not a server directory ({paths.server_conf} is missing)")
-        odb = ODB(database_url(paths, read_server_config(paths)))
-        try:
-            found = {d["name"]: d for d in odb.list_objects(OBJECT_TYPE, active_only=False)}
-            if name not in found:
-                raise click.ClickException(f"no security definition named {name!r} in {odb.url}; "
-                                           f"known: {', '.join(sorted(found)) or 'none'}")
-            definition = found[name]
-            fields = {key: value for key, value in definition.items() if key not in STORAGE_KEYS}
-            try:
-                store_definition(odb, name, is_active=definition["is_active"], **{**fields, "password": password})
-            except SecurityDefinitionError as exc:
-                raise click.ClickException(str(exc)) from None
-        finally:
-            odb.close()
-        click.echo(f"password of security definition {name!r} set (stored as a scrypt hash); restart the server "
-                   f"to apply it")
+def config_objects_changed(server, object_types):
+    if OBJECT_TYPE in object_types:
+        return refresh_stored_state(server)
+    return None

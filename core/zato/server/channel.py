@@ -34,12 +34,13 @@ def parse_body(request: HTTPRequest, data_format: str) -> tuple[Any, Any]:
 
 
 async def invoke_from_http(request: HTTPRequest, service: str, *, channel: str, data_format: str = "json",
-                           timeout: float | None = None) -> HTTPResponse:
+                           timeout: float | None = None, user: str | None = None,
+                           security: dict[str, Any] | None = None) -> HTTPResponse:
     server = request.server
     payload, raw = parse_body(request, data_format)
     params = request.query
     params.update(request.path_params)
-    http = HTTPRequestInfo(request.method, params, request.headers, request.path)
+    http = HTTPRequestInfo(request.method, params, request.headers, request.path, user, security)
     try:
         response = await server.invoke_service(service, payload, cid=request.cid, channel=channel, raw_request=raw,
                                                http=http, timeout=timeout)

@@ -87,14 +87,18 @@ class UUID(SIOElem):
 
 
 class HTTPRequestInfo:
-    """ `self.request.http`: method, parameters (path and query) and headers. """
-    __slots__ = ("method", "params", "headers", "path")
+    """ `self.request.http`: method, parameters (path and query), headers, and who the caller
+    authenticated as (`user`, by the security definition named `security`), if anyone. """
+    __slots__ = ("method", "params", "headers", "path", "user", "security")
 
-    def __init__(self, method: str = "", params: dict | None = None, headers: dict | None = None, path: str = "") -> None:
+    def __init__(self, method: str = "", params: dict | None = None, headers: dict | None = None, path: str = "",
+                 user: str | None = None, security: dict | None = None) -> None:
         self.method = method
         self.params = Bunch(params or {})
         self.headers = Bunch(headers or {})
         self.path = path
+        self.user = user
+        self.security = security
 
 
 class Request:
@@ -152,8 +156,22 @@ class Service:
         """ Runs after `handle` succeeded; may be `async def` in async services. """
 
     @property
+    def wsgi_environ(self) -> dict[str, Any]:
+        """ Zato's WSGI-style view of the HTTP request, for code that reads it: `REQUEST_METHOD`,
+        `PATH_INFO`, `HTTP_<HEADER>` and `zato.sec_def` (the security definition that let the
+        caller in: name, type, username). """
+        http = self.request.http
+        environ: dict[str, Any] = {"REQUEST_METHOD": http.method, "PATH_INFO": http.path}
+        for name, value in http.headers.items():
+            environ["HTTP_" + name.upper().replace("-", "_")] = value
+        if http.security:
+            environ["zato.sec_def"] = Bunch(http.security)
+        return environ
+
+    @property
     def config(self) -> Any:
-        """ User config (`[user_config]` files named in server.conf). """
+        """ User config: `self.config.<file>.<section>.<key>` for the files named under
+        `[user_config]` in server.conf (`user` is config/user.conf by default). """
         return self.server.user_config
 
     # Outgoing connections, by Zato's accessors (zato.server.outgoing)
