@@ -25,7 +25,7 @@ class GetUser(Service):
         input_required = "user_id", Int("limit")
         input_optional = "is_active",
         output_required = "user_id", "name"
-        output_optional = "limit",
+        output_optional = Int("limit"),
 
     def handle(self):
         self.response.payload.user_id = self.request.input.user_id
@@ -45,7 +45,8 @@ class Orders(Service):
     name = "test.orders"
 
     def handle_GET(self):
-        self.response.payload = {"method": "GET", "id": self.request.http.params.get("id")}
+        self.response.payload = {"method": "GET", "id": self.request.http.params.get("id"),
+                                 "request_id": self.request.http.headers.get("x-request-id")}
 
     async def handle_POST(self):
         self.response.status_code = 201
@@ -132,8 +133,8 @@ async def test_http_requests_reach_handle_method_and_params_reach_simpleio(zato_
     result = await zato_invoke(Orders, {"id": 5}, http_method="post")
     assert result.status_code == 201 and result.headers == {"Location": "/orders/5"}
     assert result.payload == {"method": "POST", "created": 5}
-    result = await zato_invoke(Orders, http_method="GET", params={"id": "9"})
-    assert result.payload == {"method": "GET", "id": "9"}
+    result = await zato_invoke(Orders, http_method="GET", params={"id": "9"}, headers={"X-Request-Id": "r1"})
+    assert result.payload == {"method": "GET", "id": "9", "request_id": "r1"}  # header names as channels give them
     assert (await zato_invoke(Orders)).payload == {"method": None}  # no HTTP method: handle()
     result = await zato_invoke(GetUser, {"limit": 3}, http_method="GET", params={"user_id": "4"})
     assert result.payload == {"user_id": 4, "name": "user 4", "limit": 3}
@@ -155,6 +156,52 @@ async def test_unknown_services_are_reported_with_what_the_tester_has(zato_servi
         await zato_service_tester.invoke("nope")
     with pytest.raises(UnknownService, match="no service 'no.such.service'"):
         await zato_service_tester.invoke(CallsMissing)  # from inside a service too
+
+
+class StartsWork(Service):
+    name = "test.starts-work"
+
+    def handle(self):
+        self.response.payload = {"started": self.invoke_async("test.background", {"n": 1})}
+
+
+class Background(Service):
+    name = "test.background"
+
+    async def handle(self):
+        await trio.sleep(0.01)
+        await self.email.smtp["Audit"].conn.send({"cid": self.cid, "n": self.request.payload["n"]})
+
+
+async def test_background_work_is_done_when_invoke_returns(zato_service_tester):
+    audit = zato_service_tester.outgoing("email.smtp", "Audit", CannedSMTP())
+    zato_service_tester.add(Background)
+    result = await zato_service_tester.invoke(StartsWork)
+    assert audit.sent == [{"cid": result.payload["started"], "n": 1}]
+
+
+class FansOut(Service):
+    name = "test.fans-out"
+
+    def handle(self):
+        self.response.payload = {"cid": self.patterns.fanout.invoke(
+            {"test.user.get": {"user_id": 1, "limit": 1}, "test.user.get-async": {"user_id": 2, "limit": 1}},
+            "test.fan-in")}
+
+
+class FanIn(Service):
+    name = "test.fan-in"
+
+    def handle(self):
+        names = sorted(item["response"]["name"] for item in self.request.payload)
+        self.email.smtp["Audit"].conn.send(names)
+
+
+async def test_patterns_run_in_the_tester(zato_service_tester):
+    audit = zato_service_tester.outgoing("email.smtp", "Audit", CannedSMTP())
+    zato_service_tester.add(GetUser, AsyncGetUser, FanIn)
+    await zato_service_tester.invoke(FansOut)
+    assert audit.sent == [["user 1", "user 2"]]
 
 
 async def test_timeouts_cancel_async_services():
@@ -188,16 +235,67 @@ async def test_user_config_and_server_config_reach_services(tmp_path):
         name = "test.reads-config"
 
         def handle(self):
-            self.response.payload = {"api": self.config.crm.address, "threads": self.server.config.main.sync_service_threads,
+            self.response.payload = {"api": self.config.user.crm.address,
+                                     "threads": self.server.config.main.sync_service_threads,
                                      "base_dir": self.server.base_dir}
 
-    with ServiceTester(ReadsConfig, user_config={"crm": {"address": "https://crm.example.com"}},
+    with ServiceTester(ReadsConfig, user_config={"user": {"crm": {"address": "https://crm.example.com"}}},
                        config={"main": {"sync_service_threads": 3}}, base_dir=tmp_path / "srv") as tester:
         payload = (await tester.invoke(ReadsConfig)).payload
     assert payload == {"api": "https://crm.example.com", "threads": 3, "base_dir": str((tmp_path / "srv").resolve())}
     with pytest.raises(ValueError, match=r"unknown key 'sync_servce_threads' in \[main\] \(did you mean "
                                          r"'sync_service_threads'\?\)"):
         ServiceTester(config={"main": {"sync_servce_threads": 3}})
+
+
+PLUGIN_WITH_CONFIG = '''
+from zato import hookimpl
+
+@hookimpl
+def register_server_config(register):
+    register("kit_test", {"retries": 1})
+'''
+
+
+def test_installed_plugins_are_loaded_only_when_named(plugin_site):
+    plugin_site.add("kittest", PLUGIN_WITH_CONFIG)
+
+    class ReadsRetries(Service):
+        name = "test.reads-retries"
+
+        def handle(self):
+            self.response.payload = {"retries": self.server.config.kit_test.retries}
+
+    with ServiceTester(ReadsRetries, plugins=("kittest",), config={"kit_test": {"retries": "3"}}) as tester:
+        assert tester.invoke_sync(ReadsRetries).payload == {"retries": 3}  # typed by the plugin's declaration
+    with pytest.raises(ValueError, match=r"unknown section \[kit_test\]"):
+        ServiceTester(config={"kit_test": {"retries": "3"}})
+    with pytest.raises(ValueError, match="no such plugin installed: nope; installed: .*kittest"):
+        ServiceTester(plugins=("nope",))
+
+
+class UsesKVDB(Service):
+    name = "test.uses-kvdb"
+
+    def handle(self):
+        self.kvdb.conn.set("last", self.request.payload)
+
+
+def test_the_kvdb_is_what_the_test_gives(zato_service_tester, zato_invoke_sync):
+    with pytest.raises(AttributeError, match="self.kvdb needs the redis plugin"):
+        zato_invoke_sync(UsesKVDB, "x")
+
+    class Store:
+        def __init__(self):
+            self.conn = self
+            self.data = {}
+
+        def set(self, key, value):
+            self.data[key] = value
+
+    store = zato_service_tester.set_kvdb(Store())
+    zato_invoke_sync(UsesKVDB, "y")
+    assert store.data == {"last": "y"}
 
 
 def test_a_default_tester_cleans_up_its_directory():
@@ -315,12 +413,12 @@ class SyncData(Service):
 
     class SimpleIO:
         input_required = "source",
-        output_required = "count",
+        output_required = "item_count",
 
     def handle(self):
         conn = self.out.plain_http[self.request.input.source].conn
         items = conn.get(self.cid, {"since": "today"}).data
-        self.response.payload.count = len(items)
+        self.response.payload.item_count = len(items)
 '''
 
 USER_TESTS = '''
@@ -334,7 +432,7 @@ from my_services import SyncData
 def test_sync_counts_new_items(zato_service_tester, zato_invoke_sync):
     source = zato_service_tester.outgoing("out.plain_http", "My Data Source", CannedHTTP(json=[1, 2, 3]))
     result = zato_invoke_sync(SyncData, {"source": "My Data Source"})
-    assert result.payload == {"count": 3}
+    assert result.payload == {"item_count": 3}
     assert source.last_call.params == {"since": "today"}
 
 
@@ -359,5 +457,5 @@ def test_a_users_project_tests_its_services_with_the_fixtures(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(project)}
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf", str(project)],
                          cwd=project, env=env, capture_output=True, text=True, timeout=120)
-    assert "2 passed, 1 failed" in run.stdout, run.stdout + run.stderr
+    assert "1 failed, 2 passed" in run.stdout, run.stdout + run.stderr
     assert "UnknownService: no service 'api.unknown' in this ServiceTester (it has: " in run.stdout

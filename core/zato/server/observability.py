@@ -62,7 +62,7 @@ class Metrics:
             "zato_http_requests", "HTTP requests by channel, service and status code ('-': no channel handled it)",
             ("channel", "service", "status"), registry=self.registry)
         self.request_duration = Histogram(
-            "zato_http_request_duration_seconds", "HTTP request duration, from the first byte read to the last sent",
+            "zato_http_request_duration_seconds", "HTTP request duration, from its headers read to the reply sent",
             ("channel", "service"), buckets=LATENCY_BUCKETS, registry=self.registry)
         self.invocations = Counter(
             "zato_service_invocations", "Service invocations by outcome (ok, error, timeout, cancelled)",

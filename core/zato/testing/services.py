@@ -181,8 +181,8 @@ class ServiceTester:
         propagate: `InputError`/`OutputError` list every bad field, `UnknownService` lists what
         the tester holds, `trio.TooSlowError` after `timeout` seconds.
 
-        `http_method`, `params` (path and query parameters), `headers` and `path` make it an HTTP
-        request as a REST channel builds it: `handle_<http_method>` runs if the service has one,
+        `http_method`, `params` (path and query parameters), `headers` (names lower-cased) and
+        `path` make it an HTTP request as a REST channel builds it: `handle_<http_method>` runs if the service has one,
         and SimpleIO reads `params` as well as `payload`. `raw_request` is what the service sees
         as `self.request.raw_request` (by default the payload). Work the service starts in the
         background (`self.invoke_async`) is waited for before this returns.
@@ -192,7 +192,8 @@ class ServiceTester:
         server.trio_token = trio.lowlevel.current_trio_token()
         http = None
         if http_method is not None or params is not None or headers is not None or path:
-            http = HTTPRequestInfo((http_method or "").upper(), dict(params or {}), dict(headers or {}), path)
+            headers = {str(key).lower(): value for key, value in (headers or {}).items()}  # as channels give them
+            http = HTTPRequestInfo((http_method or "").upper(), dict(params or {}), headers, path)
         cid = cid or new_cid()
         error: BaseException | None = None
         async with trio.open_nursery() as nursery:
@@ -247,8 +248,15 @@ def _build_server(base_dir: Path, config: dict[str, dict[str, Any]], user_config
     if warnings:
         raise ValueError("; ".join(warnings))
     server = _TesterServer(ServerPaths(base_dir), server_config, loaded, WorkerOptions(write_runtime_file=False), [])
-    server.user_config = Bunch(user_config)
+    server.user_config = _to_bunch(user_config)
     return server
+
+
+def _to_bunch(value: Any) -> Any:
+    """ Nested dicts as `Bunch`es, so services read them with attributes as they read config files. """
+    if isinstance(value, dict):
+        return Bunch({key: _to_bunch(item) for key, item in value.items()})
+    return value
 
 
 # ################################################################################################
