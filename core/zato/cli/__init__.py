@@ -308,6 +308,8 @@ def add_plugin_commands(group: click.Group, argv: list[str]) -> None:
     loaded.pm.hook.register_cli_commands(cli=group)
 
 
+from zato.cli.enmasse import enmasse as _enmasse; cli.add_command(_enmasse)  # noqa: E402
+
 LIGHT_COMMANDS = frozenset(("start", "stop", "status", "--version"))
 
 

@@ -471,6 +471,8 @@ async def _stop(server: Server, nursery: trio.Nursery) -> None:
             except Exception:
                 logger.exception("plugin %r failed to shut down cleanly", impl.plugin_name)
     nursery.cancel_scope.cancel()
+    if server.options.write_runtime_file and (read_runtime_file(server.paths) or {}).get("pid") == os.getpid():
+        server.paths.runtime_file.unlink(missing_ok=True)  # nobody answers at that address any more
     logger.info("server %s stopped (pid %d)", server.name, os.getpid())
 
 

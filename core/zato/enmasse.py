@@ -1,0 +1,785 @@
+""" enmasse: a server's configuration objects as code, in one YAML file.
+
+    zato enmasse import DIR FILE.yaml [--dry-run] [--delete-missing]
+    zato enmasse export DIR [--secrets omit|env] > FILE.yaml
+
+The file's top-level keys are object type names (Zato's: `security`, `channel_rest`,
+`outgoing_rest`, `scheduler`..., and every enabled plugin's), each holding a list of objects:
+
+    security:
+      - name: my.user
+        type: basic_auth
+        username: my.user
+        password: $MY_USER_PASSWORD
+    channel_rest:
+      - name: /api/user
+        url_path: /api/user
+        service: api.user.get
+        security: my.user
+
+Import is all or nothing. The whole file is read and checked first - YAML syntax, keys, every
+object against its type's schema (`zato.objects.validate`), duplicate names, references to other
+objects - and every problem is reported with the file, line, object and field; then the plan
+(create / update / delete / unchanged per object) is computed against the database, and applied
+in one transaction (`zato.odb.ODB.apply`), in dependency order: an object is written after the
+objects it references (security definitions before the channels that use them).
+
+An object is updated only if what would be stored differs from what is stored, so importing the
+same file twice changes nothing the second time. Secrets may be given in clear (stored hashed or
+encrypted, as their field says) or as `$NAME` references (kept as written); a clear secret equal
+to the stored one counts as unchanged (verified against the hash, or decrypted with
+`config/secret.key`), and a secret left out of the file keeps its stored value.
+
+Export writes every object, active or not, without ids or versions, grouped by type in dependency
+order and sorted by name, with `$NAME` values as written. Secrets are never written in clear nor
+in their stored form: they are left out (`omit`, with a comment saying which) or written as
+`$ZATO_SECRET_<TYPE>_<NAME>_<FIELD>` references (`env`). The same database always gives the same
+bytes.
+
+Everything here is blocking (files, SQL, scrypt); the CLI calls it directly.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+from dataclasses import dataclass, field as dataclass_field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from zato.objects import (
+    ENCRYPTED_PREFIX, HASHED_PREFIX, ObjectValidationError, SecretBox, is_env_reference, store_secrets, validate,
+)
+from zato.registry import Field, ObjectType, Registry
+
+# Zato's enmasse top-level keys (shared/reference/zato-facts.md). A key of these that no enabled
+# plugin provides yet is reported as such rather than as a typo.
+ZATO_KEYS = ("security", "channel_rest", "outgoing_rest", "scheduler", "pubsub_topic", "pubsub_endpoint",
+             "pubsub_subscription", "outgoing_sql", "email_smtp", "web_socket", "zato_generic_connection")
+
+SECRETS_OMIT = "omit"
+SECRETS_ENV = "env"
+SECRET_MODES = (SECRETS_OMIT, SECRETS_ENV)
+
+CREATE, UPDATE, DELETE, UNCHANGED = "create", "update", "delete", "unchanged"
+ACTIONS = (CREATE, UPDATE, DELETE, UNCHANGED)
+
+SCRYPT_HASH = re.compile(r"^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$")
+
+
+class EnmasseError(Exception):
+    """ The file cannot be imported (or the database refused it); `problems` lists every reason.
+    Nothing was changed. """
+
+    def __init__(self, problems: list["Problem"]) -> None:
+        self.problems = sorted(problems, key=lambda p: p.line or 0)  # stable: same line, found order
+        super().__init__("\n".join(str(problem) for problem in problems))
+
+
+@dataclass(frozen=True)
+class Problem:
+    """ One reason a file cannot be imported: `FILE:LINE: <type> <name>: <field>: <message>`. """
+    file: str
+    line: int | None
+    message: str
+    object_type: str = ""
+    name: str | None = None
+    field: str = ""
+
+    def __str__(self) -> str:
+        parts = [f"{self.file}:{self.line}" if self.line else self.file]
+        if self.object_type:
+            parts.append(f"{self.object_type} {self.name!r}" if self.name is not None else self.object_type)
+        if self.field:
+            parts.append(self.field)
+        parts.append(self.message)
+        return ": ".join(parts)
+
+
+# ################################################################################################
+# Reading YAML with line numbers
+
+
+class _Mapping(dict):
+    """ A YAML mapping that remembers its own line and the line of each of its keys. """
+    line: int = 0
+    key_lines: dict[Any, int]
+
+    def line_of(self, key: Any) -> int:
+        return self.key_lines.get(key, self.line)
+
+
+class _Loader(yaml.SafeLoader):
+    """ PyYAML's safe loader, plus: every mapping is a `_Mapping` with line numbers, a key given
+    twice in one mapping is a problem (PyYAML keeps the last silently), and dates stay text
+    (configuration values are compared and stored as JSON). """
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.duplicate_keys: list[tuple[int, Any, int]] = []  # (line, key, line of the first one)
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> Any:
+    own = {id(key_node) for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge"}
+    loader.flatten_mapping(node)  # merge keys (`<<: *defaults`): merged ones come first, own ones override
+    data = _Mapping()
+    data.line = node.start_mark.line + 1
+    data.key_lines = {}
+    own_lines: dict[Any, int] = {}
+    yield data
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark, "found an unhashable key", key_node.start_mark) from None
+        line = key_node.start_mark.line + 1
+        if id(key_node) in own:
+            if key in own_lines:
+                loader.duplicate_keys.append((line, key, own_lines[key]))
+            own_lines[key] = line
+        data.key_lines[key] = line
+        data[key] = loader.construct_object(value_node, deep=False)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+
+
+def _load_yaml(path: Path, shown: str) -> tuple[Any, list[Problem]]:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise EnmasseError([Problem(shown, None, f"cannot read the file: {exc.strerror or exc}")]) from None
+    except UnicodeDecodeError as exc:
+        raise EnmasseError([Problem(shown, None, f"not UTF-8 text (byte {exc.start}); save the file as UTF-8")]) \
+            from None
+    loader = _Loader(text)
+    try:
+        document = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        context = exc.context or ""
+        if context and exc.context_mark is not None and exc.context_mark.line + 1 != line:
+            context += f" (from line {exc.context_mark.line + 1})"
+        detail = ", ".join(str(part) for part in (context, exc.problem) if part)
+        raise EnmasseError([Problem(shown, line, f"YAML syntax: {detail}; fix the file and import again")]) from None
+    except yaml.YAMLError as exc:
+        raise EnmasseError([Problem(shown, None, f"YAML syntax: {exc}")]) from None
+    finally:
+        loader.dispose()
+    problems = [Problem(shown, line, f"key {key!r} is given twice in this mapping (first on line {first}); "
+                                     f"keep one") for line, key, first in loader.duplicate_keys]
+    return document, problems
+
+
+# ################################################################################################
+# A server directory opened for enmasse
+
+
+class ServerConfigStore:
+    """ What enmasse works on: a server directory's object types (from the plugins its server.conf
+    enables), its configuration database and its secret key. Close it (or use `with`). """
+
+    def __init__(self, base_dir: Path | str, *, registry: Registry | None = None) -> None:
+        from zato.config import as_bool
+        from zato.odb import ODB
+        from zato.plugins import load_plugins, plugin_switches
+        from zato.server.server import ServerPaths, database_url, read_server_config
+
+        self.paths = ServerPaths(base_dir)
+        if not self.paths.server_conf.exists():
+            raise FileNotFoundError(f"{self.paths.base_dir} is not a server directory ({self.paths.server_conf} is "
+                                    f"missing); create one with `zato quickstart create {base_dir}`")
+        config = read_server_config(self.paths)
+        if registry is None:
+            skip_broken = as_bool(config.main.get("skip_broken_plugins", False))
+            registry = load_plugins(plugin_switches(config.get("plugins")), skip_broken=skip_broken).registry
+        self.registry = registry
+        self.object_types: dict[str, ObjectType] = registry.items("object_types")
+        self.odb = ODB(database_url(self.paths, config))
+        self.box = SecretBox(self.paths.config_dir / "secret.key")
+
+    def close(self) -> None:
+        self.odb.close()
+
+    def __enter__(self) -> "ServerConfigStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def read_objects(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """ Every object in the database, active or not: type -> name -> object. """
+        from sqlalchemy.exc import SQLAlchemyError
+        objects: dict[str, dict[str, dict[str, Any]]] = {}
+        try:
+            rows = self.odb.list_all(active_only=False)
+        except SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise EnmasseError([Problem(str(self.paths.base_dir), None, (
+                f"cannot read the configuration database {self.odb.engine.url.render_as_string(hide_password=True)} ({reason}); start the server once "
+                f"(`zato start`) to create or migrate it, or check [odb] url in {self.paths.server_conf}"))]) from None
+        for object_type, obj in rows:
+            objects.setdefault(object_type, {})[obj["name"]] = obj
+        return objects
+
+    def dependency_order(self, types: Iterable[str]) -> list[str]:
+        """ `types` sorted so that each comes after the types its fields reference. """
+        return dependency_order(self.object_types, types)
+
+
+def dependency_order(object_types: Mapping[str, ObjectType], types: Iterable[str]) -> list[str]:
+    wanted = sorted(set(types))
+    placed: list[str] = []
+    visiting: set[str] = set()
+
+    def place(name: str) -> None:
+        if name in placed or name in visiting:
+            return  # placed already, or a cycle: the order within a cycle is by name
+        visiting.add(name)
+        object_type = object_types.get(name)
+        for target in sorted({f.references for f in (object_type.fields if object_type else ())
+                              if f.references and f.references != "service"}):
+            if target in wanted:
+                place(target)
+        visiting.discard(name)
+        placed.append(name)
+
+    for name in wanted:
+        place(name)
+    return placed
+
+
+# ################################################################################################
+# Import: reading and checking the file
+
+
+@dataclass
+class FileObject:
+    """ One object read from the file, validated. """
+    object_type: str
+    name: str
+    line: int
+    data: dict[str, Any]  # validated; secrets in clear or as $NAME, as given
+    given: _Mapping
+
+
+@dataclass
+class ImportFile:
+    path: str
+    objects: list[FileObject]
+    type_lines: dict[str, int]  # type key -> its line
+    invalid: set[tuple[str, str]] = dataclass_field(default_factory=set)  # (type, name) of rows with problems
+    _names: dict[str, set[str]] = dataclass_field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for obj in self.objects:
+            self._names.setdefault(obj.object_type, set()).add(obj.name)
+
+    def names(self, object_type: str) -> set[str]:
+        return self._names.get(object_type, set())
+
+
+def read_import_file(store: ServerConfigStore, path: Path | str, *, shown: str | None = None) -> ImportFile:
+    """ Reads and validates the file; raises `EnmasseError` with every problem found. """
+    imported, problems = _read_import_file(store, path, shown)
+    if problems:
+        raise EnmasseError(problems)
+    return imported
+
+
+def _read_import_file(store: ServerConfigStore, path: Path | str, shown: str | None) -> tuple[ImportFile, list[Problem]]:
+    """ The valid objects of the file, and the problems of the others (a YAML syntax error raises:
+    nothing else can be read then). """
+    path = Path(path)
+    shown = shown or str(path)
+    document, problems = _load_yaml(path, shown)
+    if document is None:
+        document = _Mapping()
+        document.key_lines = {}
+    if not isinstance(document, dict):
+        raise EnmasseError([Problem(shown, 1, "the file must be a mapping of object types to lists of objects, "
+                                              "e.g. `channel_rest:` followed by `  - name: ...` lines")])
+    objects: list[FileObject] = []
+    type_lines: dict[str, int] = {}
+    first_seen: dict[tuple[str, str], int] = {}
+    invalid: set[tuple[str, str]] = set()
+    for key, rows in document.items():
+        key_line = document.line_of(key)
+        object_type = store.object_types.get(key) if isinstance(key, str) else None
+        if object_type is None:
+            problems.append(Problem(shown, key_line, _unknown_key_message(key, store.object_types, rows)))
+            continue
+        type_lines[key] = key_line
+        if rows is None:
+            continue  # `channel_rest:` with nothing under it: no objects of this type
+        if not isinstance(rows, list):
+            problems.append(Problem(shown, key_line, f"must be a list of objects (`  - name: ...`), not a "
+                                                     f"{_kind(rows)}", key))
+            continue
+        for row in rows:
+            found = _read_row(shown, object_type, row, key_line, problems)
+            if found is None:
+                if isinstance(row, dict) and isinstance(row.get("name"), str):
+                    invalid.add((key, row["name"]))
+                continue
+            seen_at = first_seen.get((key, found.name))
+            if seen_at is not None:
+                problems.append(Problem(shown, found.line, f"duplicate name: the same name is used on line "
+                                                           f"{seen_at}; names are unique within a type", key,
+                                        found.name, "name"))
+                continue
+            first_seen[(key, found.name)] = found.line
+            objects.append(found)
+    return ImportFile(shown, objects, type_lines, invalid), problems
+
+
+def _unknown_key_message(key: Any, object_types: Mapping[str, ObjectType], rows: Any) -> str:
+    known = ", ".join(sorted(object_types)) or "(none)"
+    if key == "zato_generic_connection":
+        kinds = sorted({str(row.get("type_")) for row in rows or () if isinstance(row, dict) and row.get("type_")})
+        which = f" (type_ {', '.join(kinds)})" if kinds else ""
+        return (f"zato_generic_connection{which} is not supported yet: no enabled plugin provides it; "
+                f"remove these rows or move them to a supported key. Known keys: {known}")
+    if key in ZATO_KEYS:
+        return (f"{key!r} is a Zato enmasse key, but no enabled plugin provides object type {key!r} on this "
+                f"server; install or enable the plugin that does, or remove the key. Known keys: {known}")
+    return f"unknown key {key!r}: not an object type of this server. Known keys: {known}"
+
+
+def _kind(value: Any) -> str:
+    return {dict: "mapping", _Mapping: "mapping", list: "list", str: "text"}.get(type(value), type(value).__name__)
+
+
+def _read_row(shown: str, object_type: ObjectType, row: Any, key_line: int,
+              problems: list[Problem]) -> FileObject | None:
+    type_name = object_type.name
+    if not isinstance(row, _Mapping):
+        problems.append(Problem(shown, key_line, f"each item must be a mapping with at least `name`, not a "
+                                                 f"{_kind(row)} ({row!r:.60})", type_name))
+        return None
+    name = row.get("name")
+    if "name" in row and not isinstance(name, str):
+        problems.append(Problem(shown, row.line_of("name"), f"must be text, not {name!r}; quote it", type_name,
+                                str(name), "name"))
+        return None
+    shown_name = name if isinstance(name, str) else None
+    before = len(problems)
+    for key in row:
+        if not isinstance(key, str):
+            problems.append(Problem(shown, row.line_of(key), "field names must be text", type_name, shown_name,
+                                    str(key)))
+    if len(problems) > before:
+        return None
+    try:
+        data = validate(object_type, dict(row), allow_secrets=True)
+    except ObjectValidationError as exc:
+        for error in exc.errors:
+            problems.append(Problem(shown, row.line_of(error["field"]), error["error"], type_name, shown_name,
+                                    error["field"]))
+        return None
+    for secret_field in object_type.fields:
+        if secret_field.secret and secret_field.name in data:
+            message = _stored_form_problem(secret_field, data[secret_field.name])
+            if message:
+                problems.append(Problem(shown, row.line_of(secret_field.name), message, type_name, shown_name,
+                                        secret_field.name))
+    if len(problems) > before:
+        return None
+    return FileObject(type_name, name, row.line, data, row)
+
+
+def _stored_form_problem(secret_field: Field, value: Any) -> str | None:
+    """ A secret in the file is taken in clear or as `$NAME`; stored forms from a database are
+    refused (an encrypted one only opens with that server's key), except a scrypt hash for a
+    field that is stored hashed anyway. """
+    if not isinstance(value, str):
+        return None
+    if value.startswith(ENCRYPTED_PREFIX):
+        return ("is an encrypted value from a configuration database, which only that server's key opens; "
+                "give the secret in clear or as a $NAME environment reference")
+    if value.startswith(HASHED_PREFIX):
+        if secret_field.secret_storage == "hash" and SCRYPT_HASH.match(value):
+            return None
+        if secret_field.secret_storage == "hash":
+            return "looks like a scrypt hash but is not a valid one; give the secret in clear or as $NAME"
+        return ("is a hash, but this secret must be stored encrypted (the server needs it in clear); give it in "
+                "clear or as $NAME")
+    return None
+
+
+# ################################################################################################
+# Import: the plan
+
+
+@dataclass
+class Step:
+    """ What importing does to one object. `data` is what will be stored (new secrets still in
+    clear: `apply_plan` stores them), None for deletes. """
+    action: str
+    object_type: str
+    name: str
+    data: dict[str, Any] | None = None
+    changed: tuple[str, ...] = ()  # for updates: the fields that differ (secrets by name only)
+    line: int | None = None
+
+    def describe(self, type_width: int = 0) -> str:
+        """ `create     channel_rest  /api/x`, and for updates the fields that change. """
+        text = f"{self.action:<9}  {self.object_type:<{type_width}}  {self.name}"
+        if self.changed:
+            text += f"  ({', '.join(self.changed)})"
+        return text
+
+
+@dataclass
+class Plan:
+    """ Every object of the file (and, with `delete_missing`, the objects to delete), in the order
+    they are applied: deletes first (objects that reference others before those), then creates and
+    updates in dependency order. """
+    file: str
+    steps: list[Step] = dataclass_field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {action: sum(1 for s in self.steps if s.action == action) for action in ACTIONS}
+
+    @property
+    def changes(self) -> list[Step]:
+        return [s for s in self.steps if s.action != UNCHANGED]
+
+    @property
+    def changed_types(self) -> list[str]:
+        return sorted({s.object_type for s in self.changes})
+
+    def summary(self, *, done: bool = False) -> str:
+        counts = self.counts()
+        if done:
+            return (f"{counts[CREATE]} created, {counts[UPDATE]} updated, {counts[DELETE]} deleted, "
+                    f"{counts[UNCHANGED]} unchanged")
+        return (f"{counts[CREATE]} to create, {counts[UPDATE]} to update, {counts[DELETE]} to delete, "
+                f"{counts[UNCHANGED]} unchanged")
+
+
+def plan_import(store: ServerConfigStore, path: Path | str, *, delete_missing: bool = False,
+                shown: str | None = None) -> Plan:
+    """ Reads and checks the file, then compares it with the database. Changes nothing; raises
+    `EnmasseError` with every problem found. """
+    imported, problems = _read_import_file(store, path, shown)
+    current = store.read_objects()
+
+    replaced = set(imported.type_lines) if delete_missing else set()  # types the file holds in full
+    problems += _check_references(store, imported, current, replaced)
+
+    deletes = []
+    for object_type in replaced:
+        invalid = {name for kind, name in imported.invalid if kind == object_type}
+        for name in current.get(object_type, {}).keys() - imported.names(object_type) - invalid:
+            deletes.append(Step(DELETE, object_type, name))
+    problems += _check_deletes(store, imported, current, replaced, deletes)
+    if problems:
+        raise EnmasseError(problems)
+
+    by_type: dict[str, list[Step]] = {}
+    for obj in imported.objects:
+        by_type.setdefault(obj.object_type, []).append(
+            _plan_object(store, store.object_types[obj.object_type], obj, current.get(obj.object_type, {})))
+    by_type_deletes: dict[str, list[Step]] = {}
+    for step in deletes:
+        by_type_deletes.setdefault(step.object_type, []).append(step)
+
+    plan = Plan(imported.path)
+    for object_type in reversed(store.dependency_order(by_type_deletes)):
+        plan.steps += sorted(by_type_deletes[object_type], key=lambda s: s.name)
+    for object_type in store.dependency_order(by_type):
+        plan.steps += sorted(by_type[object_type], key=lambda s: s.name)
+    return plan
+
+
+def _references(object_type: ObjectType | None) -> list[Field]:
+    return [f for f in (object_type.fields if object_type else ()) if f.references and f.references != "service"]
+
+
+def _check_references(store: ServerConfigStore, imported: ImportFile, current: dict[str, dict[str, dict]],
+                      replaced: set[str]) -> list[Problem]:
+    """ Every field naming another object names one in the file or (unless the file replaces
+    that type) in the database. `$NAME` references are resolved by the server, not here. """
+    problems = []
+    for obj in imported.objects:
+        for ref_field in _references(store.object_types[obj.object_type]):
+            value = obj.data.get(ref_field.name)
+            if value in (None, "") or is_env_reference(value):
+                continue
+            target = ref_field.references
+            if value in imported.names(target) or (target, value) in imported.invalid:
+                continue  # in the file (a row with problems of its own is reported for those)
+            in_database = value in current.get(target, {})
+            if in_database and target not in replaced:
+                continue
+            why = (f"{target} {value!r} is not in the file, and --delete-missing deletes it from the database"
+                   if in_database else f"{target} {value!r} does not exist in the file or in the database")
+            problems.append(Problem(imported.path, obj.given.line_of(ref_field.name),
+                                    f"{why}; add it under `{target}:` in the file", obj.object_type, obj.name,
+                                    ref_field.name))
+    return problems
+
+
+def _check_deletes(store: ServerConfigStore, imported: ImportFile, current: dict[str, dict[str, dict]],
+                   replaced: set[str], deletes: list[Step]) -> list[Problem]:
+    """ An object deleted by --delete-missing must not be used by an object that stays in the
+    database without being in the file (those in the file were checked by `_check_references`). """
+    problems = []
+    deleted = {(s.object_type, s.name) for s in deletes}
+    for other_type, objects in sorted(current.items()):
+        if other_type in replaced:
+            continue  # every object of this type that stays is in the file
+        in_file = imported.names(other_type)
+        for ref_field in _references(store.object_types.get(other_type)):
+            for name, obj in sorted(objects.items()):
+                value = obj.get(ref_field.name)
+                if name in in_file or (ref_field.references, value) not in deleted:
+                    continue
+                problems.append(Problem(
+                    imported.path, imported.type_lines.get(ref_field.references), f"not in the file, so "
+                    f"--delete-missing would delete it, but {other_type} {name!r} (in the database) uses it in "
+                    f"{ref_field.name!r}; add it to the file, or change or delete {other_type} {name!r} first",
+                    ref_field.references, value))
+    return problems
+
+
+def _plan_object(store: ServerConfigStore, object_type: ObjectType, obj: FileObject,
+                 current_objects: dict[str, dict[str, Any]]) -> Step:
+    current = current_objects.get(obj.name)
+    secrets, secrets_changed = _plan_secrets(store, object_type, obj, current)
+    wanted = {key: value for key, value in obj.data.items()
+              if value is not None and key not in secrets and not _is_secret(object_type, key)}
+    wanted["is_active"] = bool(wanted.get("is_active", True))
+    data = {**wanted, **secrets}
+    if current is None:
+        return Step(CREATE, obj.object_type, obj.name, data, line=obj.line)
+    before = comparable(object_type, current)
+    for key in wanted.keys() & set(_secret_like(object_type, current)):
+        before[key] = current[key]  # a plain field that holds a stored-looking value, given in the file
+    before = _json_round_trip(before)
+    after = _json_round_trip(wanted)
+    changed = sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
+    changed += secrets_changed
+    if not changed:
+        return Step(UNCHANGED, obj.object_type, obj.name, data, line=obj.line)
+    return Step(UPDATE, obj.object_type, obj.name, data, tuple(changed), line=obj.line)
+
+
+def _is_secret(object_type: ObjectType, key: str) -> bool:
+    return any(f.name == key and f.secret for f in object_type.fields)
+
+
+def _looks_stored(value: Any) -> bool:
+    return isinstance(value, str) and (value.startswith(ENCRYPTED_PREFIX) or bool(SCRYPT_HASH.match(value)))
+
+
+def _secret_like(object_type: ObjectType | None, obj: Mapping[str, Any]) -> list[str]:
+    """ The object's secret fields: its type's, and - so that a schema that forgets to mark one
+    cannot leak it - any field whose stored value is encrypted or a scrypt hash. """
+    names = [f.name for f in (object_type.fields if object_type else ()) if f.secret]
+    names += [key for key, value in obj.items() if key not in names and not key.startswith("_")
+              and _looks_stored(value)]
+    return names
+
+
+def comparable(object_type: ObjectType, stored: Mapping[str, Any]) -> dict[str, Any]:
+    """ A stored object's non-secret fields as import and export see them: defaults filled in,
+    values typed as validation types them, None values left out. An object that no longer matches
+    its schema is taken as it is. """
+    secret = set(_secret_like(object_type, stored))
+    plain = {key: value for key, value in stored.items() if not key.startswith("_") and key not in secret}
+    try:
+        plain = validate(object_type, plain, allow_secrets=False)
+    except ObjectValidationError:
+        pass
+    plain = {key: value for key, value in plain.items() if value is not None}
+    plain["is_active"] = bool(stored.get("is_active", True))
+    return _json_round_trip(plain)
+
+
+def _json_round_trip(data: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(data))
+
+
+def _plan_secrets(store: ServerConfigStore, object_type: ObjectType, obj: FileObject,
+                  current: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+    """ The secrets to store ({field: value}: the stored value if unchanged, else as given) and
+    the names of those that change. A secret left out of the file keeps its stored value. """
+    keep: dict[str, Any] = {}
+    changed: list[str] = []
+    for name in _secret_like(object_type, current or {}):
+        stored = (current or {}).get(name)
+        if name not in obj.data:
+            if stored not in (None, ""):
+                keep[name] = stored
+            continue
+        given = obj.data[name]
+        if not _is_secret(object_type, name):
+            continue  # a plain field given in the file: compared as plain data
+        if given in (None, ""):
+            if stored not in (None, ""):
+                changed.append(name)
+            continue
+        given = str(given)
+        if _same_secret(store, given, stored):
+            keep[name] = stored
+        else:
+            keep[name] = given
+            changed.append(name)
+    return keep, changed
+
+
+def _same_secret(store: ServerConfigStore, given: str, stored: Any) -> bool:
+    """ Whether `given` (clear, `$NAME` or a scrypt hash) is what `stored` holds. """
+    if not isinstance(stored, str) or not stored:
+        return False
+    if is_env_reference(given) or is_env_reference(stored) or SCRYPT_HASH.match(given):
+        return given == stored
+    if SCRYPT_HASH.match(stored):
+        from zato.security import verify_password
+        return verify_password(given, stored)
+    if stored.startswith(ENCRYPTED_PREFIX):
+        if not store.box.key_file.exists():
+            return False  # cannot tell; never create a key just to compare (a dry run writes nothing)
+        try:
+            return hmac.compare_digest(store.box.decrypt(stored).encode(), given.encode())
+        except ValueError:
+            return False
+    return False  # stored in clear (written past the object model): storing it properly is a change
+
+
+# ################################################################################################
+# Import: applying the plan
+
+
+def apply_plan(store: ServerConfigStore, plan: Plan) -> int:
+    """ Stores the plan's new secrets (hashed or encrypted) and applies every change in one
+    transaction. Returns how many objects changed. If the database refuses any change (e.g. an
+    object created by someone else since the plan was made) nothing is changed and
+    `EnmasseError` says why. """
+    from sqlalchemy.exc import SQLAlchemyError
+    from zato.odb import Change
+
+    changes = []
+    for step in plan.changes:
+        if step.action == DELETE:
+            changes.append(Change(DELETE, step.object_type, step.name))
+            continue
+        data = store_secrets(store.object_types[step.object_type], dict(step.data or {}), store.box)
+        changes.append(Change(step.action, step.object_type, step.name, data, bool(data.get("is_active", True))))
+    if not changes:
+        return 0
+    try:
+        return store.odb.apply(changes)
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise EnmasseError([Problem(plan.file, None, f"the configuration database refused the changes ({reason}); "
+                                                     f"nothing was changed. If another change was made at the same "
+                                                     f"time, import again to see the new plan")]) from exc
+
+
+# ################################################################################################
+# Export
+
+
+@dataclass
+class Export:
+    """ The YAML text and what the caller should tell the user (on stderr). """
+    text: str
+    omitted: list[str] = dataclass_field(default_factory=list)  # "type 'name' field"
+    variables: list[tuple[str, str]] = dataclass_field(default_factory=list)  # (variable, "type 'name' field")
+    warnings: list[str] = dataclass_field(default_factory=list)
+
+
+def secret_variable(object_type: str, name: str, field_name: str) -> str:
+    """ `ZATO_SECRET_<TYPE>_<NAME>_<FIELD>`, upper-cased, every run of other characters an `_`. """
+    raw = f"ZATO_SECRET_{object_type}_{name}_{field_name}".upper()
+    return re.sub(r"[^A-Z0-9]+", "_", raw).strip("_")
+
+
+def export_config(store: ServerConfigStore, *, secrets: str = SECRETS_OMIT) -> Export:
+    """ Every object in the database as enmasse YAML (see the module docstring). """
+    if secrets not in SECRET_MODES:
+        raise ValueError(f"secrets must be one of {', '.join(SECRET_MODES)}, not {secrets!r}")
+    result = Export("")
+    by_type = {object_type: list(objects.values()) for object_type, objects in store.read_objects().items()}
+
+    unknown = sorted(set(by_type) - set(store.object_types))
+    for object_type in unknown:
+        result.warnings.append(f"left out {len(by_type[object_type])} object(s) of type {object_type!r}: no enabled "
+                               f"plugin provides that type, so they could not be imported back")
+    used_variables: set[str] = set()
+    lines = ["# Zato configuration objects, written by `zato enmasse export`.",
+             "# Secrets are " + ("left out: set them after importing, or export with --secrets env."
+                                 if secrets == SECRETS_OMIT else
+                                 "$ZATO_SECRET_... environment references: set those variables on the server.")]
+    for type_name in store.dependency_order(set(by_type) - set(unknown)):
+        object_type = store.object_types[type_name]
+        lines.append(f"{_yaml_scalar(type_name)}:")
+        for obj in sorted(by_type[type_name], key=lambda o: o["name"]):
+            lines += _export_object(object_type, obj, secrets, result, used_variables)
+    result.text = "\n".join(lines) + "\n"
+    return result
+
+
+def _export_object(object_type: ObjectType, obj: dict[str, Any], secrets: str, result: Export,
+                   used_variables: set[str]) -> list[str]:
+    name = obj["name"]
+    plain = comparable(object_type, obj)
+    try:
+        validate(object_type, {**plain, "name": name}, allow_secrets=False)
+    except ObjectValidationError as exc:
+        result.warnings.append(f"{object_type.name} {name!r} does not match its type's schema ({exc}); it is "
+                               f"exported as stored, and importing it will report the same problem")
+    ordered: dict[str, Any] = {"name": name}
+    for schema_field in object_type.fields:
+        if schema_field.name in plain and schema_field.name not in ("name", "is_active"):
+            ordered[schema_field.name] = plain[schema_field.name]
+    for key in sorted(plain):  # fields outside the schema (written past validation)
+        if key not in ordered and key != "is_active":
+            ordered[key] = plain[key]
+    left_out = []
+    for secret_name in _secret_like(object_type, obj):
+        value = obj.get(secret_name)
+        if value in (None, ""):
+            continue
+        where = f"{object_type.name} {name!r} {secret_name}"
+        if is_env_reference(value):
+            ordered[secret_name] = value  # a reference, not a secret: kept as written
+        elif secrets == SECRETS_ENV:
+            variable = secret_variable(object_type.name, name, secret_name)
+            suffix = 2
+            while variable in used_variables:
+                variable = f"{secret_variable(object_type.name, name, secret_name)}_{suffix}"
+                suffix += 1
+            used_variables.add(variable)
+            ordered[secret_name] = f"${variable}"
+            result.variables.append((variable, where))
+        else:
+            left_out.append(secret_name)
+            result.omitted.append(where)
+    if not plain.get("is_active", True):
+        ordered["is_active"] = False
+    dumped = yaml.safe_dump([ordered], sort_keys=False, allow_unicode=True, default_flow_style=False, width=4096)
+    lines = ["  " + line for line in dumped.splitlines()]
+    if left_out:
+        lines.append(f"    # left out (secret): {', '.join(left_out)}")
+    return lines
+
+
+def _yaml_scalar(value: str) -> str:
+    return yaml.safe_dump(value, default_style=None).splitlines()[0] if not re.match(r"^[a-z0-9_]+$", value) \
+        else value
