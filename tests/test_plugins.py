@@ -175,7 +175,11 @@ async def test_every_hook_takes_effect_in_a_running_server(plugin_site, server_d
         # register_notification_handlers + notification_transport
         await server.notify("allhooks.ping", {"n": 1})
         assert plugin.NOTIFICATIONS == [(server.pid, {"n": 1})]
-        assert json.loads(plugin.PUBLISHED[0])["action"] == "allhooks.ping"
+        # config_objects_changed: runs after a change, with the types that changed
+        from zato.server.config_objects import CHANGED
+        await server.notify(CHANGED, {"types": ["allhooks_thing"]})
+        assert ("config_objects_changed", ("allhooks_thing",)) in plugin.EVENTS
+        assert "allhooks.ping" in [json.loads(message)["action"] for message in plugin.PUBLISHED]
         with pytest.raises(KeyError, match="no notification handler for 'nope'"):
             await server.notify("nope", {})
         assert not [e for e in plugin.EVENTS if e[0] == "shutdown"]

@@ -36,6 +36,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "rest": "zato.builtin.rest",
     "hot_deploy": "zato.builtin.hot_deploy",
     "admin_api": "zato.builtin.admin_api",
+    "user_config": "zato.builtin.user_config",
     "metrics": "zato.builtin.metrics",
     "security": "zato.builtin.security",
 }

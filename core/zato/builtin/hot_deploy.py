@@ -40,6 +40,7 @@ import click
 import trio
 
 from zato import hookimpl
+from zato.builtin.core import check_admin
 from zato.common import SERVER_STARTUP
 from zato.server.http import HTTPError, HTTPRequest, HTTPResponse
 from zato.server.services import DeploymentError
@@ -124,6 +125,30 @@ def scan_pickup(pickup_dir: Path) -> dict[str, Signature]:
     return found
 
 
+def settled_changes(current: dict[str, Signature], pending: dict[str, Signature | None],
+                    snapshot: dict[str, Signature]) -> list[tuple[str, Signature | None]]:
+    """ Compares a new scan with what was acted on (`current`) and returns the changes that look
+    the same as in the scan before (`pending`): (name, signature), signature None for a file that
+    is gone. Updates `current` and `pending` in place. A change seen once only waits for the next
+    scan: a file still being written keeps changing, and a file an editor deletes before writing
+    it again is back by then. """
+    settled: list[tuple[str, Signature | None]] = []
+    for name in sorted(current.keys() | snapshot.keys() | pending.keys()):
+        signature = snapshot.get(name)
+        if current.get(name) == signature:
+            pending.pop(name, None)
+        elif name not in pending or pending[name] != signature:
+            pending[name] = signature
+        else:
+            del pending[name]
+            if signature is None:
+                current.pop(name, None)
+            else:
+                current[name] = signature
+            settled.append((name, signature))
+    return settled
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     """ Writes a file so that readers see the old content or the new one, never a part. The
     temporary file's name does not end with .py, so the pickup directory's watcher skips it. """
@@ -205,20 +230,16 @@ class HotDeployer:
         digest = sha256(source)
         async with self.lock:
             current = self.deployed(name)
-            if current is not None and current.digest == digest:
-                if save_to_pickup:  # the same code again: make sure both saved copies hold it
-                    await trio.to_thread.run_sync(self._save, name, source, True)
-                return DeployResult(name, list(current.names), digest=digest, unchanged=True,
-                                    took_ms=(time.perf_counter() - started) * 1000)
             try:
+                if current is not None and current.digest == digest:
+                    if save_to_pickup:  # the same code again: make sure both saved copies hold it
+                        await self._save(name, source, to_pickup=True)
+                    return DeployResult(name, list(current.names), digest=digest, unchanged=True,
+                                        took_ms=(time.perf_counter() - started) * 1000)
                 loaded = await trio.to_thread.run_sync(self.store.load_file, path, source, abandon_on_cancel=True)
                 try:
                     self.store.check_file(loaded)
-                    await trio.to_thread.run_sync(self._save, name, source, save_to_pickup)
-                except OSError as exc:
-                    self.store.discard(loaded)
-                    raise DeploymentError(f"{path}: cannot save the new version ({exc}); the file was not deployed",
-                                          file=str(path)) from None
+                    await self._save(name, source, to_pickup=save_to_pickup)
                 except DeploymentError:
                     self.store.discard(loaded)
                     raise
@@ -248,14 +269,23 @@ class HotDeployer:
         await self.tell_others(name)
         return names
 
-    def _save(self, name: str, source: bytes, to_pickup: bool) -> None:
-        if to_pickup:
-            write_atomically(self.pickup_dir / name, source)
-        write_atomically(self.deployed_dir / name, source)
+    async def _save(self, name: str, source: bytes, *, to_pickup: bool) -> None:
+        """ Saves a version that deployed: in work/deployed/, and in pickup/ for uploads. """
+        targets = ([self.pickup_dir / name] if to_pickup else []) + [self.deployed_dir / name]
+        for target in targets:
+            try:
+                await trio.to_thread.run_sync(write_atomically, target, source)
+            except OSError as exc:
+                raise DeploymentError(f"{self.pickup_dir / name}: cannot save the new version to {target} ({exc}); the "
+                                      f"file was not deployed", file=str(self.pickup_dir / name)) from None
 
     async def tell_others(self, name: str) -> None:
         with trio.CancelScope(shield=True):  # a change made here must not stay here
-            await self.server.notify(SYNC, {"name": name})
+            try:
+                await self.server.notify(SYNC, {"name": name})
+            except Exception:
+                logger.exception("%s changed in this worker, but the other workers could not be told; they catch up "
+                                 "when %s changes again or when they restart", self.shown(name), self.shown(name))
 
     # ############################################################################################
     # Changes other workers took
@@ -297,18 +327,21 @@ class HotDeployer:
         watching worker) brings work/deployed/ in step with pickup/. Returns the state of the
         pickup directory the watcher starts from. """
         snapshot = await trio.to_thread.run_sync(scan_pickup, self.pickup_dir)
-        prefix = str(self.pickup_dir) + os.sep
-        for key in [key for key in self.store.files if key.startswith(prefix)]:
-            target = escaping_target(self.pickup_dir, Path(key))
+        failed = {name: error for name in snapshot
+                  if (error := self.store.file_errors.get(str(self.pickup_dir / name))) is not None}
+        for name in snapshot:
+            target = escaping_target(self.pickup_dir, self.pickup_dir / name)
             if target is not None:
-                names = self.store.undeploy_file(key)
-                logger.error("%s is a symbolic link to %s, outside the pickup directory: its services (%s) are not "
-                             "deployed; copy the file into %s instead", key, target, ", ".join(names), self.pickup_dir)
+                names = self.store.undeploy_file(self.pickup_dir / name)
+                failed[name] = DeploymentError(
+                    f"{self.pickup_dir / name} is a symbolic link to {target}, outside the pickup directory: its "
+                    f"services ({', '.join(names) or 'none'}) are not deployed; copy the file into {self.pickup_dir} "
+                    f"instead")
+                logger.error("%s", failed[name])
 
         restored: set[str] = set()
-        for name in snapshot:
-            error = self.store.file_errors.get(str(self.pickup_dir / name))
-            if error is not None and await self._restore_last_good(name, error):
+        for name, error in failed.items():
+            if await self._restore_last_good(name, error):
                 restored.add(name)
         if not self.is_watcher:
             return {}
@@ -332,6 +365,7 @@ class HotDeployer:
 
     async def _align_saved_copies(self, snapshot: dict[str, Signature], restored: set[str]) -> dict[str, Signature]:
         baseline: dict[str, Signature] = {}
+        changed: list[str] = []
         for name, signature in snapshot.items():
             current = self.deployed(name)
             if current is None or name in restored:
@@ -344,20 +378,20 @@ class HotDeployer:
             saved = await trio.to_thread.run_sync(_read_or_none, self.deployed_dir / name)
             if saved != source:
                 await trio.to_thread.run_sync(write_atomically, self.deployed_dir / name, source)
-                self.to_announce.append(name)
+                changed.append(name)
         saved_names = await trio.to_thread.run_sync(_saved_names, self.deployed_dir)
         for name in sorted(saved_names - snapshot.keys()):  # deleted from pickup/ while the server was down
             await trio.to_thread.run_sync(_unlink, self.deployed_dir / name)
-            self.to_announce.append(name)
+            changed.append(name)
+        if self.server.options.workers > 1:  # this worker may have been restarted alone: others missed these
+            self.to_announce.extend(changed)
         return baseline
 
     # ############################################################################################
     # Watching the pickup directory
 
     async def watch(self, current: dict[str, Signature], interval: float) -> None:
-        """ Polls the pickup directory. A change is acted on once a file has looked the same for
-        one interval, so a file still being copied is not taken half-written, and a file an
-        editor replaces by deleting it first is not undeployed in between. """
+        """ Polls the pickup directory and acts on changes once they settle (`settled_changes`). """
         pending: dict[str, Signature | None] = {}
         failing = ""
         while True:
@@ -370,21 +404,11 @@ class HotDeployer:
                     failing = str(exc)
                 continue
             failing = ""
-            for name in sorted(current.keys() | snapshot.keys() | pending.keys()):
-                signature = snapshot.get(name)
-                if current.get(name) == signature:
-                    pending.pop(name, None)
-                    continue
-                if name not in pending or pending[name] != signature:
-                    pending[name] = signature
-                    continue
-                del pending[name]
+            for name, signature in settled_changes(current, pending, snapshot):
                 try:
                     if signature is None:
-                        current.pop(name, None)
                         await self.undeploy(name, how="deleted from the pickup directory", remove_from_pickup=False)
                     else:
-                        current[name] = signature
                         await self.deploy_from_pickup(name)
                 except Exception:
                     logger.exception("hot deployment of %s failed; the watcher goes on", self.shown(name))
@@ -441,7 +465,6 @@ def poll_interval_of(server: Any) -> float:
 
 async def upload(request: HTTPRequest) -> HTTPResponse:
     """ `POST /zato/api/deploy/{file_name}`: the body is the module's source. """
-    from zato.builtin.core import check_admin
     request.trace.channel = "admin.deploy"
     check_admin(request)
     name = _file_name_of(request)
@@ -458,7 +481,6 @@ async def upload(request: HTTPRequest) -> HTTPResponse:
 
 async def delete(request: HTTPRequest) -> HTTPResponse:
     """ `DELETE /zato/api/deploy/{file_name}`: undeploys the file's services and removes it. """
-    from zato.builtin.core import check_admin
     request.trace.channel = "admin.deploy"
     check_admin(request)
     name = _file_name_of(request)
