@@ -201,8 +201,17 @@ async def test_import_into_a_running_server_is_live_at_once(new_dir, tmp_path):
             assert (await client.get("/live/v2")).status_code == 200
             assert (await client.get("/demo/hello")).status_code == 404
 
-    # The in-process server has stopped, but work/server.json still names this (living) process:
-    # the import still succeeds, and says the server did not answer.
+    # The stopped server removed its work/server.json. A stale one naming a living process (this
+    # one) at an address nobody answers on: the import still succeeds, and says the server did not answer.
+    runtime = server_dir / "work" / "server.json"
+    assert not runtime.exists()
+    import json as _json
+    import os as _os
+    import socket as _socket
+    with _socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    runtime.write_text(_json.dumps({"pid": _os.getpid(), "address": f"http://127.0.0.1:{dead_port}", "workers": 1}))
     config.write_text(config.read_text().replace("/live/v2", "/live/v3"))
     result = zato("enmasse", "import", server_dir, config)
     assert result.exit_code == 0

@@ -219,8 +219,9 @@ async def test_secrets_are_stored_only_as_scrypt_hashes(server_dir):
     prepare(server_dir, {"sample.basic": {**BASIC_DEF, "password": DISTINCT_PASSWORD}, "client.default": APIKEY_DEF},
             {})
     rows = stored_rows(server_dir)
-    assert set(rows["sample.basic"]) == {"type", "username", "password"}
-    assert set(rows["client.default"]) == {"type", "password"}  # the header is X-API-Key when not given
+    assert set(rows["sample.basic"]) == {"type", "username", "password", "direction"}
+    assert set(rows["client.default"]) == {"type", "password", "direction"}  # the header is X-API-Key when not given
+    assert rows["sample.basic"]["direction"] == "inbound"
     for row, secret in ((rows["sample.basic"], DISTINCT_PASSWORD), (rows["client.default"], API_KEY)):
         assert row["password"].startswith("scrypt$") and verify_password(secret, row["password"])
         # nowhere in the database files either (the table, its WAL, anything)
@@ -340,7 +341,8 @@ def test_prepare_secret_fields_hashes_the_secret_and_checks_the_definition():
     assert prepared["password"] != PASSWORD and verify_password(PASSWORD, prepared["password"])
     zato32 = prepare_secret_fields({"name": "a", "type": "apikey", "username": "X-Key", "password": "k"})
     assert zato32["header"] == "X-Key" and "username" not in zato32  # Zato 3.2 kept the header in username
-    assert prepare_secret_fields({"name": "a", "type": "apikey"}) == {"name": "a", "type": "apikey", "is_active": True}
+    assert prepare_secret_fields({"name": "a", "type": "apikey"}) == {"name": "a", "type": "apikey", "is_active": True,
+                                                                      "direction": "inbound"}
     kept = prepared["password"]  # a hash, or a $NAME reference, is kept as it is
     assert prepare_secret_fields({"name": "a", **BASIC_DEF, "password": kept})["password"] == kept
     assert prepare_secret_fields({"name": "a", **BASIC_DEF, "password": "$MY_VAR"})["password"] == "$MY_VAR"
@@ -356,3 +358,31 @@ def test_prepare_secret_fields_hashes_the_secret_and_checks_the_definition():
         with pytest.raises(SecurityDefinitionError, match=message) as raised:
             prepare_secret_fields(definition)
         assert "'a'" in str(raised.value)
+
+
+async def test_outgoing_definitions_keep_their_password_encrypted_and_never_open_a_channel(server_dir, caplog):
+    from zato.builtin.security import OutgoingCredentialsError, outgoing_credentials
+    from zato.objects import SecretBox
+    box = SecretBox(server_dir / "config" / "secret.key")
+    odb = ODB(sqlite_url(server_dir / "work" / "zato.db"))
+    store_definition(odb, "to.partner", box=box, type="basic_auth", username="me", password="sent-pw",
+                     direction="outgoing")
+    store_definition(odb, "from.partner", type="basic_auth", username="them", password="checked-pw")
+    odb.put_object("channel_rest", "misused", {"url_path": "/misused", "service": "demo.hello",
+                                               "security": "to.partner"})
+    stored = odb.get_object("security", "to.partner")["password"]
+    odb.close()
+    assert stored.startswith("enc:v1:") and "sent-pw" not in stored
+    with pytest.raises(SecurityDefinitionError, match="stored encrypted"):
+        prepare_secret_fields({"name": "x", "type": "basic_auth", "username": "u", "password": "p",
+                               "direction": "outgoing"})
+    async with run_server(server_dir) as server:
+        assert outgoing_credentials(server, "to.partner") == {
+            "type": "basic_auth", "username": "me", "password": "sent-pw", "header": None}
+        with pytest.raises(OutgoingCredentialsError, match="inbound use"):
+            outgoing_credentials(server, "from.partner")
+        with pytest.raises(OutgoingCredentialsError, match="does not exist"):
+            outgoing_credentials(server, "nope")
+        async with httpx.AsyncClient(base_url=server.address) as client:
+            assert (await client.get("/misused", auth=("me", "sent-pw"))).status_code == 401
+    assert "is for outgoing connections" in caplog.text

@@ -51,7 +51,8 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from zato.objects import (
-    ENCRYPTED_PREFIX, HASHED_PREFIX, ObjectValidationError, SecretBox, is_env_reference, store_secrets, validate,
+    ENCRYPTED_PREFIX, HASHED_PREFIX, ObjectValidationError, SecretBox, is_env_reference, storage_of, store_secrets,
+    validate,
 )
 from zato.registry import Field, ObjectType, Registry
 
@@ -391,7 +392,7 @@ def _read_row(shown: str, object_type: ObjectType, row: Any, key_line: int,
         return None
     for secret_field in object_type.fields:
         if secret_field.secret and secret_field.name in data:
-            message = _stored_form_problem(secret_field, data[secret_field.name])
+            message = _stored_form_problem(secret_field, data[secret_field.name], data)
             if message:
                 problems.append(Problem(shown, row.line_of(secret_field.name), message, type_name, shown_name,
                                         secret_field.name))
@@ -400,7 +401,7 @@ def _read_row(shown: str, object_type: ObjectType, row: Any, key_line: int,
     return FileObject(type_name, name, row.line, data, row)
 
 
-def _stored_form_problem(secret_field: Field, value: Any) -> str | None:
+def _stored_form_problem(secret_field: Field, value: Any, data: dict[str, Any]) -> str | None:
     """ A secret in the file is taken in clear or as `$NAME`; stored forms from a database are
     refused (an encrypted one only opens with that server's key), except a scrypt hash for a
     field that is stored hashed anyway. """
@@ -410,9 +411,10 @@ def _stored_form_problem(secret_field: Field, value: Any) -> str | None:
         return ("is an encrypted value from a configuration database, which only that server's key opens; "
                 "give the secret in clear or as a $NAME environment reference")
     if value.startswith(HASHED_PREFIX):
-        if secret_field.secret_storage == "hash" and SCRYPT_HASH.match(value):
+        hashed = storage_of(secret_field, data) == "hash"
+        if hashed and SCRYPT_HASH.match(value):
             return None
-        if secret_field.secret_storage == "hash":
+        if hashed:
             return "looks like a scrypt hash but is not a valid one; give the secret in clear or as $NAME"
         return ("is a hash, but this secret must be stored encrypted (the server needs it in clear); give it in "
                 "clear or as $NAME")

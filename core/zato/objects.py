@@ -183,16 +183,27 @@ class SecretBox:
                              f"encrypted with; set the secret again") from None
 
 
-def store_secret(field: Field, value: Any, box: SecretBox) -> str | None:
-    """ The stored form of a secret: encrypted, hashed, or a `$NAME` reference kept as written. """
+def storage_of(field: Field, data: Mapping[str, Any] | None = None) -> str:
+    """ How a secret field is stored for this object: "hash" or "encrypt". A field may decide
+    per object (a security definition used to check callers is hashed; one whose password an
+    outgoing connection sends is encrypted). """
+    storage = field.secret_storage
+    return storage(data or {}) if callable(storage) else storage
+
+
+def store_secret(field: Field, value: Any, box: SecretBox | None, data: Mapping[str, Any] | None = None) -> str | None:
+    """ The stored form of a secret: encrypted, hashed, or a `$NAME` reference kept as written.
+    `data` is the object the secret belongs to. """
     if value is None or value == "":
         return None
     value = str(value)
     if is_env_reference(value):
         return value
-    if field.secret_storage == "hash":
+    if storage_of(field, data) == "hash":
         from zato.security import hash_password
         return hash_password(value)
+    if box is None:
+        raise ValueError(f"the secret {field.name!r} is stored encrypted: a key (SecretBox) is needed")
     return box.encrypt(value)
 
 
@@ -201,7 +212,7 @@ def store_secrets(object_type: ObjectType, data: dict[str, Any], box: SecretBox)
     result = dict(data)
     for field in object_type.fields:
         if field.secret and field.name in result and not _is_stored(result[field.name]):
-            result[field.name] = store_secret(field, result[field.name], box)
+            result[field.name] = store_secret(field, result[field.name], box, data)
     return result
 
 

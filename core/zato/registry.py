@@ -22,7 +22,9 @@ class Field:
     default: Any = None
     required: bool = False
     secret: bool = False
-    secret_storage: str = "encrypt"  # "encrypt" (the server needs it in clear) or "hash" (only checked)
+    # "encrypt" (the server needs it in clear) or "hash" (only checked), or a function of the
+    # object's data returning one of them (zato.objects.storage_of)
+    secret_storage: Any = "encrypt"
     references: str | None = None  # object type this field names an object of ("service": a service)
     description: str = ""
     example: Any = None

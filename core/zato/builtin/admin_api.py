@@ -235,7 +235,7 @@ async def set_secret(request: HTTPRequest) -> HTTPResponse:
         raise HTTPError(400, 'Error 400 Bad Request: send {"value": "the secret"} ({"value": null} clears it)')
     current = await _read(request, object_type)
     box = secret_box(request.server)
-    stored = await trio.to_thread.run_sync(store_secret, field, body["value"], box)
+    stored = await trio.to_thread.run_sync(store_secret, field, body["value"], box, current)
     data = {k: v for k, v in current.items() if not k.startswith("_")}
     data[field.name] = stored
     await trio.to_thread.run_sync(lambda: request.server.odb.update_object(object_type.name, name, data))

@@ -32,7 +32,7 @@ import trio
 
 from zato import hookimpl
 from zato.common import SERVER_STARTUP
-from zato.objects import ObjectValidationError, is_env_reference, store_secret, validate
+from zato.objects import ENCRYPTED_PREFIX, ObjectValidationError, is_env_reference, store_secret, validate
 from zato.registry import Field, ObjectType, SecurityType
 from zato.security import PREFIX as HASH_PREFIX, Verifier, parse_basic_auth, verify_password
 from zato.server.http import HTTPError, HTTPRequest
@@ -43,6 +43,8 @@ OBJECT_TYPE = "security"
 BASIC_AUTH = "basic_auth"
 APIKEY = "apikey"
 SECURITY_TYPES = (BASIC_AUTH, APIKEY)
+INBOUND, OUTGOING = "inbound", "outgoing"
+DIRECTIONS = (INBOUND, OUTGOING)
 
 DEFAULT_REALM = "API"  # Zato web-admin's default realm
 DEFAULT_APIKEY_HEADER = "X-API-Key"  # Zato's API_Key.Default_Header
@@ -60,8 +62,12 @@ SECURITY = ObjectType(OBJECT_TYPE, (
     Field("name", required=True, description="Unique name of the definition; channels name it in `security`"),
     Field("type", required=True, description="basic_auth or apikey", example=BASIC_AUTH),
     Field("username", description="basic_auth: the user name callers send (compared exactly)", example="my.user"),
-    Field("password", secret=True, secret_storage="hash",
-          description="The password (basic_auth) or the key (apikey); stored only as a scrypt hash"),
+    Field("direction", default="inbound",
+          description="inbound: checks callers of channels (the password is stored as a scrypt hash); outgoing: "
+                      "sent by outgoing connections (the password is stored encrypted, as it must be sent)"),
+    Field("password", secret=True, secret_storage=lambda data: "encrypt" if data.get("direction") == "outgoing"
+          else "hash", description="The password (basic_auth) or the key (apikey); stored as a scrypt hash for "
+                                   "inbound definitions, encrypted for outgoing ones"),
     Field("realm", description=f"basic_auth: the realm in WWW-Authenticate ({DEFAULT_REALM} if empty)"),
     Field("header", description=f"apikey: the HTTP header carrying the key ({DEFAULT_APIKEY_HEADER} if empty)",
           example=DEFAULT_APIKEY_HEADER),
@@ -93,6 +99,8 @@ def is_password_hash(value: Any) -> bool:
 def type_problem(definition: dict[str, Any]) -> str | None:
     """ What a definition of one of this plugin's types lacks, apart from its secret, or None. """
     sec_type = definition.get("type")
+    if definition.get("direction", "inbound") not in DIRECTIONS:
+        return f"has direction {definition.get('direction')!r}, which is not one of {', '.join(DIRECTIONS)}"
     if sec_type not in SECURITY_TYPES:
         return f"has type {sec_type!r}, which is not one of {', '.join(SECURITY_TYPES)}"
     if sec_type == BASIC_AUTH and not definition.get("username"):
@@ -109,6 +117,11 @@ def secret_problem(definition: dict[str, Any], *, from_environment: bool = False
     password = definition.get("password")
     if not password:
         return "has no password set, so it is refused; " + HOW_TO_SET.format(name=name)
+    if definition.get("direction") == OUTGOING:
+        if from_environment or (isinstance(password, str) and password.startswith(ENCRYPTED_PREFIX)):
+            return None
+        return ("is an outgoing definition whose password is not stored encrypted (was its direction changed?); "
+                "set the password again: " + HOW_TO_SET.format(name=name))
     if from_environment or is_password_hash(password):
         return None
     if isinstance(password, str) and password.startswith(HASH_PREFIX + "$"):
@@ -117,7 +130,7 @@ def secret_problem(definition: dict[str, Any], *, from_environment: bool = False
             "again; " + HOW_TO_SET.format(name=name))
 
 
-def prepare_secret_fields(definition: dict[str, Any]) -> dict[str, Any]:
+def prepare_secret_fields(definition: dict[str, Any], box: Any = None) -> dict[str, Any]:
     """ The form in which a definition is stored: checked against the `security` schema and its
     type, a clear `password` replaced by its scrypt hash (the same as the admin API stores).
     A password that is a hash already, or a `$NAME` reference, is kept as it is. Raises
@@ -142,16 +155,22 @@ def prepare_secret_fields(definition: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(password, str) or not password:
             raise SecurityDefinitionError(f"{where}: the password (or key) must be a non-empty string; leave it out "
                                           f"to set it later")
-        if not (is_password_hash(password) or is_env_reference(password)):
-            prepared["password"] = store_secret(SECURITY.field("password"), password, None)
+        if prepared.get("direction") == OUTGOING:
+            if not (password.startswith(ENCRYPTED_PREFIX) or is_env_reference(password)):
+                if box is None:
+                    raise SecurityDefinitionError(f"{where}: an outgoing definition's password is stored encrypted; "
+                                                  f"pass the server's key (zato.objects.SecretBox)")
+                prepared["password"] = store_secret(SECURITY.field("password"), password, box, prepared)
+        elif not (is_password_hash(password) or is_env_reference(password)):
+            prepared["password"] = store_secret(SECURITY.field("password"), password, None, prepared)
     return prepared
 
 
-def store_definition(odb: Any, name: str, *, is_active: bool = True, **fields: Any) -> dict[str, Any]:
+def store_definition(odb: Any, name: str, *, is_active: bool = True, box: Any = None, **fields: Any) -> dict[str, Any]:
     """ `prepare_secret_fields`, then writes the definition to the configuration database
     (`zato.odb.ODB`), replacing one of the same name. Returns what was stored. Blocking (scrypt
     and SQL): call it from a worker thread in the server. """
-    data = prepare_secret_fields({**fields, "name": name})
+    data = prepare_secret_fields({**fields, "name": name}, box)
     data = {key: value for key, value in data.items() if key not in STORAGE_KEYS}
     odb.put_object(OBJECT_TYPE, name, data, is_active=is_active)
     return data
@@ -209,6 +228,10 @@ def _usable_secret(request: HTTPRequest, definition: dict[str, Any], challenge: 
     """ The stored hash (or, for a `$NAME` reference, the environment's value) to check against;
     raises 401 if the definition cannot authenticate anyone. """
     name = definition.get("name")
+    if definition.get("direction") == OUTGOING:
+        logger.error("cid=%s security definition %r is for outgoing connections (its password is sent, not checked); "
+                     "a channel needs one with direction: inbound", request.cid, name)
+        raise HTTPError(401, headers={"www-authenticate": challenge})
     variable = security_state(request.server).env_references.get(name)
     password = definition.get("password")
     from_environment = variable is not None and password is not None and os.environ.get(variable) == password
@@ -308,3 +331,29 @@ def config_objects_changed(server, object_types):
     if OBJECT_TYPE in object_types:
         return refresh_stored_state(server)
     return None
+
+
+# ################################################################################################
+# Outgoing use
+
+
+class OutgoingCredentialsError(LookupError):
+    """ A security definition cannot be used by an outgoing connection; the message says why. """
+
+
+def outgoing_credentials(server: Any, name: str) -> dict[str, Any]:
+    """ What an outgoing connection sends for security definition `name`: its type, username,
+    clear password (or key) and header. Raises `OutgoingCredentialsError` saying what to fix. """
+    definition = server.config_objects.get(OBJECT_TYPE, {}).get(name)
+    if definition is None:
+        raise OutgoingCredentialsError(f"security definition {name!r} does not exist or is inactive")
+    if definition.get("direction") != OUTGOING:
+        raise OutgoingCredentialsError(
+            f"security definition {name!r} is for inbound use (its password is stored hashed and cannot be sent); "
+            f"create one with direction: outgoing for outgoing connections")
+    password = definition.get("password")
+    if not password or str(password).startswith((ENCRYPTED_PREFIX, HASH_PREFIX + "$")):
+        raise OutgoingCredentialsError(f"security definition {name!r} has no usable password; "
+                                       + HOW_TO_SET.format(name=name))
+    return {"type": definition.get("type"), "username": definition.get("username"), "password": password,
+            "header": apikey_header(definition) if definition.get("type") == APIKEY else None}
