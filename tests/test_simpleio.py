@@ -97,3 +97,8 @@ def test_missing_required_output_is_an_error():
 def test_bad_declaration_is_a_clear_error():
     with pytest.raises(TypeError, match="SimpleIO element must be a name"):
         sio(input_required=(1,))
+
+
+def test_text_keeps_binary_data_as_bytes():
+    definition = sio(input_required=("data",))
+    assert definition.parse_input([{"data": b"%PDF-\x00\xff"}]) == {"data": b"%PDF-\x00\xff"}

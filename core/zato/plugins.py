@@ -37,6 +37,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "hot_deploy": "zato.builtin.hot_deploy",
     "admin_api": "zato.builtin.admin_api",
     "user_config": "zato.builtin.user_config",
+    "outgoing_http": "zato.builtin.outgoing_http",
     "metrics": "zato.builtin.metrics",
     "security": "zato.builtin.security",
 }

@@ -9,6 +9,7 @@
     DELETE /zato/api/objects/{type}/{name}                    delete
     PUT    /zato/api/objects/{type}/{name}/secrets/{field}    set a secret: {"value": "..."}
     POST   /zato/api/config/reload                            re-read every object (after enmasse)
+    POST   /zato/api/outgoing/{type}/{name}/ping              ping an outgoing connection
     GET    /zato/api/openapi.json                             OpenAPI 3.1, generated from the schemas
 
 Names go in the path percent-encoded (`/api/x` is `%2Fapi%2Fx`). Every change is written to
@@ -252,6 +253,17 @@ async def reload_config(request: HTTPRequest) -> HTTPResponse:
     return HTTPResponse.json({"reloaded": types or "all"})
 
 
+async def ping_connection(request: HTTPRequest) -> HTTPResponse:
+    """ Pings one outgoing connection: {"ok": true, "took_ms": ...} or {"ok": false, "error": ...}. """
+    check_admin(request)
+    from zato.server.outgoing import ConnectionNotFound
+    try:
+        result = await request.server.outgoing_connections.ping(request.path_params["type"], request.path_params["name"])
+    except ConnectionNotFound as exc:
+        raise HTTPError(404, f"Error 404 Not Found: {exc}") from None
+    return HTTPResponse.json(result)
+
+
 async def openapi(request: HTTPRequest) -> HTTPResponse:
     check_admin(request)
     return HTTPResponse.json(openapi_document(request.server.registry.values("object_types")))
@@ -376,4 +388,5 @@ def register_http_routes(register):
     register(f"{PREFIX}/objects/{{type}}/{{name}}", delete_object, methods=("DELETE",))
     register(f"{PREFIX}/objects/{{type}}/{{name}}/secrets/{{field}}", set_secret, methods=("PUT",))
     register(f"{PREFIX}/config/reload", reload_config, methods=("POST",))
+    register(f"{PREFIX}/outgoing/{{type}}/{{name}}/ping", ping_connection, methods=("POST",))
     register(f"{PREFIX}/openapi.json", openapi)

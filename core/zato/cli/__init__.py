@@ -241,6 +241,28 @@ def invoke(base_dir: str, service: str, payload: str | None) -> None:
     click.echo(text)
 
 
+@cli.command("ping-connection")
+@click.argument("base_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("connection_type")
+@click.argument("name")
+def ping_connection(base_dir: str, connection_type: str, name: str) -> None:
+    """ Ping an outgoing connection of the server running in BASE_DIR (e.g. plain_http "My API").
+    Exit code 0 if it answers, 1 if not. """
+    from urllib.parse import quote
+    from zato.cli._admin import admin_request, describe_error
+    paths = _paths(base_dir)
+    status_code, _, body = admin_request(paths, "POST", f"/zato/api/outgoing/{quote(connection_type, safe='')}/"
+                                                        f"{quote(name, safe='')}/ping")
+    if status_code != 200:
+        raise click.ClickException(describe_error(status_code, body))
+    result = json.loads(body)
+    if result["ok"]:
+        _console().print(f"[green]✓[/] {connection_type} {name!r} answered in {result['took_ms']} ms")
+        return
+    _console().print(f"[red]✗[/] {connection_type} {name!r} did not answer: {result['error']}")
+    sys.exit(1)
+
+
 # ################################################################################################
 
 

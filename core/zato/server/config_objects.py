@@ -74,6 +74,7 @@ async def reload(server: Any, types: Iterable[str] | None = None) -> None:
             runtime = server.channels.get(channel_type.name)
             if runtime is not None:
                 await await_maybe(runtime.apply(list(server.config_objects.get(channel_type.object_type, {}).values())))
+    await server.outgoing_connections.apply_object_types(changed)
     for hook_result in server.pm.hook.config_objects_changed(server=server, object_types=sorted(changed)):
         await await_maybe(hook_result)
     logger.info("configuration reloaded: %s", ", ".join(sorted(changed)) or "nothing")

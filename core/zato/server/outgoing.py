@@ -9,7 +9,10 @@ Each outgoing connection type names its accessor path (`OutgoingConnectionType.a
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterator
+
+logger = logging.getLogger("zato.outgoing")
 
 
 class ConnectionNotFound(LookupError):
@@ -94,3 +97,125 @@ class Outgoing:
         if not type_name:
             raise ValueError(f"an accessor is `namespace.type`, e.g. out.plain_http, not {accessor!r}")
         return self.namespace(namespace).map(type_name)
+
+
+# ################################################################################################
+# Building, rebuilding and closing connections
+
+
+class OutgoingError(Exception):
+    """ An outgoing connection failed; the message names the connection, what it did and why. """
+
+
+class OutgoingConnections:
+    """ Every outgoing connection of one worker, kept in step with the configuration objects.
+
+    For each registered `OutgoingConnectionType`, each active object of its `object_type`
+    becomes a connection: `create(server, definition)` runs in a worker thread (it may block),
+    and its result is what services get from the type's accessor (`self.out.plain_http[name]`).
+    When a definition changes the new connection is swapped in at once and the old one is
+    closed after `[main] graceful_timeout` seconds, so calls in flight finish on it; a
+    definition that fails to build is logged and the previous connection (if any) stays.
+    A connection offers `ping()` and `close()`, plain (run in a worker thread) or `async def`.
+    """
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.current: dict[tuple[str, str], tuple[dict, Any]] = {}  # (type, name) -> (definition, connection)
+        self.errors: dict[tuple[str, str], str] = {}  # (type, name) -> why it could not be built
+
+    def types(self) -> dict[str, Any]:
+        return self.server.registry.items("outgoing_connection_types")
+
+    async def apply_all(self) -> None:
+        for outconn_type in self.types().values():
+            await self.apply(outconn_type)
+
+    async def apply_object_types(self, object_types: set[str]) -> None:
+        for outconn_type in self.types().values():
+            if outconn_type.object_type in object_types:
+                await self.apply(outconn_type)
+
+    async def apply(self, outconn_type: Any) -> None:
+        import trio
+        wanted = self.server.config_objects.get(outconn_type.object_type, {})
+        connections = self.server.outgoing.map(outconn_type.accessor)
+        for name, definition in wanted.items():
+            key = (outconn_type.name, name)
+            old = self.current.get(key)
+            if old is not None and old[0] == definition:
+                continue
+            try:
+                connection = await trio.to_thread.run_sync(outconn_type.create, self.server, definition)
+            except Exception as exc:
+                self.errors[key] = f"{type(exc).__name__}: {exc}"
+                kept = "the previous connection stays" if old else "it is not available"
+                logger.error("outgoing %s %r could not be built: %s; %s", outconn_type.name, name, self.errors[key], kept)
+                continue
+            connections.set(name, connection)
+            self.current[key] = (definition, connection)
+            self.errors.pop(key, None)
+            logger.info("outgoing %s %r %s", outconn_type.name, name, "rebuilt" if old else "created")
+            if old is not None:
+                self._close_later(old[1], f"{outconn_type.name} {name!r}")
+        for key in [k for k in self.current if k[0] == outconn_type.name and k[1] not in wanted]:
+            connections.pop(key[1])
+            self._close_later(self.current.pop(key)[1], f"{key[0]} {key[1]!r}")
+            logger.info("outgoing %s %r removed", *key)
+        for key in [k for k in self.errors if k[0] == outconn_type.name and k[1] not in wanted]:
+            self.errors.pop(key)
+
+    def _close_later(self, connection: Any, what: str) -> None:
+        delay = float(self.server.config.main.get("graceful_timeout", 10))
+        nursery = self.server.background_nursery
+        if nursery is None:
+            return
+        nursery.start_soon(self._close_after, connection, what, delay)
+
+    async def _close_after(self, connection: Any, what: str, delay: float) -> None:
+        import trio
+        await trio.sleep(delay)
+        await self._close(connection, what)
+
+    async def _close(self, connection: Any, what: str) -> None:
+        close = getattr(connection, "close", None)
+        if close is None:
+            return
+        try:
+            await call_plain_or_async(close)
+        except Exception:
+            logger.exception("outgoing %s did not close cleanly", what)
+
+    async def ping(self, type_name: str, name: str) -> dict[str, Any]:
+        """ {"ok": True, "took_ms": ...} or {"ok": False, "error": "..."}. """
+        import time
+        types = self.types()
+        if type_name not in types:
+            raise ConnectionNotFound(f"no outgoing connection type {type_name!r}; known: {', '.join(sorted(types))}")
+        found = self.current.get((type_name, name))
+        if found is None:
+            known = ", ".join(repr(n) for t, n in sorted(self.current) if t == type_name) or "none"
+            error = self.errors.get((type_name, name))
+            hint = f" (it could not be built: {error})" if error else ""
+            raise ConnectionNotFound(f"no outgoing {type_name} connection {name!r}{hint}; known: {known}")
+        started = time.perf_counter()
+        try:
+            await call_plain_or_async(found[1].ping)
+        except Exception as exc:
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                    "took_ms": round((time.perf_counter() - started) * 1000, 2)}
+        return {"ok": True, "took_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+    async def close_all(self) -> None:
+        for (type_name, name), (_, connection) in list(self.current.items()):
+            await self._close(connection, f"{type_name} {name!r}")
+        self.current.clear()
+
+
+async def call_plain_or_async(fn: Any, *args: Any) -> Any:
+    """ Awaits `fn(*args)` if it is `async def`, else runs it in a worker thread. """
+    import inspect
+    import trio
+    if inspect.iscoroutinefunction(fn):
+        return await fn(*args)
+    return await trio.to_thread.run_sync(fn, *args)

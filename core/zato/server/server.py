@@ -30,7 +30,7 @@ from zato.server import config_objects, startup_cache
 from zato.server.http import ASGIApp, Handler, HTTPError, Router
 from zato.server.notify import LocalTransport, SupervisorLinkTransport
 from zato.server.observability import RequestObserver
-from zato.server.outgoing import Outgoing
+from zato.server.outgoing import Outgoing, OutgoingConnections
 from zato.server.service import HTTPRequestInfo, Request, Response, Service, in_trio_thread
 from zato.server.services import DeploymentError, ServiceNotFound, ServiceStore
 from zato.server.startup_callable import PhaseCtx, StartupError, load_startup_callables, run_user_callables
@@ -112,6 +112,7 @@ class Server:
         self.config_objects: dict[str, dict[str, dict[str, Any]]] = {}  # type -> name -> active object
         self.config_errors: dict[str, str] = {}  # "type:name" -> why that object is not used
         self.outgoing = Outgoing()  # outgoing connections by accessor (self.out.plain_http...)
+        self.outgoing_connections = OutgoingConnections(self)  # builds and rebuilds them
         self.background_nursery: trio.Nursery | None = None  # owns invoke_async and other detached work
         self.cli_token = ""  # lets the local CLI (work/cli-token) use the admin API
         self.plugin_state: dict[str, Any] = {}  # a place for plugins to keep per-server objects, by plugin name
@@ -393,6 +394,7 @@ async def _start(server: Server, nursery: trio.Nursery, started: float) -> None:
     await server.run_phase(PHASE.IN_PROCESS_FIRST if first else PHASE.IN_PROCESS_OTHER, server=server)
 
     server.background_nursery = await nursery.start(_serve_background)
+    await server.outgoing_connections.apply_all()
     for task in register_tasks(server.pm, server):
         await nursery.start(task.run)
 
@@ -465,6 +467,7 @@ async def _stop(server: Server, nursery: trio.Nursery) -> None:
         while not server._http_stopped:
             await trio.sleep(0.01)
     with trio.CancelScope(shield=True), trio.move_on_after(graceful):
+        await server.outgoing_connections.close_all()
         for impl in reversed(server.pm.hook.shutdown.get_hookimpls()):  # last loaded, first shut down
             try:
                 await await_maybe(impl.function(**{arg: server for arg in impl.argnames}))

@@ -150,10 +150,11 @@ def _to_uuid(value: Any) -> uuid.UUID:
         raise ValueError(f"expected a UUID, got {value!r}") from None
 
 
-def _to_text(value: Any) -> str:
+def _to_text(value: Any) -> str | bytes:
+    """ Text: numbers become their text; bytes (a binary upload) stay bytes, never their repr. """
     if isinstance(value, (dict, list)):
         raise ValueError(f"expected text, got a {type(value).__name__}")
-    return value if isinstance(value, str) else str(value)
+    return value if isinstance(value, (str, bytes)) else str(value)
 
 
 def _to_dict(value: Any) -> Bunch:
