@@ -153,11 +153,6 @@ async def test_dropbox_article_rest_channel_hands_a_text_file_to_the_connector(s
                                            "data_b64": base64.b64encode(text.encode("utf-8")).decode("ascii")}]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: a body that is not UTF-8 reaches the channel service as bytes in raw_request (as it should), but the "
-    "connector's SimpleIO `Text('data')` turns bytes into their repr (\"b'%PDF...'\") in "
-    "zato/server/service/simpleio.py `_to_text` (`str(value)`), so the uploaded file is corrupted. Fix: let "
-    "`_to_text` return bytes unchanged (remove this xfail when fixed)"))
 async def test_dropbox_article_rest_channel_hands_a_binary_file_to_the_connector(seeded_server_dir):
     binary = b"%PDF-1.4\n\x00\xff\xfe\x80 binary \xc3\x28 body\n"
     with pytest.raises(UnicodeDecodeError):
