@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 logger = logging.getLogger("zato.odb")
 
 # The newest migration in zato/odb/migrations/versions (a test checks they agree).
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0005"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 metadata = MetaData()
