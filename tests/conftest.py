@@ -84,15 +84,20 @@ async def serve_asgi(app):
             stop.set()
 
 
+async def handle_lifespan(receive, send) -> None:
+    """ The ASGI lifespan protocol for test peers: start-up and shutdown complete at once. """
+    while True:
+        message = await receive()
+        await send({"type": message["type"] + ".complete"})
+        if message["type"] == "lifespan.shutdown":
+            return
+
+
 def text_app(text: str):
     """ An ASGI app answering every request with `text`. """
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                await send({"type": message["type"] + ".complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
+            return await handle_lifespan(receive, send)
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": text.encode()})
     return app

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import trio
 
+from conftest import handle_lifespan
 from zato.odb import ODB, sqlite_url
 from zato.server.outgoing import OutgoingError
 from zato.testing import ServerProcess, admin_auth, create_test_server_dir, run_server
@@ -30,11 +31,7 @@ def free_port() -> int:
 async def echo_app(scope, receive, send):
     """ Answers with what it got: method, path, query, headers, body; /slow sleeps first. """
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            await send({"type": message["type"] + ".complete"})
-            if message["type"] == "lifespan.shutdown":
-                return
+        return await handle_lifespan(receive, send)
     body = b""
     while True:
         message = await receive()

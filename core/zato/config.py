@@ -56,6 +56,37 @@ def as_bool(value: Any) -> bool:
     raise ValueError(f"not a boolean: {value!r} (use True or False)")
 
 
+def to_int(value: Any) -> int:
+    """ An integer from an int, a whole float or digits; booleans are refused. """
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, got a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
+    raise ValueError(f"expected an integer, got {value!r}")
+
+
+def to_float(value: Any) -> float:
+    """ A number from a number or text; booleans are refused. """
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number, got {value!r}") from None
+
+
+def to_bool(value: Any) -> bool:
+    """ `as_bool` with an error message for users. """
+    try:
+        return as_bool(value)
+    except ValueError:
+        raise ValueError(f"expected true or false, got {value!r}") from None
+
+
 def _split_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 

@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from zato.config import as_bool
+from zato.config import as_bool, to_bool, to_float, to_int
 from zato.registry import Field, ObjectType
 
 ENV_REFERENCE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
@@ -60,27 +60,11 @@ def _convert(field: Field, value: Any) -> Any:
             raise ValueError(f"expected text, got a {type(value).__name__}")
         return value if isinstance(value, str) else str(value)
     if kind == "int":
-        if isinstance(value, bool):
-            raise ValueError("expected an integer, got a boolean")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-            return int(value)
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ValueError(f"expected an integer, got {value!r}")
+        return to_int(value)
     if kind == "float":
-        if isinstance(value, bool):
-            raise ValueError("expected a number, got a boolean")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"expected a number, got {value!r}") from None
+        return to_float(value)
     if kind == "bool":
-        try:
-            return as_bool(value)
-        except ValueError:
-            raise ValueError(f"expected true or false, got {value!r}") from None
+        return to_bool(value)
     if kind == "list":
         if isinstance(value, str):
             return [item.strip() for item in value.splitlines() if item.strip()] if "\n" in value else \

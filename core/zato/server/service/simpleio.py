@@ -25,7 +25,7 @@ import decimal
 import uuid
 from typing import Any, Iterable
 
-from zato.config import Bunch, as_bool
+from zato.config import Bunch, to_bool as _to_bool, to_float as _to_float, to_int as _to_int
 from zato.server.service import (
     AsIs, Bool, Date, DateTime, Decimal, Dict, Float, Int, List, SIOElem, Text, UUID,
 )
@@ -81,27 +81,6 @@ def _elements(value: Any) -> tuple[SIOElem, ...]:
 # Conversions: input (from JSON, query strings, forms) and output (to JSON)
 
 
-def _to_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("expected an integer, got a boolean")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-        return int(value)
-    raise ValueError(f"expected an integer, got {value!r}")
-
-
-def _to_float(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError("expected a number, got a boolean")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"expected a number, got {value!r}") from None
-
-
 def _to_decimal(value: Any) -> decimal.Decimal:
     if isinstance(value, bool):
         raise ValueError("expected a decimal number, got a boolean")
@@ -109,13 +88,6 @@ def _to_decimal(value: Any) -> decimal.Decimal:
         return decimal.Decimal(str(value))
     except decimal.InvalidOperation:
         raise ValueError(f"expected a decimal number, got {value!r}") from None
-
-
-def _to_bool(value: Any) -> bool:
-    try:
-        return as_bool(value)
-    except ValueError:
-        raise ValueError(f"expected true or false, got {value!r}") from None
 
 
 def _to_date(value: Any) -> dt.date:
