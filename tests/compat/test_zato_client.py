@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -202,10 +203,20 @@ def build_venv(venv: Path) -> None:
     (venv / "recipe-done").write_text(json.dumps(RECIPE))
 
 
+def venv_cache_dir(config: pytest.Config) -> Path:
+    """ pytest's cache directory, or the system's temporary one under `-p no:cacheprovider`. """
+    cache = getattr(config, "cache", None)
+    if cache is not None:
+        return Path(cache.mkdir("zato-client-venv"))
+    path = Path(tempfile.gettempdir()) / "zato-compat-venvs" / "zato-client-venv"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @pytest.fixture(scope="module")
 def client_python(request: pytest.FixtureRequest) -> Path:
     """ The interpreter of a virtual environment with zato-client 3.2.1, built once per recipe. """
-    cache_dir = Path(request.config.cache.mkdir("zato-client-venv"))
+    cache_dir = venv_cache_dir(request.config)
     venv = cache_dir / recipe_key()
     with open(cache_dir / f"{venv.name}.lock", "w") as lock:  # two pytest runs at once build it once
         fcntl.flock(lock, fcntl.LOCK_EX)
