@@ -250,3 +250,25 @@ def test_a_channel_created_through_one_worker_answers_on_every_worker(two_worker
             refused_by_a_worker += 1
     assert len(answered_by) == 2, answered_by
     assert max(answered_by.values()) < 1.0 + 1.0  # within a second, plus the time polling takes here
+
+
+def test_idle_workers_keep_running(two_workers):
+    """ Regression: workers forked from one of trio's pool threads were stopped by
+    PR_SET_PDEATHSIG when that thread exited after 10 idle seconds. """
+    before = worker_pids(two_workers.address)
+    time.sleep(12)
+    assert worker_pids(two_workers.address) == before
+    log = (two_workers.base_dir / "logs" / "server.log").read_text()
+    assert "restarting it" not in log
+
+
+def test_worker_log_lines_reach_the_log_file_once(two_workers):
+    admin_post(two_workers.address, "zato.ping")
+    log_file = two_workers.base_dir / "logs" / "server.log"
+
+    def ping_lines() -> list[str]:  # the line is written just after the reply is sent
+        return [line for line in log_file.read_text().splitlines() if "service=zato.ping status=200" in line]
+
+    assert wait_until(lambda: ping_lines(), 5)
+    time.sleep(0.5)
+    assert len(ping_lines()) == 1, ping_lines()

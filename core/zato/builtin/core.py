@@ -24,7 +24,7 @@ def register_server_config(register):
     register("main", {
         "name": "server1", "host": "127.0.0.1", "port": 17010, "workers": 1, "graceful_timeout": 10.0,
         "keep_alive_timeout": 30.0, "max_body_size": 10 * 1024 * 1024, "sync_service_threads": 64,
-        "skip_broken_plugins": False,
+        "skip_broken_plugins": False, "gc_threshold": 10000,
     }, doc="Where and how the server listens.")
     register("misc", {"startup_callable": []}, doc="User start-up callables.")
     register("plugins", {}, free_form=True, doc="Each plugin by name: True or False.")

@@ -94,7 +94,7 @@ def run_server(base_dir: str | Path, *, console: bool, sync_internal: bool = Fal
         logger.error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    options = WorkerOptions(sync_internal=sync_internal, skip_broken_plugins=skip_broken_plugins)
+    options = WorkerOptions(sync_internal=sync_internal, skip_broken_plugins=skip_broken_plugins, console=console)
     try:
         workers = int(config.main.get("workers", 1))
         if workers > 1:

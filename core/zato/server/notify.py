@@ -53,10 +53,11 @@ async def read_lines(stream: trio.abc.ReceiveStream, max_line: int = 16 * 1024 *
 class SupervisorLinkTransport:
     """ A worker's end of the socket pair to its supervisor. """
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, on_closed: Callable[[], None] | None = None) -> None:
         sock = socket.socket(fileno=fd)
         self.stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
         self._send_lock = trio.Lock()
+        self.on_closed = on_closed  # the supervisor is gone (even after kill -9, the kernel closes its end)
 
     async def publish(self, message: bytes) -> None:
         async with self._send_lock:
@@ -69,7 +70,9 @@ class SupervisorLinkTransport:
                 await deliver(line)
             except Exception:
                 logger.exception("could not handle a notification: %.200r", line)
-        logger.warning("the link to the supervisor closed; notifications from other workers stop")
+        logger.warning("the link to the supervisor closed: the supervisor is gone; this worker stops")
+        if self.on_closed is not None:
+            self.on_closed()
 
 
 class Hub:

@@ -5,6 +5,7 @@ HTTP server (hypercorn's trio worker inside our own nursery), and a graceful sto
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import logging
 import os
@@ -51,6 +52,7 @@ class WorkerOptions:
     skip_broken_plugins: bool = False
     sync_internal: bool = False
     write_runtime_file: bool = True
+    console: bool = False  # log to the console as well (zato start --fg)
 
 
 class ServerPaths:
@@ -116,6 +118,7 @@ class Server:
         self.background_nursery: trio.Nursery | None = None  # owns invoke_async and other detached work
         self.cli_token = ""  # lets the local CLI (work/cli-token) use the admin API
         self.plugin_state: dict[str, Any] = {}  # a place for plugins to keep per-server objects, by plugin name
+        self.service_rate_limits: dict[str, Callable[[str, str], Any]] = {}  # service -> async check(cid, channel)
         self.sync_limiter = trio.CapacityLimiter(int(config.main.get("sync_service_threads", 64)))
         self.trio_token: trio.lowlevel.TrioToken | None = None
         self.transport: Any = None
@@ -159,7 +162,7 @@ class Server:
 
     async def invoke_service(self, name: str, payload: Any = None, *, cid: str | None = None, channel: str = "invoke",
                              raw_request: Any = None, http: HTTPRequestInfo | None = None,
-                             timeout: float | None = None) -> Response:
+                             timeout: float | None = None, scheduler_job: Any = None) -> Response:
         """ Runs one service and returns its `Response`; the service's exceptions propagate.
 
         Input is parsed by the service's SimpleIO (`InputError` lists every bad field) and its
@@ -174,12 +177,16 @@ class Server:
             raise ServiceNotFound(name)
         if entry.cls is None:  # deployed from the start-up cache, not imported yet
             entry = await trio.to_thread.run_sync(self.services.get, name)
+        check_rate_limit = self.service_rate_limits.get(entry.name)  # only services with limits are in it
+        if check_rate_limit is not None:
+            cid = cid or new_cid()
+            await check_rate_limit(cid, channel)  # raises RateLimitExceeded (429) or AddressNotAllowed (403)
         service = entry.cls()
         service.server = self
         service.name = entry.name
         service.logger = _service_logger(entry.name)
         service.cid = cid or new_cid()
-        service.request = request = Request(payload, raw_request, http, channel)
+        service.request = request = Request(payload, raw_request, http, channel, scheduler_job)
         service.response = response = Response()
         sio = entry.sio
         if sio is not None:
@@ -399,7 +406,8 @@ async def _start(server: Server, nursery: trio.Nursery, started: float) -> None:
         await nursery.start(task.run)
 
     server.transport = server.pm.hook.notification_transport(server=server) or (
-        SupervisorLinkTransport(options.notify_fd) if options.notify_fd is not None else LocalTransport())
+        SupervisorLinkTransport(options.notify_fd, on_closed=server.request_shutdown)
+        if options.notify_fd is not None else LocalTransport())
     await nursery.start(server.transport.run, server._deliver)
 
     binds = await nursery.start(_serve_http, server)
@@ -409,6 +417,13 @@ async def _start(server: Server, nursery: trio.Nursery, started: float) -> None:
 
     await server.run_phase(PHASE.AFTER_STARTED, server=server)
     server.started_at = time.time()
+    # What start-up made lives as long as the server: keep it out of every collection, and
+    # collect less often (requests allocate many short-lived objects).
+    gc.collect()
+    gc.freeze()
+    threshold = int(config.main.get("gc_threshold", 10000))
+    if threshold > 0:
+        gc.set_threshold(threshold, 20, 20)
     logger.info("Zato %s server %s ready at %s in %.0f ms (worker %d of %d, pid %d)", __version__, server.name,
                 server.address, (time.perf_counter() - started) * 1000, options.worker_index + 1, options.workers,
                 os.getpid())

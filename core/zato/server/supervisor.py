@@ -51,6 +51,37 @@ def bind_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
     return sock
 
 
+class WorkerProcess:
+    """ A worker process, forked from the supervisor's own thread.
+
+    The kernel ties `PR_SET_PDEATHSIG` to the thread that forked, not to the process: trio's
+    `open_process` forks from a pool thread that exits after some idle seconds, which would
+    stop the worker with it. Forking here (a few milliseconds) keeps the worker tied to the
+    thread that lives as long as the supervisor. """
+
+    def __init__(self, command: list[str], pass_fds: tuple[int, ...]) -> None:
+        self.popen = subprocess.Popen(command, pass_fds=pass_fds, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.pid = self.popen.pid
+        self.stderr = trio.lowlevel.FdStream(os.dup(self.popen.stderr.fileno()))
+        self.popen.stderr.close()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def send_signal(self, signum: int) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signum)
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+
+    async def wait(self) -> int:
+        return await trio.to_thread.run_sync(self.popen.wait, abandon_on_cancel=True)
+
+
 class Supervisor:
     def __init__(self, paths: ServerPaths, config: Bunch, options: WorkerOptions) -> None:
         self.paths = paths
@@ -69,7 +100,7 @@ class Supervisor:
         self.failed: str | None = None
         self.failed_event = trio.Event()
         self.sock: socket.socket | None = None
-        self.relay = relay_logger()
+        self.relay = relay_logger(console_only=options.console)
 
     def _on_control(self, index: int, line: bytes) -> None:
         data = json.loads(line)
@@ -87,6 +118,8 @@ class Supervisor:
             command.append("--sync-internal")
         if self.options.skip_broken_plugins:
             command.append("--skip-broken-plugins")
+        if self.options.console:
+            command.append("--console")
         return command
 
     async def keep_worker(self, index: int) -> None:
@@ -95,9 +128,8 @@ class Supervisor:
         while not self.stopping:
             theirs = self.hub.new_link(index)
             started = time.monotonic()
-            process = await trio.lowlevel.open_process(
-                self.worker_command(index, theirs.fileno()), pass_fds=(self.sock.fileno(), theirs.fileno()),
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            process = WorkerProcess(self.worker_command(index, theirs.fileno()),
+                                    pass_fds=(self.sock.fileno(), theirs.fileno()))
             theirs.close()
             self.processes[index] = process
             logger.info("worker %d started (pid %d)", index + 1, process.pid)

@@ -11,7 +11,7 @@ import trio
 
 from zato.server.logs import setup_logging
 from zato.server.main import known_error
-from zato.server.server import WorkerOptions, serve_worker
+from zato.server.server import ServerPaths, WorkerOptions, read_server_config, serve_worker
 from zato.server.supervisor import set_parent_death_signal
 
 logger = logging.getLogger("zato.server")
@@ -27,10 +27,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--sync-internal", action="store_true")
     parser.add_argument("--skip-broken-plugins", action="store_true")
+    parser.add_argument("--console", action="store_true", help="log to stderr too (the supervisor shows it)")
     args = parser.parse_args(argv)
 
     set_parent_death_signal(args.parent_pid)
-    setup_logging(None, console=True)  # stderr is a pipe to the supervisor, which writes the log file
+    # Workers append to the log file themselves (the supervisor alone rotates it; they reopen it
+    # when it is rotated); stderr is a pipe to the supervisor for console output and crashes.
+    paths = ServerPaths(args.base_dir)
+    try:
+        level = read_server_config(paths).get("logging", {}).get("level", "INFO")
+    except Exception:
+        level = "INFO"
+    setup_logging(paths.log_file, console=args.console, level=level, watched=True)
     options = WorkerOptions(worker_index=args.index, workers=args.workers, listen_fd=args.listen_fd,
                             notify_fd=args.notify_fd, sync_internal=args.sync_internal,
                             skip_broken_plugins=args.skip_broken_plugins, write_runtime_file=False)
