@@ -26,7 +26,7 @@ import threading
 import weakref
 from datetime import datetime, timezone
 from functools import partial
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable
 
 import trio
 
@@ -116,9 +116,12 @@ class BackgroundCalls:
             raise RuntimeError(f"cannot start {what} in the background: the server is not running yet "
                                f"(background work can be started from the AFTER_STARTED phase on)")
         scope = trio.CancelScope()
+        try:
+            nursery.start_soon(self._run, cid, what, scope, async_fn, name=f"{what} cid={cid}")
+        except RuntimeError:  # the nursery is closed
+            raise RuntimeError(f"cannot start {what} in the background: the server is stopping") from None
         self._scopes.setdefault(cid, set()).add(scope)
         self._started += 1
-        nursery.start_soon(self._run, cid, what, scope, async_fn, name=f"{what} cid={cid}")
 
     async def _run(self, cid: str, what: str, scope: trio.CancelScope, async_fn: Callable[[], Awaitable[Any]]) -> None:
         outcome = "lost"  # stays so only if the background nursery itself is cancelled: the server is stopping
@@ -192,7 +195,7 @@ def _check_service(server: Any, name: Any, role: str) -> str:
     return name
 
 
-def _callback_name(server: Any, source: Service, callback: Any, role: str) -> str:
+def _callback_name(server: Any, callback: Any, role: str) -> str:
     """ A callback given as a service name, a Service subclass or a service instance. """
     if isinstance(callback, Service):
         callback = type(callback)
@@ -204,12 +207,12 @@ def _callback_name(server: Any, source: Service, callback: Any, role: str) -> st
     return _check_service(server, callback, role)
 
 
-def _callback_names(server: Any, source: Service, callbacks: Any, role: str) -> list[str]:
+def _callback_names(server: Any, callbacks: Any, role: str) -> list[str]:
     if callbacks is None:
         return []
     if isinstance(callbacks, (str, type, Service)):
         callbacks = [callbacks]
-    return [_callback_name(server, source, callback, role) for callback in callbacks]
+    return [_callback_name(server, callback, role) for callback in callbacks]
 
 
 def _target_list(server: Any, targets: Any) -> list[tuple[str, Any]]:
@@ -262,7 +265,7 @@ def invoke_async(service: Service, name: str, payload: Any = None, callback: Any
         conventional = f"{service.name}-async-callback"
         callback_name = conventional if conventional in server.services else None
     else:
-        callback_name = _callback_name(server, service, callback, "callback")
+        callback_name = _callback_name(server, callback, "callback")
     if to_json_string:
         payload = json.dumps(payload)
     cid = cid or new_cid()
@@ -354,13 +357,14 @@ class ParallelBase:
                                          self.on_target_channel, timeout)
 
             results = await self._run_all(cid, targets, timeout, on_each if on_target else None)
-            for callback in on_final:
-                callbacks.start_soon(self._run_callback, cid, callback, results, self.on_final_channel, timeout)
+            for callback in on_final:  # each gets its own list: one callback changing it cannot affect another
+                callbacks.start_soon(self._run_callback, cid, callback, [dict(result) for result in results],
+                                     self.on_final_channel, timeout)
 
     def _start(self, targets: Any, on_final: Any, on_target: Any, cid: str | None, timeout: float | None) -> str:
         pairs = _target_list(self.server, targets)
-        final_names = _callback_names(self.server, self.source, on_final, "an on-final callback")
-        target_names = _callback_names(self.server, self.source, on_target, "an on-target callback")
+        final_names = _callback_names(self.server, on_final, "an on-final callback")
+        target_names = _callback_names(self.server, on_target, "an on-target callback")
         timeout = _check_timeout(timeout)
         cid = cid or self.source.cid or new_cid()
         what = f"{self.pattern} of {', '.join(repr(name) for name, _ in pairs) or 'no targets'}"
@@ -468,7 +472,10 @@ class InvokeRetry:
                 raise ValueError(f"{where}: {label} must be a number of 0 or more, not {value!r}")
         if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 1:
             raise ValueError(f"{where}: backoff must be a number of 1 or more, not {backoff!r}")
-        first_wait = 1.0 if seconds is None and minutes is None else float(seconds if seconds is not None else minutes * 60)
+        if seconds is None and minutes is None:
+            first_wait = 1.0
+        else:
+            first_wait = float(seconds if seconds is not None else minutes * 60)
         return (args[0] if args else None), self.delays(repeats, first_wait, backoff, max_seconds)
 
     @staticmethod
@@ -560,7 +567,7 @@ class InvokeRetry:
         `invoke_async`) and this returns the call's cid.
         """
         payload, waits = self._settings(target, args, repeats, seconds, minutes, backoff, max_seconds, invoke_kwargs)
-        callback_name = _callback_name(self.server, self.source, callback, "callback") if callback else None
+        callback_name = _callback_name(self.server, callback, "callback") if callback else None
         if async_fallback and callback_name is None:
             raise ValueError(f"invoke_retry of {target!r} with async_fallback=True needs callback, the service that "
                              f"gets the outcome of the attempts made in the background")
@@ -578,7 +585,7 @@ class InvokeRetry:
         ("ValueError: message" or None), `orig_cid`, `call_cid`, `source`, `target`,
         `retry_seconds`, `retry_repeats`, `context`, `req_ts_utc`, `resp_ts_utc`. """
         payload, waits = self._settings(target, args, repeats, seconds, minutes, backoff, max_seconds, invoke_kwargs)
-        callback_name = _callback_name(self.server, self.source, callback, "callback") if callback else None
+        callback_name = _callback_name(self.server, callback, "callback") if callback else None
         call_cid = cid or new_cid()
         what = f"invoke_retry of {target!r}" + (f" (callback {callback_name!r})" if callback_name else "")
         _start_in_background(self.server, call_cid, what,
