@@ -170,6 +170,21 @@ class SlowSync(Service):
         self.response.payload = {"slept": 1}
 
 
+class RaisesBadRequest(Service):
+    name = "t.bad-request"
+
+    def handle(self):
+        from zato.common.exception import BadRequest
+        raise BadRequest(self.cid, "customer_id is unknown")
+
+
+class OwnCid(Service):
+    name = "t.own-cid"
+
+    def handle(self):
+        self.response.payload = {"cid": self.invoke("t.async-echo", {}, cid="my-own-cid")["cid"]}
+
+
 class DerivedName(Service):
     def handle(self):
         self.response.payload = {"name": self.name}
@@ -192,6 +207,8 @@ CHANNELS = {
     "slow-sync": {"url_path": "/t/slow-sync", "service": "t.slow-sync"},
     "derived": {"url_path": "/t/derived", "service": "t_services.derived-name"},
     "post-only": {"url_path": "/t/post-only", "service": "t.sync-echo", "methods": ["POST"]},
+    "bad-request": {"url_path": "/t/bad-request", "service": "t.bad-request"},
+    "own-cid": {"url_path": "/t/own-cid", "service": "t.own-cid"},
 }
 
 
@@ -301,6 +318,15 @@ async def test_sync_services_do_not_block_the_loop(client):
 
 async def test_service_name_derived_from_module_and_class(client):
     assert (await client.get("/t/derived")).json() == {"name": "t_services.derived-name"}
+
+
+async def test_zato_client_errors_reach_the_caller_with_their_status(client):
+    reply = await client.get("/t/bad-request")
+    assert reply.status_code == 400 and reply.json()["details"] == "Error 400: customer_id is unknown"
+
+
+async def test_invoke_may_pass_its_own_cid(client):
+    assert (await client.get("/t/own-cid")).json() == {"cid": "my-own-cid"}
 
 
 async def test_method_not_allowed_on_the_channel(client):

@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl
 
 import trio
 
+from zato.common.exception import ClientHTTPError
 from zato.server.http import HTTPError, HTTPRequest, HTTPResponse
 from zato.server.service import HTTPRequestInfo
 from zato.server.service.simpleio import InputError, OutputError
@@ -46,6 +47,8 @@ async def invoke_from_http(request: HTTPRequest, service: str, *, channel: str, 
                                                http=http, timeout=timeout)
     except HTTPError:
         raise
+    except ClientHTTPError as exc:  # raised by the service on purpose: its message is for the caller
+        raise HTTPError(exc.status, f"Error {exc.status}: {exc.msg}" if exc.msg else None) from None
     except InputError as exc:
         raise HTTPError(400, f"Error 400 Bad Request: {exc}", extra={"errors": exc.errors}) from None
     except ServiceNotFound:
