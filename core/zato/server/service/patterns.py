@@ -30,6 +30,7 @@ from typing import Any, Awaitable, Callable
 
 import trio
 
+from zato.common.exception import ZatoException
 from zato.common.util import new_cid
 from zato.server.service import Service, in_trio_thread
 from zato.server.services import ServiceNotFound
@@ -50,15 +51,13 @@ class CHANNEL:
     INVOKE_RETRY_CALLBACK = "invoke-retry-callback"
 
 
-class RetryFailed(Exception):
+class RetryFailed(ZatoException):
     """ `invoke_retry` gave up: every attempt raised. `inner_exc` is the last error (also the
     `__cause__`); `cid` the call's cid, `msg` the message (as on Zato's exceptions). """
 
     def __init__(self, cid: str, msg: str, *, target: str = "", attempts: int = 0,
                  inner_exc: BaseException | None = None) -> None:
-        super().__init__(msg)
-        self.cid = cid
-        self.msg = msg
+        super().__init__(cid, msg)
         self.target = target
         self.attempts = attempts
         self.inner_exc = inner_exc
