@@ -86,7 +86,8 @@ def validate(object_type: ObjectType, data: Mapping[str, Any], *, partial: bool 
     """ A clean copy of `data`: known fields only, typed, defaults filled in (unless `partial`).
     Raises `ObjectValidationError` listing every bad field. Secrets are refused unless
     `allow_secrets` (they have their own call); when allowed they are returned in clear and
-    must go through `store_secrets` before storage.
+    must go through `store_secrets` before storage. When the schema is met, the type's own
+    `check(clean, partial=partial)` (if it has one) adds the errors it finds.
     """
     name = data.get("name")
     errors: list[dict[str, str]] = []
@@ -122,6 +123,8 @@ def validate(object_type: ObjectType, data: Mapping[str, Any], *, partial: bool 
                 errors.append({"field": field.name, "error": "missing (it is required)"})
             elif field.default is not None:
                 clean[field.name] = list(field.default) if isinstance(field.default, list) else field.default
+    if not errors and object_type.check is not None:  # the type's own checks, on typed data
+        errors.extend(object_type.check(clean, partial=partial))
     if errors:
         raise ObjectValidationError(object_type.name, name if isinstance(name, str) else None, errors)
     return clean

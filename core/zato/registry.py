@@ -36,6 +36,9 @@ class ObjectType:
     name: str
     fields: tuple[Field, ...]
     description: str = ""
+    # Optional checks beyond the schema (a cron expression, a time zone name...):
+    # `check(data, partial=...)` returns a list of {"field": ..., "error": ...}; see zato.objects.validate
+    check: Callable[..., list[dict[str, str]]] | None = None
 
     def field(self, name: str) -> Field:
         for item in self.fields:

@@ -25,6 +25,7 @@ import hmac
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,14 @@ STORAGE_KEYS = ("id", "name", "is_active", "_meta")  # kept in columns, not in a
 HOW_TO_SET = ("set it through the admin API: PUT /zato/api/objects/security/{name}/secrets/password with "
               "{{\"value\": \"...\"}} (only its scrypt hash is stored)")
 
+
+def check_definition(data: dict[str, Any], partial: bool = False) -> list[dict[str, str]]:
+    """ Checks beyond the schema: the rate-limit fields, by the rate_limit plugin when it is loaded
+    (switched off, it is never imported, and the fields mean nothing). """
+    rate_limit = sys.modules.get("zato.builtin.rate_limit")
+    return rate_limit.definition_problems(data, partial) if rate_limit is not None else []
+
+
 SECURITY = ObjectType(OBJECT_TYPE, (
     Field("name", required=True, description="Unique name of the definition; channels name it in `security`"),
     Field("type", required=True, description="basic_auth or apikey", example=BASIC_AUTH),
@@ -71,8 +80,18 @@ SECURITY = ObjectType(OBJECT_TYPE, (
     Field("realm", description=f"basic_auth: the realm in WWW-Authenticate ({DEFAULT_REALM} if empty)"),
     Field("header", description=f"apikey: the HTTP header carrying the key ({DEFAULT_APIKEY_HEADER} if empty)",
           example=DEFAULT_APIKEY_HEADER),
+    # Rate limits, read by the rate_limit plugin (docs/rate-limiting.md); the same four fields as in Zato
+    Field("is_rate_limit_active", "bool", description="Whether rate_limit_def applies (default false)"),
+    Field("rate_limit_type", description="APPROXIMATE (counted per process, fastest) or EXACT (shared by every "
+                                         "process, never exceeded); default APPROXIMATE", example="APPROXIMATE"),
+    Field("rate_limit_def", description="Lines of SOURCE = LIMIT: SOURCE is *, an IP address or a CIDR network; "
+                                        "LIMIT is N/m, N/h, N/d or *. The first matching line applies; no match "
+                                        "is 403", example="127.0.0.1 = *\n* = 100/m"),
+    Field("rate_limit_check_parent_def", "bool", description="Kept for Zato compatibility; no parent objects "
+                                                             "exist here, so it changes nothing"),
     Field("is_active", "bool", default=True),
-), description="A security definition: how callers of a channel prove who they are")
+), description="A security definition: how callers of a channel prove who they are",
+    check=check_definition)
 
 
 class SecurityDefinitionError(ValueError):
