@@ -220,3 +220,12 @@ async def test_no_failed_requests_while_a_channel_is_edited_under_load(api):
                 await trio.sleep(0.02)
             stop.set()
     assert results["failed"] == [] and results["ok"] > 20
+
+
+async def test_fields_with_choices_refuse_other_values(api):
+    reply = await api.post(obj_url("channel_rest"), json={"name": "c", "url_path": "/c", "service": "s",
+                                                           "data_format": "xml"})
+    assert reply.status_code == 400
+    assert reply.json()["errors"] == [{"field": "data_format", "error": "'xml' is not one of: json, text, form"}]
+    schema = (await api.get("/zato/api/openapi.json")).json()["components"]["schemas"]["channel_rest_input"]
+    assert schema["properties"]["data_format"]["anyOf"][0] == {"enum": ["json", "text", "form"]}

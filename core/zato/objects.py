@@ -114,6 +114,11 @@ def validate(object_type: ObjectType, data: Mapping[str, Any], *, partial: bool 
             clean[key] = _convert(field, value)
         except ValueError as exc:
             errors.append({"field": key, "error": str(exc)})
+            continue
+        if field.choices and clean[key] is not None and not is_env_reference(clean[key]) \
+                and clean[key] not in field.choices:
+            errors.append({"field": key, "error": f"{clean[key]!r} is not one of: "
+                                                  f"{', '.join(str(c) for c in field.choices)}"})
 
     if not partial:
         for field in object_type.fields:

@@ -28,6 +28,7 @@ class Field:
     references: str | None = None  # object type this field names an object of ("service": a service)
     description: str = ""
     example: Any = None
+    choices: tuple[Any, ...] | None = None  # the only values allowed (a `$NAME` reference is checked when loaded)
 
 
 @dataclass(frozen=True)

@@ -281,7 +281,8 @@ JSON_TYPES = {"str": {"type": "string"}, "int": {"type": "integer"}, "float": {"
 def _describe_type(object_type: Any) -> dict[str, Any]:
     return {"name": object_type.name, "description": object_type.description, "fields": [
         {"name": f.name, "type": f.type, "required": f.required, "default": f.default, "secret": f.secret,
-         "references": f.references, "description": f.description, "example": f.example}
+         "references": f.references, "description": f.description, "example": f.example,
+         "choices": list(f.choices) if f.choices else None}
         for f in object_type.fields]}
 
 
@@ -295,6 +296,9 @@ def _json_schema(object_type: Any, *, for_output: bool) -> dict[str, Any]:
         if field.type in ("str", "int", "float", "bool"):
             schema = {"anyOf": [schema, {"type": "string", "pattern": r"^\$[A-Za-z_][A-Za-z0-9_]*$",
                                          "description": "an environment variable reference"}]}
+        if field.choices:
+            schema = {"anyOf": [{"enum": list(field.choices)}, schema["anyOf"][1]]} if "anyOf" in schema \
+                else {**schema, "enum": list(field.choices)}
         if field.description:
             schema["description"] = field.description
         if field.default is not None:

@@ -35,7 +35,7 @@ OUTGOING_REST = ObjectType(OBJECT_TYPE, (
           example="http://127.0.0.1:8080"),
     Field("url_path", default="/", description="Path with optional {param} segments filled from params",
           example="/api/user/{user_id}"),
-    Field("data_format", default="json", description="json, text or form: how request data is sent and the "
+    Field("data_format", default="json", choices=("json", "text", "form"), description="json, text or form: how request data is sent and the "
                                                      "response's .data is read"),
     Field("timeout", "float", default=10.0, description="Seconds to wait for a connection and for each read"),
     Field("tls_verify", "bool", default=True, description="Verify the server's TLS certificate"),

@@ -34,7 +34,7 @@ CHANNEL_REST = ObjectType(OBJECT_TYPE, (
     Field("url_path", required=True, description="Path with optional {param} segments", example="/api/user/{id}"),
     Field("service", required=True, references="service", description="Service invoked"),
     Field("methods", "list", default=list(ALL_METHODS), description="Allowed HTTP methods"),
-    Field("data_format", default="json", description="json, text or form"),
+    Field("data_format", default="json", choices=DATA_FORMATS, description="json, text or form"),
     Field("security", references="security", description="Security definition protecting the channel"),
     Field("timeout", "float", description="Seconds the service may take before the caller gets 504"),
     # Rate limits, read by the rate_limit plugin (docs/rate-limiting.md); the same four fields as in Zato

@@ -71,7 +71,7 @@ SECURITY = ObjectType(OBJECT_TYPE, (
     Field("name", required=True, description="Unique name of the definition; channels name it in `security`"),
     Field("type", required=True, description="basic_auth or apikey", example=BASIC_AUTH),
     Field("username", description="basic_auth: the user name callers send (compared exactly)", example="my.user"),
-    Field("direction", default="inbound",
+    Field("direction", default="inbound", choices=DIRECTIONS,
           description="inbound: checks callers of channels (the password is stored as a scrypt hash); outgoing: "
                       "sent by outgoing connections (the password is stored encrypted, as it must be sent)"),
     Field("password", secret=True, secret_storage=lambda data: "encrypt" if data.get("direction") == "outgoing"

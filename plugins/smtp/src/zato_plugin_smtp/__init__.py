@@ -35,7 +35,7 @@ EMAIL_SMTP = ObjectType(OBJECT_TYPE, (
           example="smtp.example.com"),
     Field("port", "int", default=DEFAULT_PORT, description="TCP port: 25 or 587 for starttls and none, 465 for ssl",
           example=587),
-    Field("tls_mode", default=DEFAULT_TLS_MODE,
+    Field("tls_mode", default=DEFAULT_TLS_MODE, choices=TLS_MODES,
           description=f"{', '.join(TLS_MODES)}: none is plain SMTP, starttls upgrades the session to TLS before "
                       f"logging in (refused if the server does not offer it), ssl is TLS from the first byte",
           example="starttls"),
