@@ -1,0 +1,223 @@
+""" A real Redis server for tests: `redis-server` started on 127.0.0.1 on a free port, in a
+temporary directory, with no persistence, stopped and removed afterwards. It can be stopped
+and started again on the same port (an outage), and optionally asks for a password, listens on
+a Unix socket or speaks TLS only (with a certificate authority it makes itself).
+
+    with RedisServer(password="s3cret") as redis_server:
+        redis_server.port, redis_server.client(db=0).get("key")
+
+`RedisUnavailable` is raised when no `redis-server` binary is installed (Debian:
+`apt-get install redis-server`); tests skip on it locally and fail in CI.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+
+
+class RedisUnavailable(Exception):
+    """ No redis-server binary here (Debian: apt-get install redis-server). """
+
+
+def find_redis_server() -> str:
+    found = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
+    if not found:
+        raise RedisUnavailable("redis-server is not installed (not on PATH nor /usr/bin/redis-server); "
+                               "on Debian: apt-get install redis-server")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """ One redis-server process; `start()` after `stop()` listens on the same port again. """
+
+    def __init__(self, *, password: str | None = None, unix_socket: bool = False, tls: bool = False) -> None:
+        self.binary = find_redis_server()
+        self.password = password
+        self.tls = tls
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="zato-redis-"))
+        self.unix_socket_path = str(self.dir / "redis.sock") if unix_socket else ""
+        self.log_file = self.dir / "redis.log"
+        self.process: subprocess.Popen | None = None
+        self.ca_file = self.cert_file = self.key_file = ""
+        self._started_once = False
+        if tls:
+            self.ca_file, self.cert_file, self.key_file = (str(p) for p in make_tls_files(self.dir))
+
+    # ############################################################################################
+
+    def command(self) -> list[str]:
+        command = [self.binary, "--bind", self.host, "--save", "", "--appendonly", "no", "--dir", str(self.dir),
+                   "--logfile", str(self.log_file), "--daemonize", "no"]
+        if self.tls:
+            command += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", self.cert_file,
+                        "--tls-key-file", self.key_file, "--tls-ca-cert-file", self.ca_file, "--tls-auth-clients", "no"]
+        else:
+            command += ["--port", str(self.port)]
+        if self.password is not None:
+            command += ["--requirepass", self.password]
+        if self.unix_socket_path:
+            command += ["--unixsocket", self.unix_socket_path, "--unixsocketperm", "700"]
+        return command
+
+    def start(self) -> "RedisServer":
+        """ Starts the server and waits until it answers. On the first start a port someone else
+        took in the meantime is replaced by another free one; later starts keep the port. """
+        first = not self._started_once
+        for attempt in range(3):
+            try:
+                self._start_once()
+                self._started_once = True
+                return self
+            except RuntimeError as exc:
+                if first and attempt < 2 and "in use" in str(exc).lower():
+                    self.port = free_port()
+                    continue
+                raise
+        return self
+
+    def _start_once(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError(f"redis-server on port {self.port} is already running")
+        self.log_file.write_text("")
+        self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.STDOUT, cwd=self.dir)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode} at start:\n{self.log()}")
+            if self._answers():
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"redis-server did not answer on port {self.port} within {START_TIMEOUT} s:\n{self.log()}")
+
+    def _answers(self) -> bool:
+        """ True once the server replies to PING (`+PONG`, or `-NOAUTH` when it wants a password). """
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1) as raw:
+                sock: Any = raw
+                if self.tls:
+                    context = ssl.create_default_context(cafile=self.ca_file)
+                    sock = context.wrap_socket(raw, server_hostname=self.host)
+                sock.sendall(b"PING\r\n")
+                reply = sock.recv(64)
+                return reply.startswith((b"+PONG", b"-NOAUTH"))
+        except (OSError, ssl.SSLError):
+            return False
+
+    def stop(self) -> None:
+        """ Stops the server (SIGTERM, then SIGKILL); the directory and port are kept for `start()`. """
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def close(self) -> None:
+        """ Stops the server and removes its directory. """
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log(self) -> str:
+        try:
+            return self.log_file.read_text("utf-8", "replace")[-4000:]
+        except OSError:
+            return ""
+
+    # ############################################################################################
+
+    def client(self, db: int = 0, **options: Any) -> Any:
+        """ A redis-py client of this server (text replies), for checks made beside Zato. """
+        import redis
+        if self.tls:
+            options.setdefault("ssl", True)
+            options.setdefault("ssl_ca_certs", self.ca_file)
+        return redis.Redis(host=self.host, port=self.port, db=db, password=self.password, decode_responses=True,
+                           socket_timeout=5, **options)
+
+    def __enter__(self) -> "RedisServer":
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<RedisServer 127.0.0.1:{self.port}{' tls' if self.tls else ''} {'running' if self.running else 'stopped'}>"
+
+
+def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """ A certificate authority and a server certificate for 127.0.0.1 and localhost, signed by
+    it: (ca.pem, server.pem, server.key) in `directory`. """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Zato test CA")])
+    ca_cert = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+               .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                            data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                            crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+               .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    ca_path, cert_path, key_path = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                  serialization.NoEncryption()))
+    return ca_path, cert_path, key_path
