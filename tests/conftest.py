@@ -1,52 +1,17 @@
-""" Fixtures shared by the core's tests. Servers come from the core's own test kit (zato.testing). """
+""" Fixtures shared by the core's tests (helpers are in core_test_helpers.py). Servers come from
+the core's own test kit (zato.testing). """
 
 from __future__ import annotations
 
 import os
-import sys
-import textwrap
-import uuid
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-import trio
 
+from core_test_helpers import PluginSite
 from zato.odb import sqlite_url
 from zato.testing import create_test_server_dir
 from zato.testing._postgres import PostgresServer, PostgresUnavailable
-
-
-class PluginSite:
-    """ A directory on sys.path holding plugin modules with real `*.dist-info` metadata, so
-    `importlib.metadata` finds their `zato.plugins` entry points exactly as it finds pip-installed
-    ones. Subprocesses see it through PYTHONPATH. """
-
-    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
-        monkeypatch.syspath_prepend(str(root))
-        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
-        self.modules: list[str] = []
-
-    def add(self, name: str, source: str, *, distribution: str | None = None, version: str = "1.0",
-            module: str | None = None, files: dict[str, str] | None = None) -> str:
-        """ Adds plugin `name`; returns its (unique) module name. `files` are extra modules. """
-        module = module or f"zato_test_plugin_{name}_{uuid.uuid4().hex[:8]}"
-        distribution = distribution or f"zato-plugin-{name}"
-        (self.root / f"{module}.py").write_text(textwrap.dedent(source), "utf-8")
-        for file_name, file_source in (files or {}).items():
-            (self.root / file_name).write_text(textwrap.dedent(file_source), "utf-8")
-        dist_info = self.root / f"{distribution.replace('-', '_')}-{version}.dist-info"
-        dist_info.mkdir()
-        (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n")
-        (dist_info / "entry_points.txt").write_text(f"[zato.plugins]\n{name} = {module}\n")
-        self.modules.append(module)
-        return module
-
-    def cleanup(self) -> None:
-        for module in self.modules:
-            sys.modules.pop(module, None)
 
 
 @pytest.fixture
@@ -59,48 +24,6 @@ def plugin_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture
 def server_dir(tmp_path: Path) -> Path:
     return create_test_server_dir(tmp_path / "server", main={"graceful_timeout": 3})
-
-
-def unique_module_name(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
-
-
-@asynccontextmanager
-async def serve_asgi(app):
-    """ A real HTTP peer: `app` served by hypercorn on 127.0.0.1, port 0. Yields its address. """
-    from hypercorn.config import Config
-    from hypercorn.trio import serve
-
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(lambda task_status: serve(app, config, shutdown_trigger=stop.wait,
-                                                              task_status=task_status))
-        try:
-            yield binds[0]
-        finally:
-            stop.set()
-
-
-async def handle_lifespan(receive, send) -> None:
-    """ The ASGI lifespan protocol for test peers: start-up and shutdown complete at once. """
-    while True:
-        message = await receive()
-        await send({"type": message["type"] + ".complete"})
-        if message["type"] == "lifespan.shutdown":
-            return
-
-
-def text_app(text: str):
-    """ An ASGI app answering every request with `text`. """
-    async def app(scope, receive, send):
-        if scope["type"] == "lifespan":
-            return await handle_lifespan(receive, send)
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": text.encode()})
-    return app
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import trio
 
-from conftest import handle_lifespan
+from core_test_helpers import handle_lifespan
 from zato.odb import ODB, sqlite_url
 from zato.server.outgoing import OutgoingError
 from zato.testing import ServerProcess, admin_auth, create_test_server_dir, run_server

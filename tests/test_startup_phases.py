@@ -9,7 +9,7 @@ import textwrap
 import httpx
 import pytest
 
-from conftest import serve_asgi, text_app, unique_module_name
+from core_test_helpers import serve_asgi, text_app, unique_module_name
 from zato.plugins import PluginLoadError
 from zato.server.startup_callable import StartupError
 from zato.testing import admin_auth, run_server, set_config_value

@@ -128,6 +128,7 @@ class OutgoingConnectionConformance:
 
     async def test_a_live_edit_rebuilds_the_connection(self, zato, peer):
         old = await self.create(zato, peer)
+        await trio.to_thread.run_sync(peer.use, old)  # so that closing it has something to release
         edited = peer.edited({**peer.definition(self.name), "name": self.name})
         reply = await zato.put(self.url(self.name), json=edited)
         assert reply.status_code == 200, reply.text
@@ -140,6 +141,7 @@ class OutgoingConnectionConformance:
 
     async def test_a_deleted_connection_is_gone_and_closed(self, zato, peer):
         connection = await self.create(zato, peer)
+        await trio.to_thread.run_sync(peer.use, connection)
         reply = await zato.delete(self.url(self.name))
         assert reply.status_code == 204, reply.text
         with pytest.raises(LookupError, match=f"no outgoing connection {self.name!r}"):
