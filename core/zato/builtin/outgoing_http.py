@@ -14,17 +14,21 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import httpx
 
 from zato import hookimpl
 from zato.registry import Field, ObjectType, OutgoingConnectionType
 from zato.server.outgoing import OutgoingError
 from zato.server.service import in_trio_thread
 
+if TYPE_CHECKING:
+    import httpx
+
 logger = logging.getLogger("zato.outgoing.http")
+
+# httpx is imported when the first connection is built, not when the plugin loads: a server
+# without plain HTTP connections does not pay for it at start-up.
 
 OBJECT_TYPE = "outgoing_rest"
 PATH_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -73,6 +77,7 @@ class PlainHTTPConnection:
     """ One outgoing plain HTTP connection (its `.conn` is itself, as Zato's accessor expects). """
 
     def __init__(self, server: Any, definition: dict[str, Any]) -> None:
+        import httpx
         self.name = definition["name"]
         self.address = str(definition["address"]).rstrip("/")
         if not self.address.startswith(("http://", "https://")):
@@ -126,6 +131,7 @@ class PlainHTTPConnection:
                 headers: dict | None = None) -> Any:
         """ Sends one request. From a plain service it returns a `Response`; from an async
         service it returns an awaitable of one. """
+        import httpx
         url, query = self.url(params)
         headers = {"x-zato-cid": cid or "", **(headers or {})}
         body = self._body(data, headers)
@@ -138,6 +144,7 @@ class PlainHTTPConnection:
             raise self._error(method, url, exc) from exc
 
     async def _request_async(self, method: str, url: str, query: dict, headers: dict, body: dict) -> Response:
+        import httpx
         try:
             reply = await self._async_client().request(method, url, params=query, headers=headers, **body)
         except httpx.HTTPError as exc:
@@ -145,6 +152,7 @@ class PlainHTTPConnection:
         return Response(reply, self.data_format)
 
     def _error(self, method: str, url: str, exc: httpx.HTTPError) -> OutgoingError:
+        import httpx
         if isinstance(exc, httpx.TimeoutException):
             reason = f"timed out after {self.timeout} s"
         elif isinstance(exc, httpx.ConnectError):
@@ -174,17 +182,20 @@ class PlainHTTPConnection:
     # ############################################################################################
 
     def _sync_client(self) -> httpx.Client:
+        import httpx
         if self._sync is None:
             self._sync = httpx.Client(**self._options)
         return self._sync
 
     def _async_client(self) -> httpx.AsyncClient:
+        import httpx
         if self._async is None:
             self._async = httpx.AsyncClient(**self._options)
         return self._async
 
     def ping(self) -> None:
         """ HEAD on the address: any HTTP answer means the server is reachable. """
+        import httpx
         try:
             self._sync_client().head(self.address + "/")
         except httpx.HTTPError as exc:
