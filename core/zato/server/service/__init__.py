@@ -102,16 +102,18 @@ class HTTPRequestInfo:
 
 
 class Request:
-    """ `self.request`: what the service was invoked with. """
-    __slots__ = ("payload", "raw_request", "input", "http", "channel")
+    """ `self.request`: what the service was invoked with. `scheduler_job` describes the job that
+    started it when `channel == "scheduler"` (name, id, job_type, due_time, kind), else None. """
+    __slots__ = ("payload", "raw_request", "input", "http", "channel", "scheduler_job")
 
     def __init__(self, payload: Any = None, raw_request: Any = None, http: HTTPRequestInfo | None = None,
-                 channel: str = "invoke") -> None:
+                 channel: str = "invoke", scheduler_job: Any = None) -> None:
         self.payload = payload
         self.raw_request = raw_request if raw_request is not None else payload
         self.input = Bunch(payload) if isinstance(payload, dict) else Bunch()
         self.http = http or HTTPRequestInfo()
         self.channel = channel
+        self.scheduler_job = scheduler_job
 
 
 class Response:
@@ -201,6 +203,13 @@ class Service:
             raise AttributeError("self.kvdb needs the redis plugin: install zato-plugin-redis and enable it")
         return kvdb
 
+    @property
+    def pubsub(self) -> Any:
+        """ `self.pubsub.publish(topic_or_service, data=...)`: durable publish/subscribe (the
+        pubsub plugin, zato.builtin.pubsub; docs/pubsub.md). """
+        from zato.builtin.pubsub import runtime_of
+        return runtime_of(self.server).api_for(self)
+
     # Invocation patterns (zato.server.service.patterns)
 
     @property
@@ -221,7 +230,8 @@ class Service:
         From a plain `def handle` this blocks until the result is there; from an
         `async def handle` it returns an awaitable: `result = await self.invoke(...)`.
         """
-        return self.server.invoke(name, payload, cid=self.cid, **kwargs)
+        kwargs.setdefault("cid", self.cid)
+        return self.server.invoke(name, payload, **kwargs)
 
     def __repr__(self) -> str:
         return f"<service {self.name} cid={self.cid}>"
