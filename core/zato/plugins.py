@@ -40,6 +40,9 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "outgoing_http": "zato.builtin.outgoing_http",
     "metrics": "zato.builtin.metrics",
     "security": "zato.builtin.security",
+    "pubsub": "zato.builtin.pubsub",
+    "rate_limit": "zato.builtin.rate_limit",
+    "scheduler": "zato.builtin.scheduler",
 }
 
 # Plugins the server cannot work without; server.conf cannot switch them off.
