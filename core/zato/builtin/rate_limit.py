@@ -48,6 +48,7 @@ from zato.common import SERVER_STARTUP
 from zato.objects import is_env_reference
 from zato.odb import open_engine
 from zato.plugins import await_maybe
+from zato.common.rate_limiting import RATE_LIMIT_FIELDS
 from zato.registry import Field, ObjectType, RateLimiterBackend
 from zato.server.http import HTTPError
 
@@ -764,14 +765,7 @@ def setup(server: Any) -> RateLimits:
 
 SERVICE_SETTINGS_TYPE = ObjectType(SERVICE_SETTINGS, (
     Field("name", required=True, description="The name of the service these settings are for", example="api.sample"),
-    Field("is_rate_limit_active", "bool", description="Whether rate_limit_def applies (default false)"),
-    Field("rate_limit_type", description="APPROXIMATE (counted per process, fastest) or EXACT (shared by every "
-                                         "process, never exceeded); default APPROXIMATE", example=APPROXIMATE),
-    Field("rate_limit_def", description="Lines of SOURCE = LIMIT: SOURCE is *, an IP address or a CIDR network; "
-                                        "LIMIT is N/m, N/h, N/d or *. The first matching line applies; no match "
-                                        "is 403", example="127.0.0.1 = *\n* = 100/m"),
-    Field("rate_limit_check_parent_def", "bool", description="Kept for Zato compatibility; no parent objects "
-                                                             "exist here, so it changes nothing"),
+    *RATE_LIMIT_FIELDS,
     Field("is_active", "bool", default=True),
 ), description="Settings of one service, by its name: rate limits that apply whatever the channel",
     check=definition_problems)

@@ -7,10 +7,10 @@ turns every active one into a route; the whole route table is swapped in at once
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 from zato import hookimpl
+from zato.common.rate_limiting import RATE_LIMIT_FIELDS, check_rate_limit_fields
 from zato.registry import ChannelType, Field, ObjectType
 from zato.server.channel import invoke_from_http
 from zato.server.http import HTTPRequest, HTTPResponse, Router
@@ -22,13 +22,6 @@ DATA_FORMATS = ("json", "text", "form")
 ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
-def check_channel(data: dict[str, Any], partial: bool = False) -> list[dict[str, str]]:
-    """ Checks beyond the schema: the rate-limit fields, by the rate_limit plugin when it is loaded
-    (switched off, it is never imported, and the fields mean nothing). """
-    rate_limit = sys.modules.get("zato.builtin.rate_limit")
-    return rate_limit.definition_problems(data, partial) if rate_limit is not None else []
-
-
 CHANNEL_REST = ObjectType(OBJECT_TYPE, (
     Field("name", required=True, description="Unique name of the channel"),
     Field("url_path", required=True, description="Path with optional {param} segments", example="/api/user/{id}"),
@@ -37,17 +30,9 @@ CHANNEL_REST = ObjectType(OBJECT_TYPE, (
     Field("data_format", default="json", choices=DATA_FORMATS, description="json, text or form"),
     Field("security", references="security", description="Security definition protecting the channel"),
     Field("timeout", "float", description="Seconds the service may take before the caller gets 504"),
-    # Rate limits, read by the rate_limit plugin (docs/rate-limiting.md); the same four fields as in Zato
-    Field("is_rate_limit_active", "bool", description="Whether rate_limit_def applies (default false)"),
-    Field("rate_limit_type", description="APPROXIMATE (counted per process, fastest) or EXACT (shared by every "
-                                         "process, never exceeded); default APPROXIMATE", example="APPROXIMATE"),
-    Field("rate_limit_def", description="Lines of SOURCE = LIMIT: SOURCE is *, an IP address or a CIDR network; "
-                                        "LIMIT is N/m, N/h, N/d or *. The first matching line applies; no match "
-                                        "is 403", example="127.0.0.1 = *\n* = 100/m"),
-    Field("rate_limit_check_parent_def", "bool", description="Kept for Zato compatibility; no parent objects "
-                                                             "exist here, so it changes nothing"),
+    *RATE_LIMIT_FIELDS,
     Field("is_active", "bool", default=True),
-), description="A REST channel: exposes a service at a URL path", check=check_channel)
+), description="A REST channel: exposes a service at a URL path", check=check_rate_limit_fields)
 
 
 class RESTChannels:

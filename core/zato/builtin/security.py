@@ -25,7 +25,6 @@ import hmac
 import logging
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +33,7 @@ import trio
 from zato import hookimpl
 from zato.common import SERVER_STARTUP
 from zato.objects import ENCRYPTED_PREFIX, ObjectValidationError, is_env_reference, store_secret, validate
+from zato.common.rate_limiting import RATE_LIMIT_FIELDS, check_rate_limit_fields
 from zato.registry import Field, ObjectType, SecurityType
 from zato.security import PREFIX as HASH_PREFIX, Verifier, parse_basic_auth, verify_password
 from zato.server.http import HTTPError, HTTPRequest
@@ -60,13 +60,6 @@ HOW_TO_SET = ("set it through the admin API: PUT /zato/api/objects/security/{nam
               "{{\"value\": \"...\"}} (only its scrypt hash is stored)")
 
 
-def check_definition(data: dict[str, Any], partial: bool = False) -> list[dict[str, str]]:
-    """ Checks beyond the schema: the rate-limit fields, by the rate_limit plugin when it is loaded
-    (switched off, it is never imported, and the fields mean nothing). """
-    rate_limit = sys.modules.get("zato.builtin.rate_limit")
-    return rate_limit.definition_problems(data, partial) if rate_limit is not None else []
-
-
 SECURITY = ObjectType(OBJECT_TYPE, (
     Field("name", required=True, description="Unique name of the definition; channels name it in `security`"),
     Field("type", required=True, description="basic_auth or apikey", example=BASIC_AUTH),
@@ -80,18 +73,10 @@ SECURITY = ObjectType(OBJECT_TYPE, (
     Field("realm", description=f"basic_auth: the realm in WWW-Authenticate ({DEFAULT_REALM} if empty)"),
     Field("header", description=f"apikey: the HTTP header carrying the key ({DEFAULT_APIKEY_HEADER} if empty)",
           example=DEFAULT_APIKEY_HEADER),
-    # Rate limits, read by the rate_limit plugin (docs/rate-limiting.md); the same four fields as in Zato
-    Field("is_rate_limit_active", "bool", description="Whether rate_limit_def applies (default false)"),
-    Field("rate_limit_type", description="APPROXIMATE (counted per process, fastest) or EXACT (shared by every "
-                                         "process, never exceeded); default APPROXIMATE", example="APPROXIMATE"),
-    Field("rate_limit_def", description="Lines of SOURCE = LIMIT: SOURCE is *, an IP address or a CIDR network; "
-                                        "LIMIT is N/m, N/h, N/d or *. The first matching line applies; no match "
-                                        "is 403", example="127.0.0.1 = *\n* = 100/m"),
-    Field("rate_limit_check_parent_def", "bool", description="Kept for Zato compatibility; no parent objects "
-                                                             "exist here, so it changes nothing"),
+    *RATE_LIMIT_FIELDS,
     Field("is_active", "bool", default=True),
 ), description="A security definition: how callers of a channel prove who they are",
-    check=check_definition)
+    check=check_rate_limit_fields)
 
 
 class SecurityDefinitionError(ValueError):
