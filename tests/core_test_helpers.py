@@ -8,11 +8,9 @@ import os
 import sys
 import textwrap
 import uuid
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-import trio
 
 
 class PluginSite:
@@ -51,39 +49,5 @@ def unique_module_name(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
 
 
-@asynccontextmanager
-async def serve_asgi(app):
-    """ A real HTTP peer: `app` served by hypercorn on 127.0.0.1, port 0. Yields its address. """
-    from hypercorn.config import Config
-    from hypercorn.trio import serve
-
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(lambda task_status: serve(app, config, shutdown_trigger=stop.wait,
-                                                              task_status=task_status))
-        try:
-            yield binds[0]
-        finally:
-            stop.set()
-
-
-async def handle_lifespan(receive, send) -> None:
-    """ The ASGI lifespan protocol for test peers: start-up and shutdown complete at once. """
-    while True:
-        message = await receive()
-        await send({"type": message["type"] + ".complete"})
-        if message["type"] == "lifespan.shutdown":
-            return
-
-
-def text_app(text: str):
-    """ An ASGI app answering every request with `text`. """
-    async def app(scope, receive, send):
-        if scope["type"] == "lifespan":
-            return await handle_lifespan(receive, send)
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": text.encode()})
-    return app
+# Real HTTP peers live in the core's test kit, for plugins' tests too.
+from zato.testing import handle_lifespan, serve_asgi, text_app  # noqa: E402,F401

@@ -4,6 +4,7 @@ canned answers for outgoing connections; see docs/testing-services.md). Its fixt
 registered by the `pytest11` entry point, so installing zato-core makes them available.
 """
 
+from zato.testing._asgi import handle_lifespan, serve_asgi, text_app
 from zato.testing._servers import (
     ADMIN_PASSWORD, ServerProcess, admin_auth, create_test_server_dir, run_server, set_config_value,
 )
@@ -21,5 +22,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'zato.testing' has no attribute {name!r}")
 
 
-__all__ = ["ADMIN_PASSWORD", "ServerProcess", "admin_auth", "create_test_server_dir", "run_server", "set_config_value",
+__all__ = ["handle_lifespan", "serve_asgi", "text_app", "ADMIN_PASSWORD", "ServerProcess", "admin_auth", "create_test_server_dir", "run_server", "set_config_value",
            "CannedHTTP", "CannedResponse", "CannedSMTP", "HTTPCall", "ServiceResult", "ServiceTester", "UnknownService"]

@@ -6,16 +6,16 @@ server.conf leaving no trace. """
 from __future__ import annotations
 
 import textwrap
-from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-import trio
 
 from smtp_fixtures import PASSWORD, SENDER, USER, SMTPPeer, smtp_certificates, smtp_peer_fixture  # noqa: F401
 from zato.objects import SecretBox
 from zato.odb import ODB, sqlite_url
-from zato.testing import ServerProcess, admin_auth, create_test_server_dir, run_server, set_config_value
+from zato.testing import (
+    ServerProcess, admin_auth, create_test_server_dir, run_server, serve_asgi, set_config_value, text_app,
+)
 
 starttls_peer = smtp_peer_fixture(tls="starttls")
 
@@ -102,34 +102,9 @@ class UsesBad(Service):
 '''
 
 
-@asynccontextmanager
-async def data_source(text: str):
+def data_source(text: str):
     """ The article's REST data source: a real HTTP server answering every request with `text`. """
-    from hypercorn.config import Config
-    from hypercorn.trio import serve
-
-    async def app(scope, receive, send):
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                await send({"type": message["type"] + ".complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
-        await send({"type": "http.response.body", "body": text.encode("utf-8")})
-
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(lambda task_status: serve(app, config, shutdown_trigger=stop.wait,
-                                                              task_status=task_status))
-        try:
-            yield binds[0]
-        finally:
-            stop.set()
+    return serve_asgi(text_app(text, b"text/plain; charset=utf-8"))
 
 
 def put_objects(server_dir, *objects) -> None:
