@@ -187,8 +187,9 @@ def test_a_change_through_one_worker_reaches_every_worker_within_a_second(two_wo
         caches = admin_post(two_workers.address, "zato.cache.builtin.get-list")
         seen[info["pid"]] = any(c["name"] == "shared.cache" for c in caches)
         assert time.monotonic() - started < 5, seen
-    # the request that reached the second worker came after the create, within a second of it
-    assert time.monotonic() - started < 1.0 or all(seen.values())
+    # both workers had the cache within a second of the create (plus the time two HTTP calls per
+    # poll take on this machine)
+    assert time.monotonic() - started < 2.0, seen
 
 
 def test_a_dead_worker_is_restarted(two_workers):
