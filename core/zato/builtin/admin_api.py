@@ -107,12 +107,12 @@ def _reply(object_type: Any, obj: dict[str, Any], status: int = 200) -> HTTPResp
 
 
 async def list_types(request: HTTPRequest) -> HTTPResponse:
-    check_admin(request)
+    await check_admin(request)
     return HTTPResponse.json([_describe_type(t) for t in request.server.registry.values("object_types")])
 
 
 async def list_objects(request: HTTPRequest) -> HTTPResponse:
-    check_admin(request)
+    await check_admin(request)
     object_type = _object_type(request)
     objects = await trio.to_thread.run_sync(
         lambda: request.server.odb.list_objects(object_type.name, active_only=False))
@@ -120,7 +120,7 @@ async def list_objects(request: HTTPRequest) -> HTTPResponse:
 
 
 async def create_object(request: HTTPRequest) -> HTTPResponse:
-    check_admin(request)
+    await check_admin(request)
     object_type = _object_type(request)
     try:
         data = validate(object_type, _body(request))
@@ -138,7 +138,7 @@ async def create_object(request: HTTPRequest) -> HTTPResponse:
 
 
 async def get_object(request: HTTPRequest) -> HTTPResponse:
-    check_admin(request)
+    await check_admin(request)
     object_type = _object_type(request)
     return _reply(object_type, await _read(request, object_type))
 
@@ -160,7 +160,7 @@ async def patch_object(request: HTTPRequest) -> HTTPResponse:
 
 
 async def _update(request: HTTPRequest, *, partial: bool) -> HTTPResponse:
-    check_admin(request)
+    await check_admin(request)
     object_type = _object_type(request)
     name = request.path_params["name"]
     body = _body(request)
@@ -192,7 +192,7 @@ async def _update(request: HTTPRequest, *, partial: bool) -> HTTPResponse:
 
 
 async def delete_object(request: HTTPRequest) -> HTTPResponse:
-    check_admin(request)
+    await check_admin(request)
     object_type = _object_type(request)
     name = request.path_params["name"]
     current = await _read(request, object_type)
@@ -223,7 +223,7 @@ def _referrers(server: Any, object_type: str, name: str) -> list[str]:
 
 
 async def set_secret(request: HTTPRequest) -> HTTPResponse:
-    check_admin(request)
+    await check_admin(request)
     object_type = _object_type(request)
     name, field_name = request.path_params["name"], request.path_params["field"]
     field = next((f for f in object_type.fields if f.name == field_name and f.secret), None)
@@ -246,7 +246,7 @@ async def set_secret(request: HTTPRequest) -> HTTPResponse:
 
 
 async def reload_config(request: HTTPRequest) -> HTTPResponse:
-    check_admin(request)
+    await check_admin(request)
     body = request.json() if request.body else {}
     types = body.get("types") if isinstance(body, dict) else None
     await request.server.notify(CHANGED, {"types": types})
@@ -255,7 +255,7 @@ async def reload_config(request: HTTPRequest) -> HTTPResponse:
 
 async def ping_connection(request: HTTPRequest) -> HTTPResponse:
     """ Pings one outgoing connection: {"ok": true, "took_ms": ...} or {"ok": false, "error": ...}. """
-    check_admin(request)
+    await check_admin(request)
     from zato.server.outgoing import ConnectionNotFound
     try:
         result = await request.server.outgoing_connections.ping(request.path_params["type"], request.path_params["name"])
@@ -265,7 +265,7 @@ async def ping_connection(request: HTTPRequest) -> HTTPResponse:
 
 
 async def openapi(request: HTTPRequest) -> HTTPResponse:
-    check_admin(request)
+    await check_admin(request)
     return HTTPResponse.json(openapi_document(request.server.registry.values("object_types")))
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+
+import trio
 from zato import __version__, hookimpl
 from zato.common import ZATO_OK
 from zato.server.channel import invoke_from_http
@@ -62,7 +64,7 @@ async def ping(request: HTTPRequest) -> HTTPResponse:
 CLI_TOKEN_HEADER = "x-zato-cli-token"
 
 
-def check_admin(request: HTTPRequest) -> str:
+async def check_admin(request: HTTPRequest) -> str:
     """ The admin API's HTTP Basic Auth (or the local CLI's token); returns the user name or raises 401. """
     cli_token = request.headers.get(CLI_TOKEN_HEADER)
     if cli_token is not None:
@@ -73,7 +75,7 @@ def check_admin(request: HTTPRequest) -> str:
     credentials = parse_basic_auth(request.headers.get("authorization"))
     stored = admin.get("password_hash", "")
     if credentials and stored and credentials[0] == admin.get("username") and \
-            _verifier.verify(credentials[0], credentials[1], stored):
+            await trio.to_thread.run_sync(_verifier.verify, credentials[0], credentials[1], stored):
         return credentials[0]
     if not stored:
         logger.warning("cid=%s admin API call refused: [admin] password_hash is empty; set one with "
@@ -85,7 +87,7 @@ async def admin_invoke(request: HTTPRequest) -> HTTPResponse:
     name = request.path_params["service"]
     request.trace.channel = "admin.invoke"
     request.trace.service = name
-    check_admin(request)
+    await check_admin(request)
     if name not in request.server.services:
         raise HTTPError(404, f"Error 404 Not Found: no such service: {name}")
     return await invoke_from_http(request, name, channel="admin.invoke")

@@ -466,7 +466,7 @@ def poll_interval_of(server: Any) -> float:
 async def upload(request: HTTPRequest) -> HTTPResponse:
     """ `POST /zato/api/deploy/{file_name}`: the body is the module's source. """
     request.trace.channel = "admin.deploy"
-    check_admin(request)
+    await check_admin(request)
     name = _file_name_of(request)
     if not request.body:
         raise HTTPError(400, f"Error 400 Bad Request: the body is empty; send the source of {name} as the body "
@@ -482,7 +482,7 @@ async def upload(request: HTTPRequest) -> HTTPResponse:
 async def delete(request: HTTPRequest) -> HTTPResponse:
     """ `DELETE /zato/api/deploy/{file_name}`: undeploys the file's services and removes it. """
     request.trace.channel = "admin.deploy"
-    check_admin(request)
+    await check_admin(request)
     name = _file_name_of(request)
     try:
         names = await deployer_of(request.server).undeploy(name, how=f"API, cid {request.cid}",

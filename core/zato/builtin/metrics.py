@@ -79,7 +79,7 @@ async def serve_metrics(request: HTTPRequest) -> HTTPResponse:
         if settings.security:
             await server.authenticate(request, settings.security)
         else:
-            check_admin(request)
+            await check_admin(request)
     metrics = server.app.observer.metrics
     if metrics is None:  # switched on in AFTER_POST_FORK, before the server answers; a guard for hand-made servers
         raise HTTPError(503, "Error 503 Service Unavailable: metrics are not collected in this process")

@@ -38,8 +38,8 @@ PREFIX = "/zato/api/pubsub"
 MAX_LIMIT = 1000
 
 
-def _runtime(request: HTTPRequest) -> Any:
-    check_admin(request)
+async def _runtime(request: HTTPRequest) -> Any:
+    await check_admin(request)
     runtime = request.server.plugin_state.get("pubsub")
     if runtime is None:
         raise HTTPError(503, "Error 503 Service Unavailable: pub/sub is not running in this server")
@@ -126,17 +126,17 @@ def _sub_key(request: HTTPRequest, runtime: Any) -> str:
 
 
 async def list_topics(request: HTTPRequest) -> HTTPResponse:
-    runtime = _runtime(request)
+    runtime = await _runtime(request)
     return HTTPResponse.json(await _topic_infos(runtime, sorted(runtime.topics)))
 
 
 async def get_topic(request: HTTPRequest) -> HTTPResponse:
-    runtime = _runtime(request)
+    runtime = await _runtime(request)
     return HTTPResponse.json((await _topic_infos(runtime, [_topic_name(request, runtime)]))[0])
 
 
 async def topic_messages(request: HTTPRequest) -> HTTPResponse:
-    runtime = _runtime(request)
+    runtime = await _runtime(request)
     name = _topic_name(request, runtime)
     limit, offset, with_data = _page(request)
     rows = await _read(runtime, runtime.store.browse_topic, name, limit, offset)
@@ -144,14 +144,14 @@ async def topic_messages(request: HTTPRequest) -> HTTPResponse:
 
 
 async def list_subscriptions(request: HTTPRequest) -> HTTPResponse:
-    runtime = _runtime(request)
+    runtime = await _runtime(request)
     keys = sorted(runtime.subs)
     depths = await _read(runtime, runtime.store.queue_depths, keys, time.time()) if keys else {}
     return HTTPResponse.json([_sub_info(runtime.subs[key], depths) for key in keys])
 
 
 async def queue_messages(request: HTTPRequest) -> HTTPResponse:
-    runtime = _runtime(request)
+    runtime = await _runtime(request)
     sub_key = _sub_key(request, runtime)
     limit, offset, with_data = _page(request)
     rows = await _read(runtime, runtime.store.browse_queue, sub_key, limit, offset)
@@ -162,7 +162,7 @@ async def queue_messages(request: HTTPRequest) -> HTTPResponse:
 
 
 async def delete_queue_message(request: HTTPRequest) -> HTTPResponse:
-    runtime = _runtime(request)
+    runtime = await _runtime(request)
     sub_key = _sub_key(request, runtime)
     msg_id = request.path_params["msg_id"]
     deleted = await _write(runtime, runtime.store.delete_from_queue, sub_key, [msg_id])
@@ -172,14 +172,14 @@ async def delete_queue_message(request: HTTPRequest) -> HTTPResponse:
 
 
 async def clear_queue(request: HTTPRequest) -> HTTPResponse:
-    runtime = _runtime(request)
+    runtime = await _runtime(request)
     sub_key = _sub_key(request, runtime)
     deleted = await _write(runtime, runtime.store.delete_from_queue, sub_key, None)
     return HTTPResponse.json({"deleted": deleted})
 
 
 async def get_message(request: HTTPRequest) -> HTTPResponse:
-    runtime = _runtime(request)
+    runtime = await _runtime(request)
     msg_id = request.path_params["msg_id"]
     row, queues = await _read(runtime, runtime.store.get_message, msg_id)
     if row is None:
@@ -203,7 +203,7 @@ def _dead_view(row: dict[str, Any], with_data: bool) -> dict[str, Any]:
 
 
 async def list_dead(request: HTTPRequest) -> HTTPResponse:
-    runtime = _runtime(request)
+    runtime = await _runtime(request)
     limit, offset, with_data = _page(request)
     rows = await _read(runtime, runtime.store.dead_letters, request.query.get("sub_key") or None,
                        request.query.get("topic") or None, limit, offset, with_data)
@@ -211,7 +211,7 @@ async def list_dead(request: HTTPRequest) -> HTTPResponse:
 
 
 async def get_dead(request: HTTPRequest) -> HTTPResponse:
-    runtime = _runtime(request)
+    runtime = await _runtime(request)
     sub_key, msg_id = request.path_params["sub_key"], request.path_params["msg_id"]
     row = await _read(runtime, runtime.store.dead_letter, sub_key, msg_id)
     if row is None:
@@ -235,7 +235,7 @@ def _dead_filters(request: HTTPRequest, source: dict[str, Any]) -> tuple[str | N
 
 
 async def replay_dead(request: HTTPRequest) -> HTTPResponse:
-    runtime = _runtime(request)
+    runtime = await _runtime(request)
     body = request.json() or {}
     if not isinstance(body, dict):
         raise HTTPError(400, "Error 400 Bad Request: the body must be a JSON object")
@@ -248,7 +248,7 @@ async def replay_dead(request: HTTPRequest) -> HTTPResponse:
 
 
 async def delete_dead(request: HTTPRequest) -> HTTPResponse:
-    runtime = _runtime(request)
+    runtime = await _runtime(request)
     sub_key, msg_id = request.path_params["sub_key"], request.path_params["msg_id"]
     deleted = await _write(runtime, runtime.store.purge_dead, sub_key, None, [msg_id])
     if not deleted:
@@ -257,14 +257,14 @@ async def delete_dead(request: HTTPRequest) -> HTTPResponse:
 
 
 async def purge_dead(request: HTTPRequest) -> HTTPResponse:
-    runtime = _runtime(request)
+    runtime = await _runtime(request)
     sub_key, topic, msg_ids = _dead_filters(request, request.query)
     purged = await _write(runtime, runtime.store.purge_dead, sub_key, topic, msg_ids)
     return HTTPResponse.json({"purged": purged})
 
 
 async def statistics(request: HTTPRequest) -> HTTPResponse:
-    runtime = _runtime(request)
+    runtime = await _runtime(request)
     return HTTPResponse.json(runtime.statistics())
 
 

@@ -1313,7 +1313,7 @@ async def list_jobs(request: Any) -> Any:
     """ GET /zato/api/scheduler/jobs: every job with its schedule, next due time and last run. """
     from zato.builtin.core import check_admin
     from zato.server.http import HTTPResponse
-    check_admin(request)
+    await check_admin(request)
     store = store_of(request.server)
 
     def read() -> dict[str, Any]:
@@ -1349,7 +1349,7 @@ async def job_history(request: Any) -> Any:
     """ GET /zato/api/scheduler/jobs/{name}/history?limit=N: the job's runs, newest first. """
     from zato.builtin.core import check_admin
     from zato.server.http import HTTPError, HTTPResponse
-    check_admin(request)
+    await check_admin(request)
     obj = await _job_object(request)
     try:
         limit = int(request.query.get("limit", 100))
@@ -1364,7 +1364,7 @@ async def execute_job(request: Any) -> Any:
     the run's cid; the process that schedules starts it, and its history tells the outcome). """
     from zato.builtin.core import check_admin
     from zato.server.http import HTTPResponse
-    check_admin(request)
+    await check_admin(request)
     obj = await _job_object(request)
     cid = _new_cid()
     store = store_of(request.server)
