@@ -35,7 +35,9 @@ async def api(plugin_site, server_dir, monkeypatch, database_url):
         odb.put_object("channel_rest", "demo.hello", DEMO_CHANNEL)
         odb.close()
     async with run_server(server_dir) as server:
-        async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=10) as client:
+        # admin writes need Content-Type: application/json, with or without a body
+        async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=10,
+                                     headers={"content-type": "application/json"}) as client:
             client.server = server
             client.plugin = sys.modules[module]
             yield client

@@ -81,8 +81,13 @@ PROBE = textwrap.dedent('''
     ''')
 
 
+# admin writes name their body's type (a web page cannot send these cross-site), with or without a body
+JSON_TYPE = {"content-type": "application/json"}
+SOURCE_TYPE = {"content-type": "text/x-python"}
+
+
 async def invoke(client: httpx.AsyncClient, service: str, payload=None) -> httpx.Response:
-    return await client.post(f"/zato/api/invoke/{service}", json=payload, auth=admin_auth())
+    return await client.post(f"/zato/api/invoke/{service}", json=payload, auth=admin_auth(), headers=JSON_TYPE)
 
 
 async def version_of(client: httpx.AsyncClient, service: str = "hot.hello") -> str | None:
@@ -103,7 +108,7 @@ async def wait_for_version(client: httpx.AsyncClient, expected: str | None, serv
 
 
 async def upload(client: httpx.AsyncClient, name: str, source: str | bytes, auth=admin_auth()) -> httpx.Response:
-    return await client.post(f"/zato/api/deploy/{name}", content=source, auth=auth)
+    return await client.post(f"/zato/api/deploy/{name}", content=source, auth=auth, headers=SOURCE_TYPE)
 
 
 @pytest.fixture
@@ -268,14 +273,14 @@ async def test_api_upload_deploys_saves_and_reports_errors_with_file_and_line(se
         for auth in (None, ("admin", "wrong")):
             reply = await upload(client, "evil.py", hello("evil", "hot.evil"), auth=auth)
             assert reply.status_code == 401
-            reply = await client.delete("/zato/api/deploy/hello.py", auth=auth)
+            reply = await client.delete("/zato/api/deploy/hello.py", auth=auth, headers=JSON_TYPE)
             assert reply.status_code == 401
         assert not (pickup / "evil.py").exists() and await version_of(client, "hot.evil") is None
 
-        reply = await client.delete("/zato/api/deploy/hello.py", auth=admin_auth())
+        reply = await client.delete("/zato/api/deploy/hello.py", auth=admin_auth(), headers=JSON_TYPE)
         assert reply.status_code == 200 and reply.json() == {"file": "hello.py", "undeployed": ["hot.hello"]}
         assert await version_of(client) is None and not (pickup / "hello.py").exists()
-        assert (await client.delete("/zato/api/deploy/hello.py", auth=admin_auth())).status_code == 404
+        assert (await client.delete("/zato/api/deploy/hello.py", auth=admin_auth(), headers=JSON_TYPE)).status_code == 404
 
 
 async def test_a_service_name_taken_by_another_file_is_refused_naming_both_files(server_dir, pickup):
@@ -299,9 +304,10 @@ async def test_paths_cannot_leave_the_pickup_directory(server_dir, pickup, tmp_p
         for raw in ("..%2Fescape.py", "%2E%2E%2Fescape.py", "%2Ftmp%2Fescape.py", "escape.txt", "..", "x..py",
                     "sub%2Fescape.py", "..%5Cescape.py"):
             reply = await client.post(f"{server.address}/zato/api/deploy/{raw}", content=hello("x", "hot.x"),
+                                      headers=SOURCE_TYPE,
                                       auth=admin_auth())
             assert reply.status_code in (400, 404), (raw, reply.text)
-            reply = await client.delete(f"{server.address}/zato/api/deploy/{raw}", auth=admin_auth())
+            reply = await client.delete(f"{server.address}/zato/api/deploy/{raw}", auth=admin_auth(), headers=JSON_TYPE)
             assert reply.status_code in (400, 404), (raw, reply.text)
         assert sorted(p.name for p in server_dir.rglob("escape*")) == []
         assert await version_of(client, "hot.x") is None
@@ -318,7 +324,7 @@ async def test_paths_cannot_leave_the_pickup_directory(server_dir, pickup, tmp_p
         assert (outside / "target.py").read_text() == hello("outside", "hot.outside")
         assert await version_of(client, "hot.link") == "uploaded"
         # Deleting it removes it from the pickup directory only.
-        assert (await client.delete("/zato/api/deploy/link.py", auth=admin_auth())).status_code == 200
+        assert (await client.delete("/zato/api/deploy/link.py", auth=admin_auth(), headers=JSON_TYPE)).status_code == 200
         assert (outside / "target.py").exists()
 
 
@@ -368,6 +374,7 @@ def _admin_post(address: str, path: str, payload=None) -> tuple[int, dict]:
     request = urllib.request.Request(f"{address}{path}", data=json.dumps(payload or {}).encode(), method="POST")
     request.add_header("Authorization", "Basic " + b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode())
     request.add_header("Connection", "close")  # a new connection each time: the kernel spreads them over workers
+    request.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(request, timeout=10) as reply:
             return reply.status, json.loads(reply.read())
@@ -426,6 +433,7 @@ def test_a_deployment_through_one_worker_reaches_every_worker(tmp_path):
         request = urllib.request.Request(f"{server.address}/zato/api/deploy/hello.py", data=hello("api").encode(),
                                          method="POST")
         request.add_header("Authorization", "Basic " + b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode())
+        request.add_header("Content-Type", "text/x-python")
         with urllib.request.urlopen(request, timeout=10) as reply:
             assert reply.status == 200
         through_api = _workers_seeing(server.address, "api")

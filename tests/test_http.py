@@ -72,7 +72,7 @@ async def test_demo_channel_and_error_replies(server_dir, caplog):
 
 async def test_admin_invoke_requires_the_admin_credentials(server_dir):
     async with run_server(server_dir) as server:
-        async with httpx.AsyncClient(base_url=server.address) as client:
+        async with httpx.AsyncClient(base_url=server.address, headers={"content-type": "application/json"}) as client:
             for auth in (None, ("admin", "wrong"), ("other", admin_auth()[1])):
                 reply = await client.post("/zato/api/invoke/zato.ping", auth=auth)
                 is_error_body(reply, 401)

@@ -38,6 +38,7 @@ def admin_post(address: str, service: str, payload=None, timeout: float = 10.0, 
     request = urllib.request.Request(f"{address}/zato/api/invoke/{service}", data=json.dumps(payload or {}).encode(),
                                      method="POST")
     request.add_header("Authorization", "Basic " + b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode())
+    request.add_header("Content-Type", "application/json")  # urllib would send a form type, which is refused
     if close:
         request.add_header("Connection", "close")
     with urllib.request.urlopen(request, timeout=timeout) as reply:
@@ -235,6 +236,7 @@ def test_a_channel_created_through_one_worker_answers_on_every_worker(two_worker
         f"{two_workers.address}/zato/api/objects/channel_rest", method="POST",
         data=json.dumps({"name": "everywhere", "url_path": "/everywhere", "service": "zato.server.get-info"}).encode())
     request.add_header("Authorization", "Basic " + b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode())
+    request.add_header("Content-Type", "application/json")
     request.add_header("Connection", "close")
     with urllib.request.urlopen(request, timeout=10) as reply:
         assert reply.status == 201

@@ -204,7 +204,9 @@ async def env(pubsub_dir):
     async with run_server(pubsub_dir) as server:
         probe = server.plugin_state[PROBE] = Probe()
         try:
-            async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=15) as client:
+            # admin writes need Content-Type: application/json, with or without a body
+            async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=15,
+                                         headers={"content-type": "application/json"}) as client:
                 yield Env(server, client, probe)
         finally:
             for gate in probe.gates.values():  # a subscriber still waiting would hold up the stop
@@ -695,6 +697,7 @@ def _post(address: str, service: str, payload: dict, timeout: float = 60.0) -> d
     request = urllib.request.Request(f"{address}/zato/api/invoke/{service}", data=json.dumps(payload).encode(),
                                      method="POST")
     request.add_header("Authorization", "Basic " + b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode())
+    request.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(request, timeout=timeout) as reply:
         return json.loads(reply.read() or b"null")
 

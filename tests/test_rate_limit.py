@@ -758,7 +758,8 @@ async def test_a_missing_backend_or_a_bad_proxy_stops_start_up_with_a_clear_erro
     with pytest.raises(Exception) as error:
         async with run_server(server_dir):
             pass
-    assert "[rate_limit] trusted_proxies: 'proxy.local' is not an IP address or a CIDR network" in str(error.value)
+    assert "server.conf: [rate_limit] trusted_proxies = ['127.0.0.1', 'proxy.local']: 'proxy.local' is not an IP " \
+           "address or a CIDR network; allowed: IP addresses or CIDR networks" in str(error.value)
 
 
 async def test_with_the_plugin_switched_off_nothing_is_limited(server_dir):

@@ -595,7 +595,9 @@ def test_the_tables_are_those_of_migration_0003(backend, tmp_path, request):
 
 
 def admin_client(server) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=10)
+    # admin writes need Content-Type: application/json, with or without a body
+    return httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=10,
+                             headers={"content-type": "application/json"})
 
 
 async def test_admin_api_refuses_invalid_jobs_with_every_problem_listed(tmp_path):

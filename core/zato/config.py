@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import configparser
 import difflib
+import math
 import os
 import re
 from pathlib import Path
 from typing import Any, Iterable
+
+from zato.registry import Setting, as_setting
 
 ENV_REFERENCE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
 
@@ -117,21 +120,69 @@ def resolve_env(value: str, where: Any, environ: dict[str, str] | None = None) -
             f"export {name} before starting, or write the value directly") from None
 
 
-def _convert(value: Any, default: Any, where: _Location) -> Any:
-    """ Converts a value read from the file (or set by a start-up callable) to the type of
-    the declared default. """
-    try:
-        if isinstance(default, bool):
+def _convert(value: Any, default: Any) -> Any:
+    """ A value read from the file (or set by a start-up callable) as the type of the declared
+    default; raises ValueError saying what is wrong. """
+    if isinstance(default, bool):
+        try:
             return as_bool(value)
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-        if isinstance(default, list):
-            return value if isinstance(value, list) else _split_list(str(value))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where} = {value!r}: {exc}; expected a {type(default).__name__}") from None
+        except ValueError:
+            raise ValueError("not true or false") from None
+    if isinstance(default, int):
+        try:
+            return to_int(value)
+        except ValueError:
+            raise ValueError("not an integer") from None
+    if isinstance(default, float):
+        try:
+            number = to_float(value)
+        except ValueError:
+            raise ValueError("not a number") from None
+        if not math.isfinite(number):
+            raise ValueError("not a finite number")
+        return number
+    if isinstance(default, list):
+        return value if isinstance(value, list) else _split_list(str(value))
     return value
+
+
+def _in_range(value: Any, setting: Setting) -> Any:
+    """ `value` if `setting` allows it (a choice in its declared spelling); raises ValueError. """
+    if setting.non_empty and (value == [] or (isinstance(value, str) and not value.strip())):
+        raise ValueError("must not be empty")
+    if setting.choices is not None:
+        items = value if isinstance(value, list) else [value]
+        chosen = [_choice(item, setting.choices) for item in items]
+        value = chosen if isinstance(value, list) else chosen[0]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if setting.exclusive_minimum is not None and value <= setting.exclusive_minimum:
+            raise ValueError("too small")
+        if setting.minimum is not None and value < setting.minimum:
+            raise ValueError("too small")
+        if setting.maximum is not None and value > setting.maximum:
+            raise ValueError("too large")
+    if setting.check is not None:
+        setting.check(value)
+    return value
+
+
+def _choice(value: Any, choices: tuple[Any, ...]) -> Any:
+    for choice in choices:
+        if choice == value or (isinstance(choice, str) and isinstance(value, str)
+                               and choice.lower() == value.strip().lower()):
+            return choice
+    raise ValueError("not one of the allowed values")
+
+
+def check_value(value: Any, declared: Any, where: Any) -> Any:
+    """ `value` of the key at `where`, typed and checked against its declaration (a `Setting` or
+    a plain default); raises ConfigError naming the file, section, key and what is allowed. """
+    setting = as_setting(declared)
+    try:
+        return _in_range(_convert(value, setting.default), setting)
+    except (TypeError, ValueError) as exc:
+        shown = "(not shown: a secret)" if setting.secret else repr(value)
+        raise ConfigError(f"{where} = {shown}: {exc}; allowed: {setting.describe()}") from None
 
 
 def _plain_value(raw: str) -> Any:
@@ -186,8 +237,9 @@ def apply_schema(config: Bunch, sections: Iterable[Any]) -> list[str]:
     for name, section in declared.items():
         values = config.setdefault(name, Bunch())
         raw_values = config.get("__raw__", {}).get(name, {})
-        for key, default in section.keys.items():
+        for key, declared_key in section.keys.items():
             where = _Location(path, name, key)
+            default = as_setting(declared_key).default
             if key not in values:
                 values[key] = list(default) if isinstance(default, list) else default
                 continue
@@ -195,7 +247,7 @@ def apply_schema(config: Bunch, sections: Iterable[Any]) -> list[str]:
             if isinstance(default, str) and isinstance(value, list) and key in raw_values:
                 # A declared text value keeps its commas (a password, a DSN)
                 value = resolve_env(raw_values[key], where)
-            values[key] = _convert(value, default, where)
+            values[key] = check_value(value, declared_key, where)
 
     for name, values in config.items():
         if name.startswith("__"):
@@ -217,6 +269,37 @@ def apply_schema(config: Bunch, sections: Iterable[Any]) -> list[str]:
 def _nearest(name: str, known: Iterable[str]) -> str:
     matches = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     return f" (did you mean {matches[0]!r}?)" if matches else ""
+
+
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+# The keys the core reads before any plugin is loaded, so before the plugins' declarations are
+# known: the core plugin declares them with these same Settings, and `check_startup_keys` checks
+# them as soon as server.conf is read.
+STARTUP_SETTINGS: dict[str, dict[str, Setting]] = {
+    "main": {
+        "workers": Setting(1, minimum=1, maximum=256, doc="Trio worker processes sharing the port; more "
+                                                          "than 1 starts a supervising process"),
+        "skip_broken_plugins": Setting(False, doc="Start without plugins that fail to import"),
+    },
+    "logging": {
+        "level": Setting("INFO", choices=LOG_LEVELS, doc="The lowest level written to logs/server.log"),
+    },
+}
+PLUGIN_SWITCH = Setting(True, allowed="True or False")
+
+
+def check_startup_keys(config: Bunch) -> None:
+    """ Types and checks the keys in `STARTUP_SETTINGS` and each `[plugins]` switch, in place;
+    raises ConfigError naming the file, section, key and what is allowed. """
+    path = config.get("__path__", "server.conf")
+    for section, settings in STARTUP_SETTINGS.items():
+        values = config.get(section) or {}
+        for key, setting in settings.items():
+            if key in values:
+                values[key] = check_value(values[key], setting, _Location(path, section, key))
+    for name, value in (config.get("plugins") or {}).items():
+        check_value(value, PLUGIN_SWITCH, _Location(path, "plugins", name))
 
 
 def get_config(repo_location: str | Path, file_name: str) -> Bunch:

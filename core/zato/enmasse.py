@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 import re
 from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
@@ -69,6 +70,13 @@ CREATE, UPDATE, DELETE, UNCHANGED = "create", "update", "delete", "unchanged"
 ACTIONS = (CREATE, UPDATE, DELETE, UNCHANGED)
 
 SCRYPT_HASH = re.compile(r"^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$")
+
+# At most this many YAML nodes (scalars, lists, mappings), counted with every alias (`*name`, a
+# `<<: *name` merge) expanded where it is used, before anything is built from a file: a file whose
+# aliases multiply past it (an "alias bomb", a few hundred bytes expanding to billions of values)
+# is refused with the line of the collection that expands too far. A million is far more than any
+# configuration holds (about 40 per REST channel); $ZATO_ENMASSE_MAX_YAML_NODES changes it.
+MAX_YAML_NODES = int(os.environ.get("ZATO_ENMASSE_MAX_YAML_NODES") or 1_000_000)
 
 
 class EnmasseError(Exception):
@@ -166,7 +174,15 @@ def _load_yaml(path: Path, shown: str) -> tuple[Any, list[Problem]]:
             from None
     loader = _Loader(text)
     try:
-        document = loader.get_single_data()
+        node = loader.get_single_node()
+        if node is not None:
+            problem = _expansion_problem(node, shown, MAX_YAML_NODES)
+            if problem is not None:
+                raise EnmasseError([problem])
+        document = loader.construct_document(node) if node is not None else None
+    except RecursionError:
+        raise EnmasseError([Problem(shown, None, "YAML: the document is nested too deeply to be read; a "
+                                                 "configuration needs a few levels only")]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -182,6 +198,46 @@ def _load_yaml(path: Path, shown: str) -> tuple[Any, list[Problem]]:
     problems = [Problem(shown, line, f"key {key!r} is given twice in this mapping (first on line {first}); "
                                      f"keep one") for line, key, first in loader.duplicate_keys]
     return document, problems
+
+
+def _expansion_problem(root: yaml.Node, shown: str, limit: int) -> Problem | None:
+    """ Counts the nodes the document holds with every alias expanded, without building anything
+    (each node is counted once, its expanded size remembered); the innermost collection that
+    expands past `limit` is the problem. Iterative: nesting depth costs no Python stack. """
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            sizes[key] = 1
+            continue
+        children = [item for pair in node.value for item in pair] if isinstance(node, yaml.MappingNode) \
+            else list(node.value)
+        if not children_done:
+            visiting.add(key)
+            stack.append((node, True))
+            for child in children:
+                if id(child) in visiting:
+                    return Problem(shown, node.start_mark.line + 1, "YAML: an alias refers to a collection it is "
+                                                                   "part of (the document would never end); "
+                                                                   "remove that alias")
+                if id(child) not in sizes:
+                    stack.append((child, False))
+            continue
+        visiting.discard(key)
+        size = 1 + sum(sizes[id(child)] for child in children)
+        if size > limit:
+            return Problem(shown, node.start_mark.line + 1,
+                           f"YAML: this {'mapping' if isinstance(node, yaml.MappingNode) else 'list'} expands, "
+                           f"with its aliases (*name), to more than {limit:,} values; a configuration holds far "
+                           f"fewer (an alias bomb?). Write the objects out, or raise ZATO_ENMASSE_MAX_YAML_NODES "
+                           f"if the file is really that large")
+        sizes[key] = size
+    return None
 
 
 # ################################################################################################

@@ -38,12 +38,15 @@ def register_server_config(register):
     Called once after loading. `register(section, keys, *, free_form=False, doc='')`:
 
     * `section` - the INI section name, e.g. `"kvdb"`.
-    * `keys` - a mapping of key name to its default value; the default's type (`bool`, `int`,
-      `float`, `list` or `str`) is the type the value is converted to.
+    * `keys` - a mapping of key name to its default value, or to a `zato.registry.Setting`
+      (the default and what it allows: `minimum`, `maximum`, `choices`, `check`...); the
+      default's type (`bool`, `int`, `float`, `list` or `str`) is the type the value is
+      converted to.
     * `free_form` - True for sections whose keys are chosen by users (e.g. `[user_config]`).
 
-    Declared keys get defaults and types; a key or section nobody declared is warned about at
-    start-up, with the nearest known name. Returns nothing.
+    Declared keys get defaults and types, and a value a `Setting` refuses stops start-up with
+    an error naming the file, section, key and the allowed values; a key or section nobody
+    declared is warned about at start-up, with the nearest known name. Returns nothing.
     """
 
 
@@ -120,9 +123,13 @@ def register_internal_services(register):
 def register_http_routes(register):
     """ Contribute HTTP endpoints served by the core's ASGI application.
 
-    `register(path, handler, *, methods=("GET",))`: `path` may hold `{name}` parameters,
-    `handler` is `async def handler(request: zato.server.http.HTTPRequest) -> HTTPResponse`.
-    Returns nothing.
+    `register(path, handler, *, methods=("GET",), openapi=None)`: `path` may hold `{name}`
+    parameters, `handler` is `async def handler(request: zato.server.http.HTTPRequest) ->
+    HTTPResponse`. `openapi` maps each of the route's methods, in lower case, to its OpenAPI 3.1
+    operation object (`summary`, `parameters`, `requestBody`, `responses` with every status the
+    handler returns); a route under `/zato/` that has one is in the admin API's OpenAPI document
+    (`GET /zato/api/openapi.json`), with the error responses every admin call shares added. A
+    key that is not one of `methods` is refused at registration. Returns nothing.
     """
 
 

@@ -227,9 +227,19 @@ def _register_module(module_name: str) -> tuple[str, Any]:
     return module_name, module_name
 
 
-def _register_route(path: str, handler: Callable[..., Any], *, methods: Iterable[str] = ("GET",)) -> tuple[str, Any]:
+def _register_route(path: str, handler: Callable[..., Any], *, methods: Iterable[str] = ("GET",),
+                    openapi: dict[str, dict[str, Any]] | None = None) -> tuple[str, Any]:
     methods = tuple(m.upper() for m in methods)
-    return f"{path} {','.join(methods)}", HTTPRoute(path, handler, methods)
+    if openapi is not None:
+        if not isinstance(openapi, dict) or not all(isinstance(op, dict) for op in openapi.values()):
+            raise TypeError(f"{path}: openapi must map methods to OpenAPI operation objects (dicts), "
+                            f"e.g. {{'post': {{'summary': ...}}}}")
+        extra = sorted(set(openapi) - {m.lower() for m in methods})
+        if extra:
+            raise TypeError(f"{path}: openapi describes {', '.join(extra)}, but the route's methods are "
+                            f"{', '.join(methods)}; use lower-case names of the route's methods as keys")
+        openapi = {method.lower(): dict(operation) for method, operation in openapi.items()}
+    return f"{path} {','.join(methods)}", HTTPRoute(path, handler, methods, openapi)
 
 
 def _register_notification_handler(action: str, handler: Callable[..., Any]) -> tuple[str, Any]:

@@ -29,6 +29,15 @@ class Field:
     description: str = ""
     example: Any = None
     choices: tuple[Any, ...] | None = None  # the only values allowed (a `$NAME` reference is checked when loaded)
+    # Constraints checked by zato.objects.validate and published in the OpenAPI schema
+    # (zato.objects.field_schema); every one of them is optional:
+    minimum: float | None = None  # int, float: the smallest value allowed
+    maximum: float | None = None  # int, float: the largest value allowed
+    min_length: int | None = None  # str: characters (a required str is at least 1); list: items
+    max_length: int | None = None  # str: characters; list: items
+    item_type: str | None = None  # list: the type of every item (str, int, float, bool, dict); None: any JSON value
+    item_choices: tuple[Any, ...] | None = None  # list: the only item values allowed
+    unique_items: bool = False  # list: no item given twice
 
 
 @dataclass(frozen=True)
@@ -86,17 +95,87 @@ class SecurityType:
 
 @dataclass(frozen=True)
 class HTTPRoute:
+    """ An HTTP endpoint a plugin serves. `openapi` maps each method (lower case, `"post"`) to
+    its OpenAPI 3.1 operation object (summary, parameters, requestBody, responses...); the admin
+    API's OpenAPI document (`GET /zato/api/openapi.json`) includes every route that has one. """
     path: str
     handler: Callable[..., Any]
     methods: tuple[str, ...] = ("GET",)
+    openapi: dict[str, dict[str, Any]] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """ A server.conf key's default and the values it allows, used in place of a plain default in
+    `register_server_config`: `register("main", {"workers": Setting(1, minimum=1, maximum=256)})`.
+
+    The type of `default` (bool, int, float, str, list) is the key's type. `minimum`/`maximum`
+    bound numbers inclusively, `exclusive_minimum` from below exclusively (`> 0`); `choices`
+    lists the only values allowed (text compared without case); `non_empty` refuses "" (or an
+    empty list); `check(value)` raises ValueError saying what is wrong, for what the other
+    options cannot say (a URL, a module name), and `allowed` describes for the error message
+    what it accepts. `secret` keeps the value out of error messages. The core checks every value
+    when it reads server.conf, and a value that is refused stops start-up with a `ConfigError`
+    naming the file, section, key and what is allowed.
+    """
+    default: Any
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: float | None = None
+    choices: tuple[Any, ...] | None = None
+    non_empty: bool = False
+    check: Callable[[Any], Any] | None = None
+    allowed: str = ""
+    secret: bool = False  # a password or a URL with one: error messages do not show the value
+    doc: str = ""
+
+    def describe(self) -> str:
+        """ What the key allows, in words: "an integer from 1 to 256", "one of: DEBUG, INFO". """
+        if self.allowed:
+            return self.allowed
+        if self.choices is not None:
+            return "one of: " + ", ".join(str(choice) for choice in self.choices)
+        kind = _KIND_NAMES.get(type(self.default), type(self.default).__name__)
+        bounds = []
+        if self.exclusive_minimum is not None:
+            bounds.append(f"> {_number(self.exclusive_minimum)}")
+        if self.minimum is not None and self.maximum is not None:
+            bounds.append(f"from {_number(self.minimum)} to {_number(self.maximum)}")
+        elif self.minimum is not None:
+            bounds.append(f">= {_number(self.minimum)}")
+        elif self.maximum is not None:
+            bounds.append(f"<= {_number(self.maximum)}")
+        if self.non_empty:
+            kind = f"a non-empty {kind.split(' ', 1)[1]}" if kind.startswith("a ") else f"non-empty {kind}"
+        return f"{kind} {' and '.join(bounds)}".strip()
+
+
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a text",
+               list: "a comma-separated list"}
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def as_setting(value: Any) -> Setting:
+    """ A key's declaration as a `Setting` (a plain default allows any value of its type). """
+    return value if isinstance(value, Setting) else Setting(value)
 
 
 @dataclass(frozen=True)
 class ServerConfigSection:
     name: str
-    keys: dict[str, Any]
+    keys: dict[str, Any]  # key -> a plain default or a `Setting`
     free_form: bool = False
     doc: str = ""
+
+    def setting(self, key: str) -> Setting:
+        return as_setting(self.keys[key])
+
+    def defaults(self) -> dict[str, Any]:
+        """ Each key's default value. """
+        return {key: as_setting(value).default for key, value in self.keys.items()}
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,9 @@ import trio
 
 from zato import __version__, hookimpl
 from zato.builtin.core import check_admin
-from zato.objects import ObjectValidationError, public_view, store_secret, validate
+from zato.objects import (
+    IS_ACTIVE, NAME_FIELD, ObjectValidationError, field_schema, public_view, store_secret, validate,
+)
 from zato.odb import ObjectExists, ObjectNotFound, VersionConflict
 from zato.server.config_objects import CHANGED, secret_box
 from zato.server.http import HTTPError, HTTPRequest, HTTPResponse
@@ -248,7 +250,16 @@ async def set_secret(request: HTTPRequest) -> HTTPResponse:
 async def reload_config(request: HTTPRequest) -> HTTPResponse:
     await check_admin(request)
     body = request.json() if request.body else {}
-    types = body.get("types") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        raise HTTPError(400, 'Error 400 Bad Request: the body must be a JSON object such as '
+                             '{"types": ["channel_rest"]} (or empty to reload every type)')
+    types = (body or {}).get("types")
+    known = request.server.registry.items("object_types")
+    if types is not None and (not isinstance(types, list) or not all(isinstance(t, str) and t in known for t in types)):
+        raise HTTPError(400, f"Error 400 Bad Request: types must be a list of object type names; known: "
+                             f"{', '.join(sorted(known))}", extra={"errors": [{"field": "types", "error": (
+                                 "expected a list of object type names, got " + json.dumps(types)[:200])}]})
+    types = types or None  # none named: every type
     await request.server.notify(CHANGED, {"types": types})
     return HTTPResponse.json({"reloaded": types or "all"})
 
@@ -266,16 +277,18 @@ async def ping_connection(request: HTTPRequest) -> HTTPResponse:
 
 async def openapi(request: HTTPRequest) -> HTTPResponse:
     await check_admin(request)
-    return HTTPResponse.json(openapi_document(request.server.registry.values("object_types")))
+    registry = request.server.registry
+    return HTTPResponse.json(openapi_document(registry.values("object_types"), registry.values("http_routes")))
 
 
 # ################################################################################################
 # Schemas
 
 
-JSON_TYPES = {"str": {"type": "string"}, "int": {"type": "integer"}, "float": {"type": "number"},
-              "bool": {"type": "boolean"}, "list": {"type": "array"}, "dict": {"type": "object"},
-              "datetime": {"type": "string", "format": "date-time"}, "text": {"type": "string"}}
+# The JSON Schema of every field comes from zato.objects.field_schema, next to the validation it
+# describes; this maps a field type to its JSON type, for readers of `_describe_type`.
+JSON_TYPES = {"str": "string", "text": "string", "datetime": "string", "int": "integer", "float": "number",
+              "bool": "boolean", "list": "array", "dict": "object"}
 
 
 def _describe_type(object_type: Any) -> dict[str, Any]:
@@ -287,44 +300,171 @@ def _describe_type(object_type: Any) -> dict[str, Any]:
 
 
 def _json_schema(object_type: Any, *, for_output: bool) -> dict[str, Any]:
-    properties: dict[str, Any] = {"name": {"type": "string"}, "is_active": {"type": "boolean", "default": True}}
+    """ An object type's JSON Schema: exactly what `zato.objects.validate` accepts (input), or what
+    the admin API returns (output). Keys starting with `_` are ignored by validation, so allowed. """
+    properties: dict[str, Any] = {"name": field_schema(NAME_FIELD, for_output=for_output),
+                                  "is_active": {**field_schema(IS_ACTIVE, for_output=for_output), "default": True}}
     required = ["name"]
     for field in object_type.fields:
         if field.secret:
             continue
-        schema = dict(JSON_TYPES.get(field.type, {}))
-        if field.type in ("str", "int", "float", "bool"):
-            schema = {"anyOf": [schema, {"type": "string", "pattern": r"^\$[A-Za-z_][A-Za-z0-9_]*$",
-                                         "description": "an environment variable reference"}]}
-        if field.choices:
-            schema = {"anyOf": [{"enum": list(field.choices)}, schema["anyOf"][1]]} if "anyOf" in schema \
-                else {**schema, "enum": list(field.choices)}
+        schema = field_schema(field, for_output=for_output)
         if field.description:
             schema["description"] = field.description
         if field.default is not None:
             schema["default"] = field.default
         if field.example is not None:
             schema["examples"] = [field.example]
-        properties[field.name] = schema
+        properties[field.name] = {**properties.get(field.name, {}), **schema}
         if field.required and field.name not in required and not for_output:
             required.append(field.name)
     if for_output:
         properties["version"] = {"type": "integer"}
         if any(f.secret for f in object_type.fields):
             properties["secrets_set"] = {"type": "array", "items": {"type": "string"}}
-    return {"type": "object", "properties": properties, "required": required,
-            "additionalProperties": for_output, "description": object_type.description}
+    schema = {"type": "object", "properties": properties, "required": required,
+              "additionalProperties": for_output, "description": object_type.description}
+    if not for_output:
+        schema["patternProperties"] = {"^_": {}}
+    return schema
 
 
-ERROR_SCHEMA = {"type": "object", "properties": {
-    "result": {"type": "string"}, "cid": {"type": "string"}, "details": {"type": "string"},
-    "errors": {"type": "array", "items": {"type": "object"}}}, "required": ["result", "cid", "details"]}
+ERROR_SCHEMA = {
+    "type": "object", "description": "Zato's error body. It never holds a traceback: the cid finds it in the log.",
+    "properties": {
+        "result": {"type": "string", "enum": ["Error"]},
+        "cid": {"type": "string", "description": "the request's correlation id, also in the X-Zato-Cid header"},
+        "details": {"type": "string", "description": "what was wrong and what to do"},
+        "errors": {"type": "array", "description": "400: every bad field, each with why it is bad",
+                   "items": {"type": "object", "properties": {"field": {"type": "string"},
+                                                              "error": {"type": "string"}}}}},
+    "required": ["result", "cid", "details"]}
+
+ERROR_REF = "#/components/schemas/Error"
+_ERROR_CONTENT = {"application/json": {"schema": {"$ref": ERROR_REF}}}
 
 
-def openapi_document(object_types: list[Any]) -> dict[str, Any]:
+def _shared(description: str, **headers: str) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, "content": _ERROR_CONTENT}
+    if headers:
+        response["headers"] = {name: {"description": text, "schema": {"type": "string"}}
+                               for name, text in headers.items()}
+    return response
+
+
+# The error responses admin calls share, as components/responses/NAME: a route's OpenAPI
+# operation may refer to them (`{"$ref": "#/components/responses/NotFound"}`).
+SHARED_RESPONSES: dict[str, tuple[int, dict[str, Any]]] = {
+    "BadRequest": (400, _shared("Bad input: a body that is not valid JSON or not of the documented shape, or a bad "
+                                "path or query value; `errors` lists every bad field where there are fields")),
+    "Unauthorized": (401, _shared("No valid admin credentials (HTTP Basic Auth, [admin] in server.conf); failed "
+                                  "logins from one client address are answered more and more slowly",
+                                  **{"WWW-Authenticate": 'Basic realm="Zato admin API"'})),
+    "Forbidden": (403, _shared("The credentials are valid but not allowed here")),
+    "NotFound": (404, _shared("What the path names does not exist; `details` says what does")),
+    "Conflict": (409, _shared("The change clashes with what is stored (exists already, changed since read, "
+                              "still in use)")),
+    "ContentTooLarge": (413, _shared("The body is over [main] max_body_size of server.conf")),
+    "UnsupportedMediaType": (415, _shared("A write (POST, PUT, PATCH, DELETE) whose Content-Type is not one of "
+                                          "those documented for it (application/json unless said otherwise), "
+                                          "with or without a body")),
+    "TooManyRequests": (429, _shared("A rate limit was reached: try again later",
+                                     **{"Retry-After": "seconds to wait"})),
+    "ServiceUnavailable": (503, _shared("The plugin behind this call is not running in this server (switched off in "
+                                        "[plugins] of server.conf, or not started)",
+                                        **{"Retry-After": "seconds to wait, where waiting helps"})),
+}
+_SHARED_BY_STATUS = {str(status): name for name, (status, _) in SHARED_RESPONSES.items()}
+WRITE_METHODS = ("post", "put", "patch", "delete")
+# What a write without a body sends all the same: check_admin refuses a write without one of the
+# Content-Types it allows (415), so that a web page cannot make a browser send it cross-site.
+NO_BODY = {"required": False, "description": "None needed; send Content-Type: application/json all the same (415 "
+                                             "otherwise)", "content": {"application/json": {"schema": {}}}}
+
+
+def _ref(status: int) -> dict[str, str]:
+    return {"$ref": f"#/components/responses/{_SHARED_BY_STATUS[str(status)]}"}
+
+
+def with_shared_errors(method: str, operation: dict[str, Any]) -> dict[str, Any]:
+    """ An admin operation with the error responses it shares with every other one: 413 always (the
+    body limit applies to every request); 400 (a credential header sent twice, bad input) and 401
+    unless it needs no credentials (`security: []`); 415 for a write (POST, PUT, PATCH, DELETE),
+    which needs its Content-Type even without a body (such a write gets `NO_BODY` as its optional
+    body). A status the operation documents itself is kept as it is. """
+    operation = dict(operation)
+    responses = dict(operation.get("responses") or {})
+    statuses = [413]
+    if operation.get("security") != []:
+        statuses += [400, 401]
+        if method in WRITE_METHODS:
+            statuses.append(415)
+            operation.setdefault("requestBody", NO_BODY)
+    for status in statuses:
+        responses.setdefault(str(status), _ref(status))
+    operation["responses"] = dict(sorted(responses.items()))
+    return operation
+
+
+# The admin API's own calls (the object calls are generated per object type in openapi_document).
+
+_TYPE_FIELD_SCHEMA = {"type": "object", "properties": {
+    "name": {"type": "string"}, "type": {"type": "string", "description": "str, int, float, bool, list, dict..."},
+    "required": {"type": "boolean"}, "default": {}, "secret": {"type": "boolean"},
+    "references": {"type": ["string", "null"], "description": "the object type this field names an object of"},
+    "description": {"type": "string"}, "example": {},
+    "choices": {"type": ["array", "null"], "description": "the only values allowed"}},
+    "required": ["name", "type", "required", "secret"]}
+
+LIST_TYPES_OPENAPI = {"get": {
+    "operationId": "list_object_types", "tags": ["objects"], "summary": "Object types and their fields",
+    "responses": {"200": {"description": "Every object type of every enabled plugin", "content": {
+        "application/json": {"schema": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string"}, "description": {"type": "string"},
+            "fields": {"type": "array", "items": _TYPE_FIELD_SCHEMA}}, "required": ["name", "fields"]}}}}}}}}
+
+RELOAD_OPENAPI = {"post": {
+    "operationId": "reload_config", "tags": ["config"],
+    "summary": "Every worker re-reads objects from the configuration database (after enmasse or a direct edit)",
+    "requestBody": {"required": False, "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"types": {
+            "type": ["array", "null"], "items": {"type": "string", "minLength": 1},
+            "description": "object types to reload; all if left out, null or empty"}}}}}},
+    "responses": {"200": {"description": "Reloaded", "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"reloaded": {"oneOf": [
+            {"type": "string", "enum": ["all"]}, {"type": "array", "items": {"type": "string"}}]}},
+        "required": ["reloaded"]}}}}}}}
+
+PING_CONNECTION_OPENAPI = {"post": {
+    "operationId": "ping_outgoing_connection", "tags": ["outgoing"],
+    "summary": "Pings one outgoing connection; a failed ping is a 200 with ok false and the error",
+    "parameters": [
+        {"name": "type", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
+         "description": "outgoing connection type (e.g. outgoing_http)"},
+        {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
+         "description": "connection name, percent-encoded"}],
+    "responses": {
+        "200": {"description": "The ping's outcome", "content": {"application/json": {"schema": {
+            "type": "object", "properties": {
+                "ok": {"type": "boolean"}, "took_ms": {"type": "number"},
+                "error": {"type": "string", "description": "why the ping failed (ok is false)"}},
+            "required": ["ok", "took_ms"]}}}},
+        "404": {"description": "No such connection type or connection; `details` lists those that exist",
+                "content": _ERROR_CONTENT}}}}
+
+OPENAPI_OPENAPI = {"get": {
+    "operationId": "openapi_document", "tags": ["meta"], "summary": "This document (OpenAPI 3.1)",
+    "responses": {"200": {"description": "The OpenAPI document of the admin API of this server's enabled plugins",
+                          "content": {"application/json": {"schema": {"type": "object", "required": ["openapi"]}}}}}}}
+
+
+def openapi_document(object_types: list[Any], routes: list[Any] = ()) -> dict[str, Any]:
+    """ The admin API's OpenAPI 3.1 document: the object calls of every object type (from its
+    schema), then every HTTP route under /zato/ that a plugin registered with its OpenAPI
+    operations, each with the error responses it shares with the others. """
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
-    error = {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    error = {"$ref": "#/components/responses/NotFound"}
 
     def body(ref: str) -> dict[str, Any]:
         return {"required": True, "content": {"application/json": {"schema": {"$ref": ref}}}}
@@ -335,46 +475,72 @@ def openapi_document(object_types: list[Any]) -> dict[str, Any]:
             schema = {"type": "array", "items": schema}
         return {"description": description, "content": {"application/json": {"schema": schema}}}
 
-    name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+    conflict = _ref(409)
+    name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
                   "description": "object name, percent-encoded"}
+    if_match = {"name": "If-Match", "in": "header", "required": False,
+                "schema": {"type": "string", "pattern": r'^"?\d+"?$'},
+                "description": "the object version this change is based on; 409 if it changed since"}
     for object_type in object_types:
         t = object_type.name
         schemas[f"{t}_input"] = _json_schema(object_type, for_output=False)
         schemas[t] = _json_schema(object_type, for_output=True)
         ref_in, ref_out = f"#/components/schemas/{t}_input", f"#/components/schemas/{t}"
         paths[f"{PREFIX}/objects/{t}"] = {
-            "get": {"operationId": f"list_{t}", "tags": [t], "responses": {"200": ok(ref_out, many=True), "401": error}},
-            "post": {"operationId": f"create_{t}", "tags": [t], "requestBody": body(ref_in),
-                     "responses": {"201": ok(ref_out, "Created"), "400": error, "401": error, "409": error}},
+            "get": {"operationId": f"list_{t}", "tags": [t], "summary": f"Every {t} (active or not)",
+                    "responses": {"200": ok(ref_out, many=True)}},
+            "post": {"operationId": f"create_{t}", "tags": [t], "summary": f"Create a {t}", "requestBody": body(ref_in),
+                     "responses": {"201": ok(ref_out, "Created"), "409": conflict}},
         }
         paths[f"{PREFIX}/objects/{t}/{{name}}"] = {
             "parameters": [name_param],
-            "get": {"operationId": f"get_{t}", "tags": [t], "responses": {"200": ok(ref_out), "404": error}},
-            "put": {"operationId": f"replace_{t}", "tags": [t], "requestBody": body(ref_in),
-                    "responses": {"200": ok(ref_out), "400": error, "404": error, "409": error}},
-            "patch": {"operationId": f"patch_{t}", "tags": [t], "requestBody": {"required": True, "content": {
-                "application/json": {"schema": {"type": "object"}}}},
-                      "responses": {"200": ok(ref_out), "400": error, "404": error, "409": error}},
-            "delete": {"operationId": f"delete_{t}", "tags": [t],
-                       "responses": {"204": {"description": "Deleted"}, "404": error, "409": error}},
+            "get": {"operationId": f"get_{t}", "tags": [t], "summary": f"One {t}",
+                    "responses": {"200": ok(ref_out), "404": error}},
+            "put": {"operationId": f"replace_{t}", "tags": [t], "summary": f"Replace a {t}'s fields (not its secrets)",
+                    "parameters": [if_match], "requestBody": body(ref_in),
+                    "responses": {"200": ok(ref_out), "404": error, "409": conflict}},
+            "patch": {"operationId": f"patch_{t}", "tags": [t], "summary": f"Change some fields of a {t}",
+                      "parameters": [if_match], "requestBody": {"required": True, "content": {
+                          "application/json": {"schema": {"type": "object"}}}},
+                      "responses": {"200": ok(ref_out), "404": error, "409": conflict}},
+            "delete": {"operationId": f"delete_{t}", "tags": [t], "summary": f"Delete a {t} that nothing uses",
+                       "parameters": [if_match],
+                       "responses": {"204": {"description": "Deleted"}, "404": error, "409": conflict}},
         }
         secret_fields = [f.name for f in object_type.fields if f.secret]
         if secret_fields:
             paths[f"{PREFIX}/objects/{t}/{{name}}/secrets/{{field}}"] = {"put": {
-                "operationId": f"set_secret_{t}", "tags": [t],
+                "operationId": f"set_secret_{t}", "tags": [t], "summary": f"Set or clear a secret of a {t}",
                 "parameters": [name_param, {"name": "field", "in": "path", "required": True,
                                             "schema": {"type": "string", "enum": secret_fields}}],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "properties": {"value": {"type": ["string", "null"]}}, "required": ["value"]}}}},
                 "responses": {"204": {"description": "Secret stored (never returned)"}, "404": error}}}
+    for route in routes:
+        if route.openapi and route.path.startswith("/zato/"):
+            item = paths.setdefault(route.path, {})
+            for method, operation in route.openapi.items():
+                item[method] = operation
+    reload_item = paths.get(f"{PREFIX}/config/reload", {})
+    if "post" in reload_item:  # only known types can be reloaded
+        reload_item["post"] = json.loads(json.dumps(reload_item["post"]))
+        reload_item["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]["types"]["items"] = {
+            "type": "string", "enum": sorted(t.name for t in object_types)}
+    for item in paths.values():
+        for method in list(item):
+            if method != "parameters":
+                item[method] = with_shared_errors(method, item[method])
     return {
         "openapi": "3.1.0",
         "info": {"title": "Zato admin API", "version": __version__,
-                 "description": "Configuration objects of every installed plugin; secrets are set separately "
-                                "and never returned."},
-        "components": {"schemas": schemas, "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}}},
+                 "description": "Every admin endpoint of this server's enabled plugins: configuration objects "
+                                "(secrets are set separately and never returned), deployment, invocation, pub/sub, "
+                                "the scheduler, connection pings, reloads and metrics."},
+        "components": {"schemas": schemas,
+                       "responses": {name: response for name, (_, response) in SHARED_RESPONSES.items()},
+                       "securitySchemes": {"basic": {"type": "http", "scheme": "basic"}}},
         "security": [{"basic": []}],
-        "paths": paths,
+        "paths": dict(sorted(paths.items())),
     }
 
 
@@ -383,7 +549,8 @@ def openapi_document(object_types: list[Any]) -> dict[str, Any]:
 
 @hookimpl
 def register_http_routes(register):
-    register(f"{PREFIX}/objects", list_types)
+    # The object calls (`{type}`) are documented per object type by openapi_document.
+    register(f"{PREFIX}/objects", list_types, openapi=LIST_TYPES_OPENAPI)
     register(f"{PREFIX}/objects/{{type}}", list_objects, methods=("GET",))
     register(f"{PREFIX}/objects/{{type}}", create_object, methods=("POST",))
     register(f"{PREFIX}/objects/{{type}}/{{name}}", get_object, methods=("GET",))
@@ -391,6 +558,7 @@ def register_http_routes(register):
     register(f"{PREFIX}/objects/{{type}}/{{name}}", patch_object, methods=("PATCH",))
     register(f"{PREFIX}/objects/{{type}}/{{name}}", delete_object, methods=("DELETE",))
     register(f"{PREFIX}/objects/{{type}}/{{name}}/secrets/{{field}}", set_secret, methods=("PUT",))
-    register(f"{PREFIX}/config/reload", reload_config, methods=("POST",))
-    register(f"{PREFIX}/outgoing/{{type}}/{{name}}/ping", ping_connection, methods=("POST",))
-    register(f"{PREFIX}/openapi.json", openapi)
+    register(f"{PREFIX}/config/reload", reload_config, methods=("POST",), openapi=RELOAD_OPENAPI)
+    register(f"{PREFIX}/outgoing/{{type}}/{{name}}/ping", ping_connection, methods=("POST",),
+             openapi=PING_CONNECTION_OPENAPI)
+    register(f"{PREFIX}/openapi.json", openapi, openapi=OPENAPI_OPENAPI)

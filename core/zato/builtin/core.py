@@ -5,16 +5,21 @@ switched off.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import logging
 import os
+import socket
 
-import trio
 from zato import __version__, hookimpl
 from zato.common import ZATO_OK
+from zato.config import STARTUP_SETTINGS
+from zato.registry import Setting
+from zato.security import PREFIX as PASSWORD_HASH_PREFIX, Verifier, client_address, login_throttle, \
+    parse_basic_auth, verify_off_loop
 from zato.server.channel import invoke_from_http
 from zato.server.http import HTTPError, HTTPRequest, HTTPResponse
-from zato.security import Verifier, parse_basic_auth
 
 logger = logging.getLogger("zato.admin")
 
@@ -24,17 +29,91 @@ _verifier = Verifier()
 @hookimpl
 def register_server_config(register):
     register("main", {
-        "name": "server1", "host": "127.0.0.1", "port": 17010, "workers": 1, "graceful_timeout": 10.0,
-        "keep_alive_timeout": 30.0, "max_body_size": 10 * 1024 * 1024, "sync_service_threads": 64,
-        "skip_broken_plugins": False, "gc_threshold": 10000,
+        "name": Setting("server1", non_empty=True, doc="This server's name, in logs and zato.server.get-info"),
+        "host": Setting("127.0.0.1", non_empty=True, check=_check_host, allowed="an IP address or a host name "
+                        "that resolves", doc="The address to listen on"),
+        "port": Setting(17010, minimum=0, maximum=65535, doc="The TCP port; 0 picks a free one (see work/server.json)"),
+        "workers": STARTUP_SETTINGS["main"]["workers"],
+        "graceful_timeout": Setting(10.0, minimum=0, maximum=3600, doc="Seconds requests in flight get to "
+                                                                       "finish when the server stops"),
+        "keep_alive_timeout": Setting(30.0, exclusive_minimum=0, maximum=3600, doc="Seconds an idle HTTP "
+                                                                                   "connection is kept open"),
+        "max_body_size": Setting(10 * 1024 * 1024, minimum=1, maximum=2 ** 40, doc="Largest request body in bytes; "
+                                                                                   "larger ones get 413"),
+        "sync_service_threads": Setting(64, minimum=1, maximum=10_000, doc="Threads for services whose handle() "
+                                                                           "is a plain def"),
+        "skip_broken_plugins": STARTUP_SETTINGS["main"]["skip_broken_plugins"],
+        "gc_threshold": Setting(10000, minimum=0, maximum=2 ** 31 - 1, doc="Allocations between two collections "
+                                "of Python's youngest generation once the server is ready; 0: Python's default"),
+        "service_timeout": Setting(60.0, minimum=0, doc="Seconds a service invoked over HTTP may take when its "
+                                                        "channel sets no timeout (504 past it); 0: no limit"),
+        "max_threads_per_service": Setting(0, minimum=0, doc="Threads of sync_service_threads one plain `def` "
+                                                             "service may use at once; 0: half of them"),
+        "thread_wait_timeout": Setting(5.0, minimum=0, doc="Seconds a call waits for a thread of its service's "
+                                                           "share before it gets 503 with Retry-After"),
     }, doc="Where and how the server listens.")
-    register("misc", {"startup_callable": []}, doc="User start-up callables.")
+    register("misc", {"startup_callable": Setting([], doc="Dotted names of functions called in each start-up "
+                                                          "phase, in this order")}, doc="User start-up callables.")
     register("plugins", {}, free_form=True, doc="Each plugin by name: True or False.")
     register("component_enabled", {}, free_form=True, doc="Zato-style feature switches readable by callables.")
-    register("logging", {"level": "INFO"})
-    register("odb", {"url": ""}, doc="Configuration database URL; empty means work/zato.db (SQLite).")
-    register("admin", {"username": "admin", "password_hash": ""}, doc="The admin API's credentials (hashed).")
+    register("logging", dict(STARTUP_SETTINGS["logging"]), doc="Logging.")
+    register("odb", {"url": Setting("", secret=True, check=_check_database_url,
+                                    allowed="empty (work/zato.db), or an SQLAlchemy URL such as "
+                                            "postgresql+psycopg://user:password@host/db",
+                                    doc="The configuration database")},
+             doc="Configuration database URL; empty means work/zato.db (SQLite).")
+    register("admin", {
+        "username": Setting("admin", non_empty=True, doc="The admin API's user (HTTP Basic Auth)"),
+        "password_hash": Setting("", secret=True, check=_check_password_hash,
+                                 allowed="empty (the admin API refuses every call) or a hash written by "
+                                         "`zato set-admin-password DIR`", doc="The admin password's scrypt hash"),
+    }, doc="The admin API's credentials (hashed).")
     register("user_config", {}, free_form=True, doc="User config files, name = path.")
+
+
+def _check_host(host: str) -> None:
+    if host.startswith("[") and host.endswith("]"):  # an IPv6 address as in URLs: [::1]
+        host = host[1:-1]
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise ValueError(f"cannot be resolved ({exc})") from None
+
+
+def _check_database_url(url: str) -> None:
+    """ Refuses what SQLAlchemy cannot open, before it is tried (the error would name no key). """
+    if not url:
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ValueError("not a database URL (dialect+driver://user:password@host/database)") from None
+    try:
+        parsed.get_dialect().import_dbapi()
+    except NoSuchModuleError:
+        raise ValueError(f"no SQLAlchemy dialect {parsed.drivername!r}") from None
+    except ImportError as exc:
+        raise ValueError(f"the driver of {parsed.drivername!r} is not installed ({exc})") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        directory = os.path.dirname(os.path.abspath(parsed.database))
+        if not os.path.isdir(directory):
+            raise ValueError(f"the directory {directory} does not exist")
+
+
+def _check_password_hash(stored: str) -> None:
+    if not stored:
+        return
+    parts = stored.split("$")
+    try:
+        if len(parts) != 6 or parts[0] != PASSWORD_HASH_PREFIX:
+            raise ValueError
+        for number in parts[1:4]:
+            int(number)
+        base64.b64decode(parts[4], validate=True), base64.b64decode(parts[5], validate=True)
+    except (ValueError, binascii.Error):
+        raise ValueError("not a password hash") from None
 
 
 @hookimpl
@@ -48,10 +127,57 @@ def register_notification_handlers(register):
     register(config_objects.CHANGED, config_objects.on_changed)
 
 
+_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+_PING_RESPONSE = {"description": "The server answers", "content": {"application/json": {"schema": {
+    "type": "object", "required": ["zato_env", "zato_ping_response"], "properties": {
+        "zato_env": {"type": "object", "required": ["result", "cid", "details"], "properties": {
+            "result": {"type": "string", "enum": [ZATO_OK]}, "cid": {"type": "string"}, "details": {"type": "string"}}},
+        "zato_ping_response": {"type": "object", "required": ["pong", "version", "pid"], "properties": {
+            "pong": {"type": "string"}, "version": {"type": "string"}, "pid": {"type": "integer"}}}}}}}}
+PING_OPENAPI = {method: {
+    "operationId": f"ping_{method}", "tags": ["server"], "security": [],
+    "summary": "Is the server up? Needs no credentials", "responses": {"200": _PING_RESPONSE}}
+    for method in ("get", "post")}
+
+
+def _invoke_operation(method: str) -> dict:
+    operation = {
+        "operationId": f"invoke_{method}", "tags": ["services"],
+        "summary": "Invoke a deployed service (channel admin.invoke); the query string is its HTTP parameters",
+        "parameters": [{"name": "service", "in": "path", "required": True, "description": "the service's name",
+                        "schema": {"type": "string", "minLength": 1}, "examples": {"ping": {"value": "zato.ping"}}}],
+        "responses": {
+            "200": {"description": "What the service answered: its payload (JSON unless it set another content "
+                                   "type), its headers", "content": {"*/*": {"schema": {}}}},
+            "400": {"description": "The body is not valid JSON, or the service refused its input (SimpleIO; "
+                                   "`errors` lists every bad field)", "content": _ERROR},
+            "403": {"description": "A rate-limit definition of the service does not allow the caller's address",
+                    "content": _ERROR},
+            "404": {"description": "No service of that name is deployed", "content": _ERROR},
+            "415": {"$ref": "#/components/responses/UnsupportedMediaType"},
+            "429": {"$ref": "#/components/responses/TooManyRequests"},
+            "500": {"description": "The service raised; the log has the traceback under the cid", "content": _ERROR},
+            "503": {"description": "The service's share of threads ([main] max_threads_per_service) is full",
+                    "headers": {"Retry-After": {"schema": {"type": "string"}}}, "content": _ERROR},
+            "504": {"description": "The service did not finish within [main] service_timeout", "content": _ERROR},
+            "default": {"description": "Any other status the service set (self.response.status_code)",
+                        "content": {"*/*": {"schema": {}}}},
+        }}
+    # Every method runs a service, so every method needs Content-Type: application/json (415 otherwise)
+    operation["requestBody"] = {"required": False, "description": "the service's input (any JSON value); send "
+                                                                  "Content-Type: application/json even without one",
+                                "content": {"application/json": {"schema": {}}}}
+    return operation
+
+
+INVOKE_OPENAPI = {method: _invoke_operation(method) for method in ("post", "get", "put", "patch", "delete")}
+
+
 @hookimpl
 def register_http_routes(register):
-    register("/zato/ping", ping, methods=("GET", "POST"))
-    register("/zato/api/invoke/{service}", admin_invoke, methods=("POST", "GET", "PUT", "PATCH", "DELETE"))
+    register("/zato/ping", ping, methods=("GET", "POST"), openapi=PING_OPENAPI)
+    register("/zato/api/invoke/{service}", admin_invoke, methods=("POST", "GET", "PUT", "PATCH", "DELETE"),
+             openapi=INVOKE_OPENAPI)
 
 
 async def ping(request: HTTPRequest) -> HTTPResponse:
@@ -64,30 +190,81 @@ async def ping(request: HTTPRequest) -> HTTPResponse:
 CLI_TOKEN_HEADER = "x-zato-cli-token"
 
 
-async def check_admin(request: HTTPRequest) -> str:
-    """ The admin API's HTTP Basic Auth (or the local CLI's token); returns the user name or raises 401. """
-    cli_token = request.headers.get(CLI_TOKEN_HEADER)
+ADMIN_CHALLENGE = 'Basic realm="Zato admin API"'
+WRITE_METHODS = frozenset(("POST", "PUT", "PATCH", "DELETE"))
+JSON_BODY = ("application/json",)
+SOURCE_BODY = ("text/x-python", "application/octet-stream")  # the deploy upload's body is a module's source
+
+
+async def check_admin(request: HTTPRequest, *, body_types: tuple[str, ...] = JSON_BODY,
+                      every_method: bool = False, untyped_from_programs: bool = False) -> str:
+    """ The admin API's HTTP Basic Auth (or the local CLI's token); returns the user name or
+    raises 401 (400 if a credential header is sent twice).
+
+    Then a write (POST, PUT, PATCH, DELETE; any method with `every_method`, for calls that run
+    services) must say its body is one of `body_types`, with or without a body, else 415: a web
+    page can make a browser send text/plain, form types or no type at all to another site without
+    asking first (and with the Basic Auth credentials the browser remembers), but not these.
+
+    `untyped_from_programs`: no Content-Type at all is accepted from a caller that is not a
+    browser (no `Origin`, no `Sec-Fetch-*` header, which every browser sends on such requests).
+    Admin invoke needs it: Zato's own published client (`zato.client.APIClient`) sends its JSON
+    with no Content-Type. """
+    user = await _admin_user(request)
+    if every_method or request.method in WRITE_METHODS:
+        _check_body_type(request, body_types, untyped_from_programs)
+    return user
+
+
+async def _admin_user(request: HTTPRequest) -> str:
+    cli_token = request.single_header("X-Zato-CLI-Token")
     if cli_token is not None:
         if request.server.cli_token and hmac.compare_digest(cli_token.encode(), request.server.cli_token.encode()):
             return "zato-cli"
-        raise HTTPError(401, headers={"www-authenticate": 'Basic realm="Zato admin API"'})
+        raise HTTPError(401, headers={"www-authenticate": ADMIN_CHALLENGE})
     admin = request.server.config.admin
-    credentials = parse_basic_auth(request.headers.get("authorization"))
+    credentials = parse_basic_auth(request.single_header("Authorization"))
     stored = admin.get("password_hash", "")
-    if credentials and stored and credentials[0] == admin.get("username") and \
-            await trio.to_thread.run_sync(_verifier.verify, credentials[0], credentials[1], stored):
-        return credentials[0]
     if not stored:
         logger.warning("cid=%s admin API call refused: [admin] password_hash is empty; set one with "
                        "`zato set-admin-password DIR`", request.cid)
-    raise HTTPError(401, headers={"www-authenticate": 'Basic realm="Zato admin API"'})
+        raise HTTPError(401, headers={"www-authenticate": ADMIN_CHALLENGE})
+    if credentials is None:
+        raise HTTPError(401, headers={"www-authenticate": ADMIN_CHALLENGE})
+    username, password = credentials
+    known_user = hmac.compare_digest(username.encode(), str(admin.get("username") or "").encode())
+    if known_user and _verifier.is_known(username, password, stored):  # no thread hop, no throttle
+        return username
+    throttle, client = login_throttle(request.server), client_address(request)
+    await throttle.wait(client)
+    # an unknown user is checked against a dummy hash: refused in the time a wrong password takes
+    if await verify_off_loop(_verifier, username if known_user else None, password, stored):
+        return username
+    throttle.failed(client, "the admin API")
+    raise HTTPError(401, headers={"www-authenticate": ADMIN_CHALLENGE})
+
+
+BROWSER_HEADERS = ("origin", "sec-fetch-site", "sec-fetch-mode")
+
+
+def _check_body_type(request: HTTPRequest, allowed: tuple[str, ...], untyped_from_programs: bool) -> None:
+    given = request.headers.get("content-type")
+    if given is not None and given.split(";", 1)[0].strip().lower() in allowed:
+        return
+    if given is None and untyped_from_programs and not any(name in request.headers for name in BROWSER_HEADERS):
+        return
+    got = f"Content-Type {given!r}" if given else "no Content-Type header"
+    raise HTTPError(415, f"Error 415 Unsupported Media Type: {request.method} {request.path} needs Content-Type: "
+                         f"{' or '.join(allowed)}, even without a body (it got {got}); the admin API refuses other "
+                         f"types so that a web page cannot make a browser send it a request")
 
 
 async def admin_invoke(request: HTTPRequest) -> HTTPResponse:
     name = request.path_params["service"]
     request.trace.channel = "admin.invoke"
     request.trace.service = name
-    await check_admin(request)
+    # it runs services: a GET too; zato.client.APIClient sends no Content-Type
+    await check_admin(request, every_method=True, untyped_from_programs=True)
     if name not in request.server.services:
         raise HTTPError(404, f"Error 404 Not Found: no such service: {name}")
     return await invoke_from_http(request, name, channel="admin.invoke")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import secrets
 import stat
@@ -40,7 +41,7 @@ import click
 import trio
 
 from zato import hookimpl
-from zato.builtin.core import check_admin
+from zato.builtin.core import SOURCE_BODY, check_admin
 from zato.common import SERVER_STARTUP
 from zato.server.http import HTTPError, HTTPRequest, HTTPResponse
 from zato.server.services import DeploymentError
@@ -53,6 +54,8 @@ DEPLOYED_DIR_NAME = "deployed"  # under work/
 DEFAULT_POLL_INTERVAL = 0.2
 MIN_POLL_INTERVAL = 0.02
 MAX_NAME_BYTES = 255
+DEFAULT_SLOW_IMPORT_WARNING = 5.0  # seconds
+DEFAULT_IMPORT_TIMEOUT = 120.0  # seconds; 0: no limit
 
 Signature = tuple[int, int, int, int, int, bool]  # what a scan sees of a file: a change changes it
 
@@ -153,9 +156,12 @@ def write_atomically(path: Path, data: bytes) -> None:
     """ Writes a file so that readers see the old content or the new one, never a part. The
     temporary file's name does not end with .py, so the pickup directory's watcher skips it. """
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # cut so that the temporary name, too, fits the file system's 255 bytes for a name of MAX_NAME_BYTES
+    prefix = path.name.encode("utf-8", "surrogateescape")[:MAX_NAME_BYTES - 16].decode("utf-8", "ignore")
+    temp = path.with_name(f".{prefix}.{secrets.token_hex(4)}.tmp")
+    from zato.common.files import PRIVATE_FILE, opener
     try:
-        with open(temp, "xb") as f:
+        with open(temp, "xb", opener=opener(PRIVATE_FILE)) as f:  # code: 0600 whatever the umask
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -205,7 +211,11 @@ class HotDeployer:
         self.pickup_dir: Path = server.paths.pickup_dir
         self.deployed_dir: Path = server.paths.work_dir / DEPLOYED_DIR_NAME
         self.is_watcher = server.options.worker_index == 0  # one worker watches the pickup directory
-        self.lock = trio.Lock()
+        self.lock = trio.Lock()  # held while services are swapped in, never while a module imports
+        self.file_locks: dict[str, trio.Lock] = {}  # one deployment of a file at a time
+        settings = server.config.get(PLUGIN, {})
+        self.slow_import_warning = float(settings.get("slow_import_warning", DEFAULT_SLOW_IMPORT_WARNING))
+        self.import_timeout = float(settings.get("import_timeout", DEFAULT_IMPORT_TIMEOUT))
         self.ready = trio.Event()  # set in AFTER_STARTED: from then on notifications reach other workers
         self.to_announce: list[str] = []  # files changed while this worker was down, to tell the others about
 
@@ -224,11 +234,14 @@ class HotDeployer:
 
     async def deploy(self, name: str, source: bytes, *, how: str, save_to_pickup: bool) -> DeployResult:
         """ Deploys a new version of a pickup file here, then in every worker. Raises
-        `DeploymentError` (file, line) if it does not import; what was deployed stays. """
+        `DeploymentError` (file, line) if it does not import; what was deployed stays.
+
+        Only deployments of the same file wait for each other: a module that takes long to
+        import holds up nothing else (it is imported outside the lock that swaps services in). """
         path = self.path_of(name)
         started = time.perf_counter()
         digest = sha256(source)
-        async with self.lock:
+        async with self.file_lock(name):
             current = self.deployed(name)
             try:
                 if current is not None and current.digest == digest:
@@ -236,29 +249,63 @@ class HotDeployer:
                         await self._save(name, source, to_pickup=True)
                     return DeployResult(name, list(current.names), digest=digest, unchanged=True,
                                         took_ms=(time.perf_counter() - started) * 1000)
-                loaded = await trio.to_thread.run_sync(self.store.load_file, path, source, abandon_on_cancel=True)
-                try:
-                    self.store.check_file(loaded)
-                    await self._save(name, source, to_pickup=save_to_pickup)
-                except DeploymentError:
-                    self.store.discard(loaded)
-                    raise
+                loaded = await self.load(path, source)
+                async with self.lock:
+                    try:
+                        self.store.check_file(loaded)
+                        await self._save(name, source, to_pickup=save_to_pickup)
+                    except DeploymentError:
+                        self.store.discard(loaded)
+                        raise
+                    deployed, undeployed = self.store.commit_file(loaded)
             except DeploymentError as exc:
                 keeps = "the previous version keeps serving" if current is not None else "nothing was deployed"
                 message = f"{exc}; {keeps}"
                 logger.error("hot deployment of %s (%s) rejected: %s", self.shown(name), how, message)
                 raise DeploymentError(message, file=exc.file, line=exc.line) from None
-            deployed, undeployed = self.store.commit_file(loaded)
         took = (time.perf_counter() - started) * 1000
         logger.info("hot-deployed %s (%s) in %.1f ms: services %s%s", self.shown(name), how, took,
                     ", ".join(deployed) or "(none)", f"; undeployed {', '.join(undeployed)}" if undeployed else "")
         await self.tell_others(name)
         return DeployResult(name, deployed, undeployed, digest, took_ms=took)
 
+    def file_lock(self, name: str) -> trio.Lock:
+        lock = self.file_locks.get(name)
+        if lock is None:
+            lock = self.file_locks[name] = trio.Lock()
+        return lock
+
+    async def load(self, path: Path, source: bytes) -> Any:
+        """ Imports a version of a file aside (`ServiceStore.load_file`) in a worker thread. An
+        import still running after `[hot_deploy] slow_import_warning` seconds is logged; one still
+        running after `import_timeout` seconds is rejected (the thread cannot be stopped: it runs
+        on, and what it imported is discarded). """
+        async def warn_when_slow() -> None:
+            await trio.sleep(self.slow_import_warning)
+            logger.warning("%s is still importing after %g s (code run at import time: sleeps, network calls?); "
+                           "other deployments go on meanwhile", path, self.slow_import_warning)
+
+        loaded = error = None
+        async with trio.open_nursery() as nursery:
+            if self.slow_import_warning:
+                nursery.start_soon(warn_when_slow)
+            with trio.move_on_after(self.import_timeout or math.inf):
+                try:
+                    loaded = await trio.to_thread.run_sync(self.store.load_file, path, source, abandon_on_cancel=True)
+                except Exception as exc:  # raised below, outside the nursery (else it would come in a group)
+                    error = exc
+            nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        if loaded is not None:
+            return loaded
+        raise DeploymentError(f"{path}: did not import within {self.import_timeout:g} s ([hot_deploy] import_timeout); "
+                              f"the file was not deployed", file=str(path))
+
     async def undeploy(self, name: str, *, how: str, remove_from_pickup: bool) -> list[str]:
         """ Undeploys a pickup file's services here, then in every worker. """
         path = self.path_of(name)
-        async with self.lock:
+        async with self.file_lock(name), self.lock:
             if remove_from_pickup:
                 if self.deployed(name) is None and not os.path.lexists(path):
                     raise NotDeployed(f"{self.shown(name)} is not deployed and not in the pickup directory")
@@ -297,20 +344,22 @@ class HotDeployer:
         except InvalidFileName as exc:
             logger.error("ignoring a %s notification: %s", SYNC, exc)
             return
-        async with self.lock:
+        async with self.file_lock(name):
             source = await trio.to_thread.run_sync(_read_or_none, self.deployed_dir / name)
             current = self.deployed(name)
             if source is None:
                 if current is not None:
-                    names = self.store.undeploy_file(path)
+                    async with self.lock:
+                        names = self.store.undeploy_file(path)
                     logger.info("hot-undeployed %s (another worker did): services %s", self.shown(name),
                                 ", ".join(names) or "(none)")
                 return
             if current is not None and current.digest == sha256(source):
                 return
             try:
-                loaded = await trio.to_thread.run_sync(self.store.load_file, path, source, abandon_on_cancel=True)
-                deployed, undeployed = self.store.commit_file(loaded)
+                loaded = await self.load(path, source)
+                async with self.lock:
+                    deployed, undeployed = self.store.commit_file(loaded)
             except DeploymentError as exc:
                 logger.error("%s deployed in another worker but not in this one: %s; this worker keeps the previous "
                              "version", self.shown(name), exc)
@@ -394,24 +443,30 @@ class HotDeployer:
         """ Polls the pickup directory and acts on changes once they settle (`settled_changes`). """
         pending: dict[str, Signature | None] = {}
         failing = ""
-        while True:
-            await trio.sleep(interval)
-            try:
-                snapshot = await trio.to_thread.run_sync(scan_pickup, self.pickup_dir)
-            except OSError as exc:
-                if str(exc) != failing:
-                    logger.error("cannot read the pickup directory %s: %s; retrying", self.pickup_dir, exc)
-                    failing = str(exc)
-                continue
-            failing = ""
-            for name, signature in settled_changes(current, pending, snapshot):
+        async with trio.open_nursery() as nursery:  # one task per change: a slow import holds up no other file
+            while True:
+                await trio.sleep(interval)
                 try:
-                    if signature is None:
-                        await self.undeploy(name, how="deleted from the pickup directory", remove_from_pickup=False)
-                    else:
-                        await self.deploy_from_pickup(name)
-                except Exception:
-                    logger.exception("hot deployment of %s failed; the watcher goes on", self.shown(name))
+                    snapshot = await trio.to_thread.run_sync(scan_pickup, self.pickup_dir)
+                except OSError as exc:
+                    if str(exc) != failing:
+                        logger.error("cannot read the pickup directory %s: %s; retrying", self.pickup_dir, exc)
+                        failing = str(exc)
+                    continue
+                failing = ""
+                for name, signature in settled_changes(current, pending, snapshot):
+                    nursery.start_soon(self._take_change, name, signature)
+
+    async def _take_change(self, name: str, signature: Signature | None) -> None:
+        """ Acts on one settled change of the pickup directory (changes of one file are taken in
+        the order they were seen: `file_lock` is fair). """
+        try:
+            if signature is None:
+                await self.undeploy(name, how="deleted from the pickup directory", remove_from_pickup=False)
+            else:
+                await self.deploy_from_pickup(name)
+        except Exception:
+            logger.exception("hot deployment of %s failed; the watcher goes on", self.shown(name))
 
     async def deploy_from_pickup(self, name: str) -> None:
         path = self.pickup_dir / name
@@ -464,9 +519,10 @@ def poll_interval_of(server: Any) -> float:
 
 
 async def upload(request: HTTPRequest) -> HTTPResponse:
-    """ `POST /zato/api/deploy/{file_name}`: the body is the module's source. """
+    """ `POST /zato/api/deploy/{file_name}`: the body is the module's source, sent as
+    text/x-python or application/octet-stream (types a web page cannot send cross-site). """
     request.trace.channel = "admin.deploy"
-    await check_admin(request)
+    await check_admin(request, body_types=SOURCE_BODY)
     name = _file_name_of(request)
     if not request.body:
         raise HTTPError(400, f"Error 400 Bad Request: the body is empty; send the source of {name} as the body "
@@ -560,14 +616,70 @@ def undeploy_command(base_dir: str, file_name: str) -> None:
 
 @hookimpl
 def register_server_config(register):
-    register(PLUGIN, {"poll_interval": DEFAULT_POLL_INTERVAL},
-             doc="Hot deployment: seconds between two looks at the pickup directory (by worker 1).")
+    from zato.registry import Setting
+    register(PLUGIN, {"poll_interval": Setting(DEFAULT_POLL_INTERVAL, exclusive_minimum=0, maximum=3600,
+                                               doc="Seconds between two looks at the pickup directory"),
+                      "slow_import_warning": Setting(DEFAULT_SLOW_IMPORT_WARNING, minimum=0,
+                                                     doc="Seconds after which a module still importing is logged"),
+                      "import_timeout": Setting(DEFAULT_IMPORT_TIMEOUT, minimum=0,
+                                                doc="Seconds after which a deployment still importing is rejected")},
+             doc="Hot deployment: seconds between two looks at the pickup directory (by worker 1); seconds after "
+                 "which a module still importing is logged, and after which its deployment is rejected (0: never).")
+
+
+_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+_FILE_NAME = {
+    "name": "file_name", "in": "path", "required": True,
+    "description": f"a plain .py file name directly in the pickup directory (at most {MAX_NAME_BYTES} bytes in "
+                   "UTF-8, no path separator, no '..', no control characters)",
+    # what check_file_name accepts: no '/', '\\', '..' or control characters, and something before '.py'
+    "schema": {"type": "string", "maxLength": MAX_NAME_BYTES,
+               "pattern": r"^(?:[^./\\\x00-\x1f\x7f]|\.[^./\\\x00-\x1f\x7f])+\.py$"},
+    "examples": {"module": {"value": "my_services.py"}}}
+_DEPLOYED = {"description": "Deployed (or already deployed with this content: `unchanged`)", "content": {
+    "application/json": {"schema": {"type": "object", "required": ["file", "services", "undeployed", "digest",
+                                                                   "unchanged", "took_ms"], "properties": {
+        "file": {"type": "string"}, "services": {"type": "array", "items": {"type": "string"},
+                                                 "description": "the services the file holds now"},
+        "undeployed": {"type": "array", "items": {"type": "string"},
+                       "description": "services of the previous version that are gone"},
+        "digest": {"type": "string", "description": "SHA-256 of the source"}, "unchanged": {"type": "boolean"},
+        "took_ms": {"type": "number"}}}}}}
+
+
+def _deploy_operation(method: str) -> dict[str, Any]:
+    return {
+        "operationId": f"deploy_{method}", "tags": ["deployment"], "parameters": [_FILE_NAME],
+        "summary": "Deploy (or redeploy) a module of services, saved in the pickup directory; the body is its source",
+        "requestBody": {"required": True, "content": {
+            # the source as bytes: UTF-8 unless it declares another encoding (PEP 263)
+            "text/x-python": {"schema": {"type": "string", "format": "binary", "minLength": 1}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary", "minLength": 1}}}},
+        "responses": {
+            "200": _DEPLOYED,
+            "400": {"description": "The file name is not a plain .py name, the body is empty, or the module does not "
+                                   "import (`file` and `line` say where); what was deployed before keeps serving",
+                    "content": {"application/json": {"schema": {"allOf": [{"$ref": "#/components/schemas/Error"}, {
+                        "type": "object", "properties": {"file": {"type": "string"},
+                                                         "line": {"type": ["integer", "null"]}}}]}}}}}}
+
+
+DEPLOY_OPENAPI = {"post": _deploy_operation("post"), "put": _deploy_operation("put")}
+UNDEPLOY_OPENAPI = {"delete": {
+    "operationId": "undeploy", "tags": ["deployment"], "parameters": [_FILE_NAME],
+    "summary": "Undeploy a module's services and remove it from the pickup directory",
+    "responses": {
+        "200": {"description": "Undeployed", "content": {"application/json": {"schema": {
+            "type": "object", "required": ["file", "undeployed"], "properties": {
+                "file": {"type": "string"}, "undeployed": {"type": "array", "items": {"type": "string"}}}}}}},
+        "400": {"description": "The file name is not a plain .py name", "content": _ERROR},
+        "404": {"description": "The file is neither deployed nor in the pickup directory", "content": _ERROR}}}}
 
 
 @hookimpl
 def register_http_routes(register):
-    register("/zato/api/deploy/{file_name}", upload, methods=("POST", "PUT"))
-    register("/zato/api/deploy/{file_name}", delete, methods=("DELETE",))
+    register("/zato/api/deploy/{file_name}", upload, methods=("POST", "PUT"), openapi=DEPLOY_OPENAPI)
+    register("/zato/api/deploy/{file_name}", delete, methods=("DELETE",), openapi=UNDEPLOY_OPENAPI)
 
 
 @hookimpl

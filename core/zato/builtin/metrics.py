@@ -37,14 +37,35 @@ MULTIPROC_DIR_NAME = "metrics"  # under the server's work/ directory
 
 @hookimpl
 def register_server_config(register):
-    register("metrics", {"require_auth": True, "security": "", "multiprocess": True},
+    from zato.registry import Setting
+    register("metrics", {
+        "require_auth": Setting(True, doc="Whether GET /zato/metrics needs credentials"),
+        "security": Setting("", doc="The security definition checked instead of the admin credentials; empty: "
+                                    "the admin's"),
+        "multiprocess": Setting(True, doc="One view of every worker's metrics"),
+    },
              doc="GET /zato/metrics: require_auth (admin credentials, or the security definition named in "
                  "`security`); multiprocess: one view of all workers.")
 
 
+_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+METRICS_OPENAPI = {"get": {
+    "operationId": "metrics", "tags": ["metrics"],
+    "summary": "Prometheus metrics of requests and service invocations (every worker's, added up)",
+    "description": "Needs the admin credentials unless [metrics] of server.conf says otherwise: `security = NAME` "
+                   "checks that security definition instead, `require_auth = False` opens it to anyone.",
+    "responses": {
+        "200": {"description": "The Prometheus text exposition format, or OpenMetrics if Accept asks for it",
+                "content": {"text/plain": {"schema": {"type": "string"}},
+                            "application/openmetrics-text": {"schema": {"type": "string"}}}},
+        "403": {"description": "The credentials do not pass the security definition of [metrics] security",
+                "content": _ERROR},
+        "503": {"description": "This process does not collect metrics", "content": _ERROR}}}}
+
+
 @hookimpl
 def register_http_routes(register):
-    register(PATH, serve_metrics)
+    register(PATH, serve_metrics, openapi=METRICS_OPENAPI)
 
 
 @hookimpl

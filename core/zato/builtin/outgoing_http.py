@@ -41,11 +41,11 @@ OUTGOING_REST = ObjectType(OBJECT_TYPE, (
           example="/api/user/{user_id}"),
     Field("data_format", default="json", choices=("json", "text", "form"), description="json, text or form: how request data is sent and the "
                                                      "response's .data is read"),
-    Field("timeout", "float", default=10.0, description="Seconds to wait for a connection and for each read"),
+    Field("timeout", "float", default=10.0, minimum=0, description="Seconds to wait for a connection and for each read"),
     Field("tls_verify", "bool", default=True, description="Verify the server's TLS certificate"),
     Field("security", references="security",
           description="A security definition with direction: outgoing (basic_auth or apikey) to authenticate with"),
-    Field("pool_size", "int", default=10, description="Connections kept open to the address"),
+    Field("pool_size", "int", default=10, minimum=1, description="Connections kept open to the address"),
     Field("is_active", "bool", default=True),
 ), description="A plain HTTP outgoing connection")
 

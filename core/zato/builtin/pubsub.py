@@ -123,10 +123,10 @@ TOPIC_TYPE = ObjectType(TOPIC, (
     Field("has_gd", "bool", default=True,
           description="Messages published without has_gd are guaranteed delivery (stored in the database) if True, "
                       "kept in RAM only if False"),
-    Field("max_depth_gd", "int", default=10000,
+    Field("max_depth_gd", "int", default=10000, minimum=0,
           description="At most this many GD messages wait in the topic; publishing more fails (0: no limit)",
           example=10000),
-    Field("max_depth_non_gd", "int", default=1000,
+    Field("max_depth_non_gd", "int", default=1000, minimum=0,
           description="At most this many non-GD messages wait in a worker's RAM (0: no limit)", example=1000),
     Field("description", "str", default=""),
 ), "A pub/sub topic: publishers send messages to it by name, its subscriptions get them.", check=check_topic)
@@ -148,16 +148,16 @@ ENDPOINT_TYPE = ObjectType(ENDPOINT, (
 SUBSCRIPTION_TYPE = ObjectType(SUBSCRIPTION, (
     Field("endpoint_name", "str", required=True, references=ENDPOINT, description="The endpoint that subscribes"),
     Field("endpoint_type", "str", default=ENDPOINT_SERVICE, description="The endpoint's type (as in Zato's enmasse)"),
-    Field("topic_list", "list", required=True, description="The topics subscribed to", example=["/orders/new"]),
+    Field("topic_list", "list", required=True, item_type="str", description="The topics subscribed to", example=["/orders/new"]),
     Field("delivery_method", "str", default="notify", choices=("notify",),
           description="'notify': messages are delivered as they come (the only method so far)"),
-    Field("max_attempts", "int", default=10,
+    Field("max_attempts", "int", default=10, minimum=1,
           description="Delivery attempts (the first included) before a message goes to the dead-letter queue",
           example=10),
-    Field("retry_seconds", "float", default=1.0, description="Wait after the first failed attempt", example=1.0),
-    Field("retry_backoff", "float", default=2.0, description="Each further wait is the previous one times this"),
-    Field("retry_max_seconds", "float", default=60.0, description="No wait between attempts is longer"),
-    Field("delivery_timeout", "float", default=0.0,
+    Field("retry_seconds", "float", default=1.0, minimum=0, description="Wait after the first failed attempt", example=1.0),
+    Field("retry_backoff", "float", default=2.0, minimum=1, description="Each further wait is the previous one times this"),
+    Field("retry_max_seconds", "float", default=60.0, minimum=0, description="No wait between attempts is longer"),
+    Field("delivery_timeout", "float", default=0.0, minimum=0,
           description="Seconds a delivery may take before it counts as failed (0: no limit)"),
 ), "A subscription of an endpoint to topics; each topic gets its own queue, named by its sub_key.",
    check=check_subscription)
@@ -1119,7 +1119,16 @@ class PubSubAPI:
 
 @hookimpl
 def register_server_config(register):
-    register(PLUGIN, {"poll_interval": 0.2, "lease_seconds": 30.0, "claim_batch": 50, "cleanup_interval": 10.0},
+    from zato.registry import Setting
+    register(PLUGIN, {
+        "poll_interval": Setting(0.2, exclusive_minimum=0, maximum=3600,
+                                 doc="Seconds between two looks for messages published by other processes"),
+        "lease_seconds": Setting(30.0, exclusive_minimum=0, maximum=86400,
+                                 doc="Seconds a claimed delivery is reserved for this server"),
+        "claim_batch": Setting(50, minimum=1, maximum=100_000, doc="Messages a queue holds in RAM"),
+        "cleanup_interval": Setting(10.0, exclusive_minimum=0, maximum=86400,
+                                    doc="Seconds between two removals of expired messages"),
+    },
              doc="Publish/subscribe: how often to look for messages published by other processes (seconds), how "
                  "long a claimed delivery is reserved for this server, how many messages a queue holds in RAM, "
                  "how often expired messages are removed.")
@@ -1158,8 +1167,8 @@ def config_objects_changed(server, object_types):
 @hookimpl
 def register_http_routes(register):
     from zato.builtin.pubsub_admin import ROUTES
-    for path, handler, methods in ROUTES:
-        register(path, handler, methods=methods)
+    for path, handler, methods, openapi in ROUTES:
+        register(path, handler, methods=methods, openapi=openapi)
 
 
 @hookimpl

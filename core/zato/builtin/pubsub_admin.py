@@ -36,6 +36,8 @@ from zato.server.http import HTTPError, HTTPRequest, HTTPResponse
 
 PREFIX = "/zato/api/pubsub"
 MAX_LIMIT = 1000
+MAX_OFFSET = 2**53  # what every database here takes as a row offset
+TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
 
 async def _runtime(request: HTTPRequest) -> Any:
@@ -59,9 +61,21 @@ def _int_param(request: HTTPRequest, name: str, default: int, maximum: int | Non
     return value
 
 
+def _flag(source: Any, name: str, default: bool) -> bool:
+    raw = source.get(name)
+    if raw is None or raw == "":
+        return default
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.lower() in TRUE + FALSE:
+        return raw.lower() in TRUE
+    raise HTTPError(400, f"Error 400 Bad Request: {name} must be true or false, not {str(raw)[:100]!r}",
+                    extra={"errors": [{"field": name, "error": "expected true or false"}]})
+
+
 def _page(request: HTTPRequest) -> tuple[int, int, bool]:
-    with_data = request.query.get("data", "true").lower() not in ("false", "0", "no")
-    return _int_param(request, "limit", 50, MAX_LIMIT), _int_param(request, "offset", 0), with_data
+    with_data = _flag(request.query, "data", True)
+    return _int_param(request, "limit", 50, MAX_LIMIT), _int_param(request, "offset", 0, MAX_OFFSET), with_data
 
 
 def _message(row: dict[str, Any], with_data: bool = True, **extra: Any) -> dict[str, Any]:
@@ -219,15 +233,31 @@ async def get_dead(request: HTTPRequest) -> HTTPResponse:
     return HTTPResponse.json(_dead_view(row, True))
 
 
-def _dead_filters(request: HTTPRequest, source: dict[str, Any]) -> tuple[str | None, str | None, list[str] | None]:
-    sub_key = source.get("sub_key") or None
-    topic = source.get("topic") or None
+def _dead_filters(source: Any, *, in_query: bool) -> tuple[str | None, str | None, list[str] | None]:
+    """ Which dead letters a replay (its JSON body) or a purge (its query) names: each filter given
+    must be non-empty, and at least one of sub_key, topic and msg_ids, or all=true, is needed. """
+    errors = []
+    for name in ("sub_key", "topic"):
+        if name in source and not (isinstance(source[name], str) and source[name]):
+            errors.append({"field": name, "error": "expected a non-empty string"})
     msg_ids = source.get("msg_ids")
-    if isinstance(msg_ids, str):
+    if in_query and isinstance(msg_ids, str):
         msg_ids = [item for item in msg_ids.split(",") if item]
-    if msg_ids is not None and (not isinstance(msg_ids, list) or not all(isinstance(m, str) for m in msg_ids)):
-        raise HTTPError(400, "Error 400 Bad Request: msg_ids must be a list of message ids")
-    everything = str(source.get("all", "")).lower() in ("true", "1", "yes")
+    if "msg_ids" in source and not (isinstance(msg_ids, list) and msg_ids and
+                                    all(isinstance(m, str) and m for m in msg_ids)):
+        errors.append({"field": "msg_ids", "error": "expected message ids, comma-separated" if in_query else
+                       "expected a non-empty list of message ids"})
+    everything = False
+    if in_query:
+        everything = _flag(source, "all", False)
+    elif "all" in source and not isinstance(source["all"], bool):
+        errors.append({"field": "all", "error": "expected true or false"})
+    else:
+        everything = source.get("all", False)
+    if errors:
+        raise HTTPError(400, "Error 400 Bad Request: " + "; ".join(f"{e['field']}: {e['error']}" for e in errors),
+                        extra={"errors": errors})
+    sub_key, topic = source.get("sub_key"), source.get("topic")
     if not (sub_key or topic or msg_ids or everything):
         raise HTTPError(400, "Error 400 Bad Request: say which dead letters: sub_key, topic or msg_ids (or all=true "
                              "for every one)")
@@ -236,10 +266,11 @@ def _dead_filters(request: HTTPRequest, source: dict[str, Any]) -> tuple[str | N
 
 async def replay_dead(request: HTTPRequest) -> HTTPResponse:
     runtime = await _runtime(request)
-    body = request.json() or {}
+    body = request.json()
+    body = {} if body is None else body
     if not isinstance(body, dict):
         raise HTTPError(400, "Error 400 Bad Request: the body must be a JSON object")
-    sub_key, topic, msg_ids = _dead_filters(request, body)
+    sub_key, topic, msg_ids = _dead_filters(body, in_query=False)
     replayed = await _write(runtime, runtime.store.replay_dead, sub_key, topic, msg_ids, time.time())
     for key in ([sub_key] if sub_key else list(runtime.subs)):
         if key in runtime.runners:
@@ -258,7 +289,7 @@ async def delete_dead(request: HTTPRequest) -> HTTPResponse:
 
 async def purge_dead(request: HTTPRequest) -> HTTPResponse:
     runtime = await _runtime(request)
-    sub_key, topic, msg_ids = _dead_filters(request, request.query)
+    sub_key, topic, msg_ids = _dead_filters(request.query, in_query=True)
     purged = await _write(runtime, runtime.store.purge_dead, sub_key, topic, msg_ids)
     return HTTPResponse.json({"purged": purged})
 
@@ -268,19 +299,173 @@ async def statistics(request: HTTPRequest) -> HTTPResponse:
     return HTTPResponse.json(runtime.statistics())
 
 
+# ################################################################################################
+# OpenAPI operations of the routes (in the admin API's document, GET /zato/api/openapi.json)
+
+_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+_NOT_RUNNING = {"$ref": "#/components/responses/ServiceUnavailable"}
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+_TEXT_OR_NULL = {"type": ["string", "null"]}
+_MESSAGE = {
+    "type": "object", "required": ["msg_id", "topic_name"],
+    "description": "A message as subscribers get it; the data is `data` (a JSON value) or `data_base64` (bytes), "
+                   "left out with data=false",
+    "properties": {
+        "msg_id": {"type": "string"}, "topic_name": {"type": "string"}, "data": {},
+        "data_base64": {"type": "string"}, "mime_type": {"type": "string"}, "size": {"type": "integer"},
+        "priority": {"type": "integer", "minimum": 1, "maximum": 9}, "pub_time": {"type": "number"},
+        "pub_time_iso": {"type": "string"}, "expiration": {"type": "integer", "description": "milliseconds"},
+        "expiration_time": {"type": "number"}, "expiration_time_iso": {"type": "string"},
+        "has_gd": {"type": "boolean"}, "delivery_count": {"type": "integer"}, "sub_key": _TEXT_OR_NULL,
+        "correl_id": _TEXT_OR_NULL, "in_reply_to": _TEXT_OR_NULL, "ext_client_id": _TEXT_OR_NULL,
+        "published_by": _TEXT_OR_NULL, "server_name": _TEXT_OR_NULL, "server_pid": {"type": ["integer", "null"]},
+        "zato_ctx": {}, "user_ctx": {}}}
+_QUEUED = {"allOf": [_MESSAGE, {"type": "object", "required": ["is_claimed", "next_attempt_at", "last_error"],
+                                "properties": {"is_claimed": {"type": "boolean"}, "next_attempt_at": _NUMBER_OR_NULL,
+                                               "last_error": _TEXT_OR_NULL}}]}
+_WAITING = {"allOf": [_MESSAGE, {"type": "object", "required": ["queues"], "properties": {"queues": {
+    "type": "array", "items": {"type": "object", "required": ["sub_key", "delivery_count"], "properties": {
+        "sub_key": {"type": "string"}, "delivery_count": {"type": "integer"}, "next_attempt_at": _NUMBER_OR_NULL,
+        "last_error": _TEXT_OR_NULL}}}}}]}
+_DEAD = {"type": "object", "required": ["msg_id", "sub_key", "delivery_count", "last_error", "dead_at"],
+         "description": "A dead letter: its message (without data when listed with data=false), the last error",
+         "properties": {**_MESSAGE["properties"], "sub_key": {"type": "string"}, "last_error": _TEXT_OR_NULL,
+                        "dead_at": {"type": "number"}}}
+_SUBSCRIPTION = {"type": "object", "required": ["sub_key", "subscription", "topic_name", "endpoint_name",
+                                                "endpoint_type", "max_attempts"], "properties": {
+    "sub_key": {"type": "string"}, "subscription": {"type": "string"}, "topic_name": {"type": "string"},
+    "endpoint_name": {"type": "string"}, "endpoint_type": {"type": "string"}, "max_attempts": {"type": "integer"},
+    "depth": {"type": "integer"}, "in_flight": {"type": "integer"}, "dead": {"type": "integer"}}}
+_TOPIC = {"type": "object", "required": ["name", "has_gd", "max_depth_gd", "max_depth_non_gd", "depth_gd",
+                                         "depth_non_gd", "last_message", "subscriptions"], "properties": {
+    "name": {"type": "string"}, "has_gd": {"type": "boolean"}, "max_depth_gd": {"type": "integer"},
+    "max_depth_non_gd": {"type": "integer"}, "depth_gd": {"type": "integer"},
+    "depth_non_gd": {"type": "integer", "description": "non-GD messages in the RAM of the worker that answers"},
+    "last_message": {"type": ["object", "null"], "properties": {"msg_id": {"type": "string"},
+                                                                "pub_time": {"type": "number"},
+                                                                "pub_time_iso": {"type": "string"}}},
+    "subscriptions": {"type": "array", "items": _SUBSCRIPTION}}}
+
+
+def _path(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": {"type": "string", "minLength": 1}}
+
+
+_TOPIC_PARAM = _path("topic", "the topic's name, percent-encoded (/orders/new is %2Forders%2Fnew)")
+_SUB_KEY_PARAM = _path("sub_key", "a subscription queue's sub_key (GET /zato/api/pubsub/subscriptions lists them)")
+_MSG_ID_PARAM = _path("msg_id", "a message id")
+_PAGE = [
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_LIMIT, "default": 50}},
+    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}},
+    {"name": "data", "in": "query", "description": "false leaves message data out",
+     "schema": {"type": "string", "enum": [*TRUE, *FALSE], "default": "true"}}]
+_FILTERS = [{"name": "sub_key", "in": "query", "schema": {"type": "string"}, "description": "one queue's"},
+            {"name": "topic", "in": "query", "schema": {"type": "string"}, "description": "one topic's"}]
+_PURGE_FILTERS = [
+    {"name": "sub_key", "in": "query", "schema": {"type": "string", "minLength": 1}, "description": "one queue's"},
+    {"name": "topic", "in": "query", "schema": {"type": "string", "minLength": 1}, "description": "one topic's"},
+    {"name": "msg_ids", "in": "query", "schema": {"type": "string", "pattern": "[^,]"},
+     "description": "message ids, comma-separated"},
+    {"name": "all", "in": "query", "schema": {"type": "string", "enum": [*TRUE, *FALSE]},
+     "description": "true: every dead letter"}]
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _count(name: str, description: str) -> dict[str, Any]:
+    return _json(description, {"type": "object", "required": [name], "properties": {name: {"type": "integer"}}})
+
+
+def _operation(operation_id: str, summary: str, responses: dict[str, Any], **more: Any) -> dict[str, Any]:
+    return {"operationId": operation_id, "tags": ["pubsub"], "summary": summary,
+            "responses": {**responses, "503": _NOT_RUNNING}, **more}
+
+
+_BAD_PAGE = {"description": "limit, offset or data is not a number or flag in range", "content": _ERROR}
+_NO_TOPIC = {"description": "No active topic of that name", "content": _ERROR}
+_NO_QUEUE = {"description": "No subscription queue with that sub_key", "content": _ERROR}
+_DEAD_SELECTION = {"description": "Nothing says which dead letters (sub_key, topic, msg_ids or all), or one of "
+                                  "them is of the wrong type", "content": _ERROR}
+
+OPENAPI = {
+    "list_topics": {"get": _operation("pubsub_list_topics", "Topics: depth, last message, queues",
+                                      {"200": _json("Every active topic", {"type": "array", "items": _TOPIC})})},
+    "get_topic": {"get": _operation("pubsub_get_topic", "One topic", {"200": _json("The topic", _TOPIC),
+                                                                      "404": _NO_TOPIC}, parameters=[_TOPIC_PARAM])},
+    "topic_messages": {"get": _operation(
+        "pubsub_topic_messages", "Messages waiting in a topic",
+        {"200": _json("A page of messages", {"type": "array", "items": _MESSAGE}), "400": _BAD_PAGE,
+         "404": _NO_TOPIC}, parameters=[_TOPIC_PARAM, *_PAGE])},
+    "list_subscriptions": {"get": _operation(
+        "pubsub_list_subscriptions", "Queues: one per subscription and topic",
+        {"200": _json("Every queue with its depth", {"type": "array", "items": _SUBSCRIPTION})})},
+    "queue_messages": {"get": _operation(
+        "pubsub_queue_messages", "Browse a queue, in delivery order",
+        {"200": _json("A page of the queue", {"type": "array", "items": _QUEUED}), "400": _BAD_PAGE,
+         "404": _NO_QUEUE}, parameters=[_SUB_KEY_PARAM, *_PAGE])},
+    "clear_queue": {"delete": _operation(
+        "pubsub_clear_queue", "Empty a queue", {"200": _count("deleted", "How many messages were deleted"),
+                                                "404": _NO_QUEUE}, parameters=[_SUB_KEY_PARAM])},
+    "delete_queue_message": {"delete": _operation(
+        "pubsub_delete_queue_message", "Delete one message from a queue",
+        {"204": {"description": "Deleted"}, "404": {"description": "No such queue, or the message is not in it",
+                                                     "content": _ERROR}}, parameters=[_SUB_KEY_PARAM, _MSG_ID_PARAM])},
+    "get_message": {"get": _operation(
+        "pubsub_get_message", "One message and the queues it waits in",
+        {"200": _json("The message", _WAITING), "404": {"description": "No such message is waiting for delivery",
+                                                         "content": _ERROR}}, parameters=[_MSG_ID_PARAM])},
+    "list_dead": {"get": _operation(
+        "pubsub_list_dead", "Dead letters, oldest first",
+        {"200": _json("A page of dead letters", {"type": "array", "items": _DEAD}), "400": _BAD_PAGE},
+        parameters=[*_FILTERS, *_PAGE])},
+    "purge_dead": {"delete": _operation(
+        "pubsub_purge_dead", "Purge dead letters (say which: sub_key, topic, msg_ids or all=true)",
+        {"200": _count("purged", "How many dead letters were deleted"), "400": _DEAD_SELECTION},
+        description="At least one of sub_key, topic and msg_ids (all must match), or all=true, is needed.",
+        parameters=_PURGE_FILTERS)},
+    "replay_dead": {"post": _operation(
+        "pubsub_replay_dead", "Put dead letters back in their queues, as new",
+        {"200": _count("replayed", "How many dead letters went back to their queues"), "400": _DEAD_SELECTION},
+        requestBody={"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "description": "at least one of sub_key, topic and msg_ids (all must match), or "
+                                             "all: true",
+            "properties": {"sub_key": {"type": "string", "minLength": 1}, "topic": {"type": "string", "minLength": 1},
+                           "msg_ids": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+                           "all": {"type": "boolean"}},
+            "anyOf": [{"required": ["sub_key"]}, {"required": ["topic"]}, {"required": ["msg_ids"]},
+                      {"required": ["all"], "properties": {"all": {"const": True}}}]}}}})},
+    "get_dead": {"get": _operation(
+        "pubsub_get_dead", "One dead letter, its data and last error",
+        {"200": _json("The dead letter", _DEAD), "404": {"description": "No such dead letter", "content": _ERROR}},
+        parameters=[_SUB_KEY_PARAM, _MSG_ID_PARAM])},
+    "delete_dead": {"delete": _operation(
+        "pubsub_delete_dead", "Delete one dead letter",
+        {"204": {"description": "Deleted"}, "404": {"description": "No such dead letter", "content": _ERROR}},
+        parameters=[_SUB_KEY_PARAM, _MSG_ID_PARAM])},
+    "statistics": {"get": _operation(
+        "pubsub_statistics", "Counters of the worker that answers",
+        {"200": _json("Counters", {"type": "object", "additionalProperties": {"type": "integer"}})})},
+}
+
+
+# (path, handler, methods, OpenAPI operations): registered by the pubsub plugin
 ROUTES = [
-    (f"{PREFIX}/topics", list_topics, ("GET",)),
-    (f"{PREFIX}/topics/{{topic}}", get_topic, ("GET",)),
-    (f"{PREFIX}/topics/{{topic}}/messages", topic_messages, ("GET",)),
-    (f"{PREFIX}/subscriptions", list_subscriptions, ("GET",)),
-    (f"{PREFIX}/subscriptions/{{sub_key}}/messages", queue_messages, ("GET",)),
-    (f"{PREFIX}/subscriptions/{{sub_key}}/messages", clear_queue, ("DELETE",)),
-    (f"{PREFIX}/subscriptions/{{sub_key}}/messages/{{msg_id}}", delete_queue_message, ("DELETE",)),
-    (f"{PREFIX}/messages/{{msg_id}}", get_message, ("GET",)),
-    (f"{PREFIX}/dlq", list_dead, ("GET",)),
-    (f"{PREFIX}/dlq", purge_dead, ("DELETE",)),
-    (f"{PREFIX}/dlq/replay", replay_dead, ("POST",)),
-    (f"{PREFIX}/dlq/{{sub_key}}/{{msg_id}}", get_dead, ("GET",)),
-    (f"{PREFIX}/dlq/{{sub_key}}/{{msg_id}}", delete_dead, ("DELETE",)),
-    (f"{PREFIX}/statistics", statistics, ("GET",)),
+    (f"{PREFIX}/topics", list_topics, ("GET",), OPENAPI["list_topics"]),
+    (f"{PREFIX}/topics/{{topic}}", get_topic, ("GET",), OPENAPI["get_topic"]),
+    (f"{PREFIX}/topics/{{topic}}/messages", topic_messages, ("GET",), OPENAPI["topic_messages"]),
+    (f"{PREFIX}/subscriptions", list_subscriptions, ("GET",), OPENAPI["list_subscriptions"]),
+    (f"{PREFIX}/subscriptions/{{sub_key}}/messages", queue_messages, ("GET",), OPENAPI["queue_messages"]),
+    (f"{PREFIX}/subscriptions/{{sub_key}}/messages", clear_queue, ("DELETE",), OPENAPI["clear_queue"]),
+    (f"{PREFIX}/subscriptions/{{sub_key}}/messages/{{msg_id}}", delete_queue_message, ("DELETE",),
+     OPENAPI["delete_queue_message"]),
+    (f"{PREFIX}/messages/{{msg_id}}", get_message, ("GET",), OPENAPI["get_message"]),
+    (f"{PREFIX}/dlq", list_dead, ("GET",), OPENAPI["list_dead"]),
+    (f"{PREFIX}/dlq", purge_dead, ("DELETE",), OPENAPI["purge_dead"]),
+    (f"{PREFIX}/dlq/replay", replay_dead, ("POST",), OPENAPI["replay_dead"]),
+    (f"{PREFIX}/dlq/{{sub_key}}/{{msg_id}}", get_dead, ("GET",), OPENAPI["get_dead"]),
+    (f"{PREFIX}/dlq/{{sub_key}}/{{msg_id}}", delete_dead, ("DELETE",), OPENAPI["delete_dead"]),
+    (f"{PREFIX}/statistics", statistics, ("GET",), OPENAPI["statistics"]),
 ]

@@ -773,12 +773,31 @@ SERVICE_SETTINGS_TYPE = ObjectType(SERVICE_SETTINGS, (
 
 @hookimpl
 def register_server_config(register):
+    import re
+
+    from zato.registry import Setting
+
+    def check_proxies(entries: list[str]) -> None:
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or a CIDR network") from None
+
+    def check_header(name: str) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]*", name.strip()):
+            raise ValueError("not an HTTP header name")
+
     register(PLUGIN, {
-        "trusted_proxies": [],
-        "forwarded_for_header": DEFAULT_FORWARDED_FOR,
-        "approximate_backend": "approximate",
-        "exact_backend": "exact",
-        "prune_interval": DEFAULT_PRUNE_INTERVAL,
+        "trusted_proxies": Setting([], check=check_proxies, allowed="IP addresses or CIDR networks separated by "
+                                   "commas, e.g. 127.0.0.1, 10.0.0.0/8", doc="Proxies whose forwarded-for header "
+                                                                              "is believed"),
+        "forwarded_for_header": Setting(DEFAULT_FORWARDED_FOR, check=check_header, allowed="an HTTP header name",
+                                        doc="The header naming the client behind a trusted proxy"),
+        "approximate_backend": Setting("approximate", doc="The rate limiter backend counting APPROXIMATE limits"),
+        "exact_backend": Setting("exact", doc="The rate limiter backend counting EXACT limits"),
+        "prune_interval": Setting(DEFAULT_PRUNE_INTERVAL, exclusive_minimum=0, maximum=86400,
+                                  doc="Seconds between two prunings of old counters"),
     }, doc="Rate limiting: proxies whose forwarded-for header is believed (addresses or CIDR networks), that "
            "header's name, the backends counting APPROXIMATE and EXACT limits, seconds between prunings of old "
            "counters.")

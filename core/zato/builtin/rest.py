@@ -26,10 +26,11 @@ CHANNEL_REST = ObjectType(OBJECT_TYPE, (
     Field("name", required=True, description="Unique name of the channel"),
     Field("url_path", required=True, description="Path with optional {param} segments", example="/api/user/{id}"),
     Field("service", required=True, references="service", description="Service invoked"),
-    Field("methods", "list", default=list(ALL_METHODS), description="Allowed HTTP methods"),
+    Field("methods", "list", default=list(ALL_METHODS), item_type="str", item_choices=ALL_METHODS, unique_items=True,
+          description="Allowed HTTP methods (empty: all of them)"),
     Field("data_format", default="json", choices=DATA_FORMATS, description="json, text or form"),
     Field("security", references="security", description="Security definition protecting the channel"),
-    Field("timeout", "float", description="Seconds the service may take before the caller gets 504"),
+    Field("timeout", "float", minimum=0, description="Seconds the service may take before the caller gets 504"),
     *RATE_LIMIT_FIELDS,
     Field("is_active", "bool", default=True),
 ), description="A REST channel: exposes a service at a URL path", check=check_rate_limit_fields)
@@ -44,25 +45,31 @@ class RESTChannels:
         self.errors: dict[str, str] = {}  # channel name -> why it is not routed
 
     def apply(self, objects: list[dict[str, Any]]) -> None:
-        """ Routes every active definition; one that clashes with another is left out and logged
-        (the others keep serving). """
+        """ Routes every active definition; one that cannot be routed (a clash with another, or
+        anything else that fails while building its route) is left out and logged (the others
+        keep serving). """
         trial = Router()
         routes = []
         errors = {}
         for definition in objects:
             if not definition.get("is_active", True):
                 continue
-            route = self._route(definition)
+            name = definition.get("name")
             try:
+                route = self._route(definition)
                 trial.add(*route)
             except ValueError as exc:
-                errors[definition["name"]] = str(exc)
-                logger.error("REST channel %r is not routed: %s; change its url_path or methods",
-                             definition["name"], exc)
+                errors[name] = str(exc)
+                logger.error("REST channel %r is not routed: %s; change its url_path or methods", name, exc)
+                continue
+            except Exception as exc:
+                errors[name] = f"{type(exc).__name__}: {exc}"
+                logger.exception("REST channel %r is not routed: its definition cannot be used (%s); correct it "
+                                 "through the admin API or enmasse", name, errors[name])
                 continue
             routes.append(route)
         self.server.set_routes("channel:rest", routes)
-        self.definitions = {d["name"]: d for d in objects}
+        self.definitions = {d.get("name"): d for d in objects}
         self.errors = errors
 
     def validate(self, definition: dict[str, Any]) -> list[str]:
@@ -71,13 +78,18 @@ class RESTChannels:
             return []
         trial = Router()
         for other in self.definitions.values():
-            if other["name"] != definition["name"] and other.get("is_active", True) and \
-                    other["name"] not in self.errors:
-                trial.add(*self._route(other))
+            if other.get("name") != definition.get("name") and other.get("is_active", True) and \
+                    other.get("name") not in self.errors:
+                try:
+                    trial.add(*self._route(other))
+                except Exception:  # routed when applied, so not expected; never a reason to refuse this one
+                    continue
         try:
             trial.add(*self._route(definition))
         except ValueError as exc:
             return [str(exc)]
+        except Exception as exc:
+            return [f"this definition cannot be routed ({type(exc).__name__}: {exc})"]
         return []
 
     def _route(self, definition: dict[str, Any]) -> tuple[str, tuple[str, ...], Any, str]:

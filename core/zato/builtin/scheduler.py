@@ -70,6 +70,7 @@ WAKE = "scheduler.wake"  # notification: a run was requested (execute now)
 LEASE_NAME = "scheduler"
 UTC = timezone.utc
 API = "/zato/api/scheduler"
+DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT = 100, 10_000  # runs a history call returns
 
 
 class JOB_TYPE:
@@ -370,12 +371,12 @@ SCHEDULER_TYPE = ObjectType(OBJECT_TYPE, (
                                                  "are read in", example="Europe/Warsaw"),
     Field("extra", description="Given to the service as self.request.raw_request (and as self.request.payload, "
                                "parsed, when it is a JSON object)", example='{"source": "crm"}'),
-    Field("weeks", type="int", default=0, description="interval_based: weeks between runs"),
-    Field("days", type="int", default=0, description="interval_based: days between runs"),
-    Field("hours", type="int", default=0, description="interval_based: hours between runs"),
-    Field("minutes", type="int", default=0, description="interval_based: minutes between runs"),
-    Field("seconds", type="int", default=0, description="interval_based: seconds between runs", example=30),
-    Field("repeats", type="int", description="interval_based: how many runs, after which the job becomes "
+    Field("weeks", type="int", default=0, minimum=0, description="interval_based: weeks between runs"),
+    Field("days", type="int", default=0, minimum=0, description="interval_based: days between runs"),
+    Field("hours", type="int", default=0, minimum=0, description="interval_based: hours between runs"),
+    Field("minutes", type="int", default=0, minimum=0, description="interval_based: minutes between runs"),
+    Field("seconds", type="int", default=0, minimum=0, description="interval_based: seconds between runs", example=30),
+    Field("repeats", type="int", minimum=0, description="interval_based: how many runs, after which the job becomes "
                                              "inactive; empty or 0: no limit", example=168),
     Field("cron_definition", description="cron_style: minute hour day-of-month month day-of-week (croniter), "
                                          "or @hourly, @daily...", example="0 9 * * mon-fri"),
@@ -1351,11 +1352,15 @@ async def job_history(request: Any) -> Any:
     from zato.server.http import HTTPError, HTTPResponse
     await check_admin(request)
     obj = await _job_object(request)
+    raw = request.query.get("limit") or str(DEFAULT_HISTORY_LIMIT)
     try:
-        limit = int(request.query.get("limit", 100))
-    except (ValueError, AttributeError):
-        raise HTTPError(400, "Error 400 Bad Request: limit must be a whole number") from None
-    runs = await trio.to_thread.run_sync(store_of(request.server).history, obj["_meta"]["id"], max(1, limit))
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_HISTORY_LIMIT:
+        raise HTTPError(400, f"Error 400 Bad Request: limit must be a whole number from 1 to {MAX_HISTORY_LIMIT}, "
+                             f"not {raw[:50]!r}", extra={"errors": [{"field": "limit", "error": "out of range"}]})
+    runs = await trio.to_thread.run_sync(store_of(request.server).history, obj["_meta"]["id"], limit)
     return HTTPResponse.json({"name": obj["name"], "runs": runs})
 
 
@@ -1491,7 +1496,15 @@ def history_command(base_dir: str, name: str, limit: int) -> None:
 
 @hookimpl
 def register_server_config(register):
-    register(PLUGIN, dict(DEFAULTS), doc="The scheduler: whether this server takes part, the lease (seconds), how "
+    from zato.registry import Setting
+    register(PLUGIN, {
+        "enabled": Setting(DEFAULTS["enabled"], doc="Whether this server takes part in scheduling"),
+        "lease_seconds": Setting(DEFAULTS["lease_seconds"], minimum=0.3, maximum=3600,
+                                 doc="Seconds the scheduling process holds its lease (renewed every third)"),
+        "poll_seconds": Setting(DEFAULTS["poll_seconds"], exclusive_minimum=0, maximum=3600,
+                                doc="Seconds between two looks for other servers' changes"),
+        "history_size": Setting(DEFAULTS["history_size"], minimum=0, maximum=1_000_000, doc="Runs kept per job"),
+    }, doc="The scheduler: whether this server takes part, the lease (seconds), how "
                                          "often other servers' changes are looked for, runs kept per job.")
 
 
@@ -1530,9 +1543,71 @@ def register_notification_handlers(register):
 
 @hookimpl
 def register_http_routes(register):
-    register(f"{API}/jobs", list_jobs)
-    register(f"{API}/jobs/{{name}}/history", job_history)
-    register(f"{API}/jobs/{{name}}/execute", execute_job, methods=("POST",))
+    register(f"{API}/jobs", list_jobs, openapi=LIST_JOBS_OPENAPI)
+    register(f"{API}/jobs/{{name}}/history", job_history, openapi=JOB_HISTORY_OPENAPI)
+    register(f"{API}/jobs/{{name}}/execute", execute_job, methods=("POST",), openapi=EXECUTE_JOB_OPENAPI)
+
+
+_TEXT_OR_NULL = {"type": ["string", "null"]}
+_TIME_OR_NULL = {"type": ["string", "null"], "description": "ISO 8601, UTC"}
+_RUN = {"type": "object", "required": ["cid", "job", "kind", "outcome"], "properties": {
+    "cid": {"type": "string"}, "job": {"type": "string"},
+    "kind": {"type": "string", "enum": [KIND.SCHEDULED, KIND.MISFIRE, KIND.MANUAL]},
+    "due_time": _TIME_OR_NULL, "missed": {"type": "integer"}, "requested": _TIME_OR_NULL, "started": _TIME_OR_NULL,
+    "finished": _TIME_OR_NULL, "duration_ms": {"type": ["number", "null"]},
+    "outcome": {"type": "string", "enum": [OUTCOME.PENDING, OUTCOME.RUNNING, OUTCOME.OK, OUTCOME.ERROR,
+                                           OUTCOME.SKIPPED, OUTCOME.CANCELLED, OUTCOME.LOST]},
+    "error": _TEXT_OR_NULL, "server": _TEXT_OR_NULL}}
+_JOB = {"type": "object", "required": ["name", "id", "is_active", "schedule", "error", "next_due", "runs"],
+        "properties": {
+    "name": {"type": "string"}, "id": {"type": "integer"}, "is_active": {"type": "boolean"},
+    "job_type": _TEXT_OR_NULL, "service": _TEXT_OR_NULL, "timezone": {"type": "string"},
+    "schedule": {"type": ["string", "null"], "description": "the schedule in words; null if the job is invalid"},
+    "error": {"type": ["string", "null"], "description": "why the job cannot be scheduled"},
+    "next_due": _TIME_OR_NULL, "next_due_local": {"type": ["string", "null"], "description": "in the job's time zone"},
+    "runs": {"type": "integer"}, "repeats": {"type": ["integer", "null"]},
+    "last_run": {"oneOf": [_RUN, {"type": "null"}]}}}
+_LEASE = {"oneOf": [{"type": "null"}, {"type": "object", "required": ["holder", "epoch", "acquired", "expires"],
+                                       "properties": {"holder": {"type": "string"}, "epoch": {"type": "integer"},
+                                                      "acquired": {"type": "string"}, "expires": {"type": "string"}}}],
+          "description": "which server schedules, until when; null if none ever did"}
+_JOB_NAME = {"name": "name", "in": "path", "required": True, "description": "the job's name, percent-encoded",
+             "schema": {"type": "string", "minLength": 1}}
+_NO_JOB = {"description": "No scheduler job of that name", "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+LIST_JOBS_OPENAPI = {"get": {
+    "operationId": "scheduler_list_jobs", "tags": ["scheduler"],
+    "summary": "Every job with its schedule, next due time and last run",
+    "responses": {"200": _json_response("The jobs and the lease", {
+        "type": "object", "required": ["jobs", "lease"],
+        "properties": {"jobs": {"type": "array", "items": _JOB}, "lease": _LEASE}})}}}
+JOB_HISTORY_OPENAPI = {"get": {
+    "operationId": "scheduler_job_history", "tags": ["scheduler"], "summary": "A job's runs, newest first",
+    "parameters": [_JOB_NAME, {"name": "limit", "in": "query", "schema": {
+        "type": "integer", "minimum": 1, "maximum": MAX_HISTORY_LIMIT, "default": DEFAULT_HISTORY_LIMIT}}],
+    "responses": {"200": _json_response("The runs", {
+        "type": "object", "required": ["name", "runs"],
+        "properties": {"name": {"type": "string"}, "runs": {"type": "array", "items": _RUN}}}),
+        "400": _json_response("limit is not a whole number from 1 to the maximum",
+                              {"$ref": "#/components/schemas/Error"}),
+        "404": _NO_JOB}}}
+EXECUTE_JOB_OPENAPI = {"post": {
+    "operationId": "scheduler_execute_job", "tags": ["scheduler"],
+    "summary": "Run a job now, whatever its type; the server that schedules starts it, its history tells the outcome",
+    "parameters": [_JOB_NAME],
+    "responses": {"202": _json_response("The run is requested", {
+        "type": "object", "required": ["name", "cid", "status", "scheduling"], "properties": {
+            "name": {"type": "string"}, "cid": {"type": "string", "description": "the run's cid (in its history)"},
+            "status": {"type": "string", "enum": [OUTCOME.PENDING]},
+            "scheduling": {"type": "boolean", "description": "whether a server is scheduling now"},
+            "note": {"type": "string", "description": "why the run may wait"}}}),
+        "404": _NO_JOB}}}
 
 
 @hookimpl

@@ -12,11 +12,13 @@ bypassed the calls above) is refused, never hashed on load: the server does not 
 configuration database on its own. Every request it protects gets 401, and the log says why at
 start, after each configuration change and on each refused request.
 
-Checking a request: user names are compared with `hmac.compare_digest`; passwords and keys are
-verified with scrypt in a worker thread (at most `VERIFY_CONCURRENCY` at once per worker: a
-run takes 16 MB), and a success is remembered by `zato.security.Verifier` under an HMAC of
-(identity, secret, stored hash), so the next request with the same credentials costs a lookup.
-Failures are never remembered; a new hash makes the old entries unreachable.
+Checking a request: a credential header sent more than once is refused (400); user names are
+compared with `hmac.compare_digest`; passwords and keys are verified with scrypt in a worker
+thread under the process's one `zato.security.hashing_limiter()` (shared with the admin API),
+and a success is remembered by `zato.security.Verifier` under an HMAC of (identity, secret,
+stored hash), so the next request with the same credentials costs a lookup on the loop.
+Failures are never remembered; a new hash makes the old entries unreachable. Failed attempts
+count in the server's `zato.security.LoginThrottle`, per client address.
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ from zato.common import SERVER_STARTUP
 from zato.objects import ENCRYPTED_PREFIX, ObjectValidationError, is_env_reference, store_secret, validate
 from zato.common.rate_limiting import RATE_LIMIT_FIELDS, check_rate_limit_fields
 from zato.registry import Field, ObjectType, SecurityType
-from zato.security import PREFIX as HASH_PREFIX, Verifier, parse_basic_auth, verify_password
+from zato.security import (
+    PREFIX as HASH_PREFIX, Verifier, client_address, hashing_limiter, login_throttle, parse_basic_auth, verify_off_loop,
+    verify_password,
+)
 from zato.server.http import HTTPError, HTTPRequest
 
 logger = logging.getLogger("zato.security")
@@ -50,9 +55,6 @@ DIRECTIONS = (INBOUND, OUTGOING)
 DEFAULT_REALM = "API"  # Zato web-admin's default realm
 DEFAULT_APIKEY_HEADER = "X-API-Key"  # Zato's API_Key.Default_Header
 APIKEY_CHALLENGE = "zato-apikey"  # what Zato sends in WWW-Authenticate for API keys
-
-# Concurrent scrypt verifications per worker; each takes 16 MB and a CPU for tens of ms.
-VERIFY_CONCURRENCY = max(2, os.cpu_count() or 2)
 
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")  # an RFC 9110 token
 STORAGE_KEYS = ("id", "name", "is_active", "_meta")  # kept in columns, not in an object's data
@@ -186,10 +188,9 @@ def store_definition(odb: Any, name: str, *, is_active: bool = True, box: Any = 
 
 @dataclass
 class SecurityState:
-    """ Per worker: remembered successes, the bound on concurrent scrypt runs, and which
-    definitions keep their password in the environment (`$NAME` in the database). """
+    """ Per worker: remembered successes, and which definitions keep their password in the
+    environment (`$NAME` in the database). """
     verifier: Verifier = field(default_factory=Verifier)
-    limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(VERIFY_CONCURRENCY))
     env_references: dict[str, str] = field(default_factory=dict)  # definition name -> variable
 
 
@@ -246,20 +247,36 @@ def _usable_secret(request: HTTPRequest, definition: dict[str, Any], challenge: 
     return password
 
 
-async def _verify(request: HTTPRequest, identity: str, given: str, secret: str) -> bool:
-    if not is_password_hash(secret):  # from the environment, never stored: compare in constant time
-        return hmac.compare_digest(given.encode(), secret.encode())
-    state = security_state(request.server)
-    if state.verifier.is_known(identity, given, secret):
+def _target(definition: dict[str, Any]) -> str:
+    return f"security definition {definition.get('name')!r}"
+
+
+async def _verify(request: HTTPRequest, definition: dict[str, Any], identity: str, given: str, secret: str) -> bool:
+    """ A remembered success answers at once; anything else waits out the client address's
+    throttle delay first, and a failure counts in it. """
+    verifier = security_state(request.server).verifier
+    if is_password_hash(secret) and verifier.is_known(identity, given, secret):
         return True
-    return await trio.to_thread.run_sync(state.verifier.verify, identity, given, secret, limiter=state.limiter)
-
-
-async def _spend_verification_time(request: HTTPRequest, given: str, secret: str) -> None:
-    """ Runs scrypt without remembering the result, so that a wrong user name takes as long to
-    refuse as a wrong password and timing does not tell which user names exist. """
+    throttle, client = login_throttle(request.server), client_address(request)
+    await throttle.wait(client)
     if is_password_hash(secret):
-        await trio.to_thread.run_sync(verify_password, given, secret, limiter=security_state(request.server).limiter)
+        ok = await verify_off_loop(verifier, identity, given, secret)
+    else:  # from the environment, never stored: compare in constant time
+        ok = hmac.compare_digest(given.encode(), secret.encode())
+    if not ok:
+        throttle.failed(client, _target(definition))
+    return ok
+
+
+async def _spend_verification_time(request: HTTPRequest, definition: dict[str, Any], given: str, secret: str) -> None:
+    """ Runs scrypt without remembering the result, so that a wrong user name takes as long to
+    refuse as a wrong password and timing does not tell which user names exist. Counts as a
+    failed login. """
+    throttle, client = login_throttle(request.server), client_address(request)
+    await throttle.wait(client)
+    if is_password_hash(secret):
+        await trio.to_thread.run_sync(verify_password, given, secret, limiter=hashing_limiter())
+    throttle.failed(client, _target(definition))
 
 
 def _refuse(request: HTTPRequest, definition: dict[str, Any], reason: str, challenge: str) -> HTTPError:
@@ -277,7 +294,7 @@ async def check_basic_auth(definition: dict[str, Any], request: HTTPRequest) -> 
     """ HTTP Basic Auth: returns the user name, or raises 401 with `WWW-Authenticate: Basic realm=...`. """
     challenge = basic_auth_challenge(definition)
     secret = _usable_secret(request, definition, challenge)
-    header = request.headers.get("authorization")
+    header = request.single_header("Authorization")
     credentials = parse_basic_auth(header)
     if credentials is None:
         reason = "no Authorization header" if header is None else \
@@ -286,9 +303,9 @@ async def check_basic_auth(definition: dict[str, Any], request: HTTPRequest) -> 
     username, password = credentials
     expected = definition["username"]
     if not hmac.compare_digest(username.encode(), expected.encode()):
-        await _spend_verification_time(request, password, secret)
+        await _spend_verification_time(request, definition, password, secret)
         raise _refuse(request, definition, "unknown user name", challenge)
-    if not await _verify(request, expected, password, secret):
+    if not await _verify(request, definition, expected, password, secret):
         raise _refuse(request, definition, f"wrong password for user {expected!r}", challenge)
     return expected
 
@@ -298,10 +315,10 @@ async def check_apikey(definition: dict[str, Any], request: HTTPRequest) -> str:
     raises 401 with `WWW-Authenticate: zato-apikey`, as Zato does. """
     secret = _usable_secret(request, definition, APIKEY_CHALLENGE)
     header = apikey_header(definition)
-    key = request.headers.get(header.lower())
+    key = request.single_header(header)
     if not key:
         raise _refuse(request, definition, f"no {header} header", APIKEY_CHALLENGE)
-    if not await _verify(request, definition["name"], key, secret):
+    if not await _verify(request, definition, definition["name"], key, secret):
         raise _refuse(request, definition, f"wrong key in the {header} header", APIKEY_CHALLENGE)
     return definition["name"]
 

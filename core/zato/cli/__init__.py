@@ -212,7 +212,8 @@ def set_admin_password(base_dir: str, password: str) -> None:
     text, count = re.subn(r"(?m)^password_hash\s*=.*$", new_line, text)
     if not count:
         text += f"\n[admin]\nusername = admin\n{new_line}\n"
-    paths.server_conf.write_text(text, "utf-8")
+    from zato.common.files import write_file
+    write_file(paths.server_conf.resolve(), text)  # 0600 whatever it was: it holds the hash
     _console().print("[green]✓[/] admin password set; restart the server to apply it")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from zato.common.files import LOG_DIR, PRIVATE_DIR, SHARED_DIR, make_dir, write_file
 from zato.objects import SecretBox
 from zato.odb import ODB, sqlite_url
 from zato.plugins import discover_plugins
@@ -113,16 +114,18 @@ def create_server_dir(base_dir: Path | str, *, port: int = 17010, workers: int =
     paths = ServerPaths(base_dir)
     if paths.base_dir.exists() and any(paths.base_dir.iterdir()):
         raise QuickstartError(f"{paths.base_dir} exists and is not empty; choose a new directory")
-    for directory in (paths.config_dir, paths.pickup_dir, paths.logs_dir, paths.work_dir, paths.lib_dir):
-        directory.mkdir(parents=True, exist_ok=True)
+    # config/ and work/ hold secrets, logs/ may: none is open to other users, whatever the umask
+    make_dir(paths.base_dir, SHARED_DIR)
+    for directory, mode in ((paths.config_dir, PRIVATE_DIR), (paths.pickup_dir, SHARED_DIR), (paths.logs_dir, LOG_DIR),
+                            (paths.work_dir, PRIVATE_DIR), (paths.lib_dir, SHARED_DIR)):
+        make_dir(directory, mode)
     progress(f"created {paths.base_dir} with config/, pickup/, logs/, work/ and lib/")
 
     plugins = "\n".join(f"{p.name} = True" for p in discover_plugins())
-    paths.server_conf.write_text(SERVER_CONF.format(
+    write_file(paths.server_conf, SERVER_CONF.format(  # 0600 from the start: it holds the admin password's hash
         name=name, port=port, workers=workers, plugins=plugins, base_dir=paths.base_dir,
-        password_hash=hash_password(admin_password)), "utf-8")
-    paths.server_conf.chmod(0o600)
-    (paths.config_dir / "user.conf").write_text(USER_CONF, "utf-8")
+        password_hash=hash_password(admin_password)))
+    write_file(paths.config_dir / "user.conf", USER_CONF)  # users keep API keys there
     SecretBox.create_key(paths.config_dir / "secret.key")  # encrypts secrets in the database; keep it safe
     progress(f"wrote {paths.server_conf} and {paths.config_dir / 'user.conf'}")
 
@@ -134,6 +137,6 @@ def create_server_dir(base_dir: Path | str, *, port: int = 17010, workers: int =
         odb.close()
     progress(f"created the configuration database {paths.database} with the REST channel /demo/hello")
 
-    (paths.pickup_dir / "demo.py").write_text(DEMO_SERVICE.format(port=port), "utf-8")
+    write_file(paths.pickup_dir / "demo.py", DEMO_SERVICE.format(port=port))
     progress(f"wrote the demo service {paths.pickup_dir / 'demo.py'}")
     return paths

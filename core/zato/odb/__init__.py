@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +23,8 @@ from sqlalchemy import (
     event, inspect, select, text,
 )
 from sqlalchemy.engine import Connection, Engine
+
+from zato.common.files import PRIVATE_FILE, create_file, tighten
 
 logger = logging.getLogger("zato.odb")
 
@@ -72,9 +75,26 @@ def sqlite_url(path: Path | str) -> str:
     return f"sqlite:///{Path(path).resolve()}"
 
 
+def prepare_sqlite_file(database: str) -> None:
+    """ Creates an SQLite database file 0600 before SQLite opens it, or takes from an existing one
+    (and its -wal, -shm and -journal files) what 0600 does not allow, logging that it did: it
+    holds password hashes. SQLite gives the files it creates next to a database the database
+    file's mode, so they are 0600 too. """
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    if not os.path.exists(database):
+        try:
+            create_file(database, PRIVATE_FILE, append=True).close()
+        except FileNotFoundError:
+            return  # no such directory: SQLite's own error says which file it could not open
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        tighten(database + suffix, PRIVATE_FILE)
+
+
 def open_engine(url: str) -> Engine:
     engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
     if engine.dialect.name == "sqlite":
+        prepare_sqlite_file(engine.url.database or "")
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cursor = dbapi_conn.cursor()
@@ -119,7 +139,16 @@ class ODB:
     def upgrade(self) -> str:
         """ Migrates the database to the newest revision; cheap when it is already there.
         Returns what it did, for the log. """
-        revision = self.current_revision()
+        from sqlalchemy.exc import DBAPIError
+        try:
+            revision = self.current_revision()
+        except DBAPIError as exc:  # the first connection of a start: say which database and where it is set
+            from zato.config import ConfigError
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise ConfigError(
+                f"cannot open the configuration database {self.engine.url.render_as_string(hide_password=True)}: "
+                f"{reason}; check [odb] url in server.conf (empty: work/zato.db) and that the database "
+                f"is running and accepts this user") from None
         if revision == HEAD_REVISION:
             return f"at revision {HEAD_REVISION}"
         from alembic import command

@@ -42,6 +42,7 @@ async def invoke_from_http(request: HTTPRequest, service: str, *, channel: str, 
     params = request.query
     params.update(request.path_params)
     http = HTTPRequestInfo(request.method, params, request.headers, request.path, user, security)
+    timeout = timeout or server.service_timeout  # [main] service_timeout when the channel sets none
     try:
         response = await server.invoke_service(service, payload, cid=request.cid, channel=channel, raw_request=raw,
                                                http=http, timeout=timeout)

@@ -1,10 +1,14 @@
 """ Configuration objects in a running server: loaded from the database at start, reloaded in
 every worker when any of them changes, and handed to the channel types that use them.
 
-`server.config_objects[type][name]` holds each active object as runtimes use it: `$NAME`
-fields read from the environment, encrypted secrets decrypted. An object whose environment
-variable is missing is left out and logged with its type, name, field and variable (the
-others keep working); `server.config_errors` keeps those messages.
+`server.config_objects[type][name]` holds each active object as runtimes use it: checked
+against its type's schema again (the database may hold what an older version, a hand edit or
+another tool wrote), `$NAME` fields read from the environment, encrypted secrets decrypted. An
+object that fails the schema, or whose environment variable is missing, is left out and logged
+with its type, name, every bad field and what to do (the others keep working);
+`server.config_errors` keeps those messages. Applying objects is isolated the same way: a channel
+type, the outgoing connections or a `config_objects_changed` hook that fails is logged, and the
+others are still applied.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ from typing import Any, Iterable
 
 import trio
 
-from zato.objects import ObjectEnvError, SecretBox, runtime_view
+from zato.objects import ObjectEnvError, ObjectValidationError, SecretBox, runtime_view, validate
 from zato.plugins import await_maybe
 
 logger = logging.getLogger("zato.config")
 
 CHANGED = "config.objects.changed"  # the notification every worker handles
+ADMIN_OBJECTS = "/zato/api/objects"
 
 
 def secret_box(server: Any) -> SecretBox:
@@ -38,14 +43,44 @@ def read_objects(server: Any, types: set[str] | None = None) -> tuple[dict[str, 
     for object_type, obj in server.odb.list_all():
         if types is not None and object_type not in types:
             continue
+        schema = schemas.get(object_type)
         try:
-            view = runtime_view(schemas.get(object_type), obj, box)
+            checked = stored_view(schema, obj)
+            view = runtime_view(schema, checked, box)
+        except ObjectValidationError as exc:
+            errors[f"{object_type}:{obj['name']}"] = message = (
+                f"{object_type} {obj['name']!r} in the configuration database is not used: "
+                f"{'; '.join(e['field'] + ': ' + e['error'] for e in exc.errors)}; correct it through the admin API "
+                f"(PUT {ADMIN_OBJECTS}/{object_type}/NAME) or enmasse, or delete it")
+            logger.error("%s", message)
+            continue
         except (ObjectEnvError, ValueError) as exc:
             errors[f"{object_type}:{obj['name']}"] = str(exc)
             logger.error("%s; this object is not used until that is fixed", exc)
             continue
+        except Exception as exc:  # whatever is stored, it never stops the server
+            errors[f"{object_type}:{obj['name']}"] = message = (
+                f"{object_type} {obj['name']!r} in the configuration database cannot be read "
+                f"({type(exc).__name__}: {exc}); correct it through the admin API or enmasse, or delete it")
+            logger.exception("%s", message)
+            continue
         objects.setdefault(object_type, {})[obj["name"]] = view
     return objects, errors
+
+
+def stored_view(object_type: Any, obj: dict[str, Any]) -> dict[str, Any]:
+    """ A stored object checked against its type's schema (stored secrets allowed), typed and with
+    defaults filled in; keys the schema does not know (storage keys, fields of another version)
+    are kept as they are. Raises `ObjectValidationError`. The type's own rules beyond the schema
+    (`ObjectType.check`), and text outside a field's `choices` (harmless to compare, never a crash),
+    are the plugin's to apply when it uses the object: the rate_limit plugin, for one, refuses
+    every request a bad stored definition covers (fail closed) and says why; an SMTP connection
+    with an unknown tls_mode is not built, and its ping says why. """
+    if object_type is None:  # no enabled plugin provides the type: nothing uses it
+        return dict(obj)
+    known = {f.name for f in object_type.fields} | {"name", "is_active"}
+    data = {key: value for key, value in obj.items() if key in known}
+    return {**obj, **validate(object_type, data, allow_secrets=True, run_check=False, check_choices=False)}
 
 
 async def load_all(server: Any) -> None:
@@ -73,11 +108,46 @@ async def reload(server: Any, types: Iterable[str] | None = None) -> None:
         if channel_type.object_type in changed:
             runtime = server.channels.get(channel_type.name)
             if runtime is not None:
-                await await_maybe(runtime.apply(list(server.config_objects.get(channel_type.object_type, {}).values())))
-    await server.outgoing_connections.apply_object_types(changed)
-    for hook_result in server.pm.hook.config_objects_changed(server=server, object_types=sorted(changed)):
-        await await_maybe(hook_result)
+                await apply_channel_type(server, channel_type, runtime)
+    try:
+        await server.outgoing_connections.apply_object_types(changed)
+    except Exception:
+        logger.exception("outgoing connections of %s could not be rebuilt; the previous ones stay, the rest of the "
+                         "configuration is applied", ", ".join(sorted(changed)))
+    await _call_changed_hooks(server, sorted(changed))
     logger.info("configuration reloaded: %s", ", ".join(sorted(changed)) or "nothing")
+
+
+async def apply_channel_type(server: Any, channel_type: Any, runtime: Any) -> bool:
+    """ Gives a channel type's runtime its active objects; a runtime that fails is logged (its
+    previous state stays, the other channel types are applied). Returns whether it worked. """
+    objects = list(server.config_objects.get(channel_type.object_type, {}).values())
+    try:
+        await await_maybe(runtime.apply(objects))
+    except Exception:
+        logger.exception("channel type %r (plugin %s) could not apply its %d %s object(s); they are not in use "
+                         "until the plugin or the objects are fixed", channel_type.name,
+                         _plugin_of(server, "channel_types", channel_type.name), len(objects), channel_type.object_type)
+        return False
+    return True
+
+
+async def _call_changed_hooks(server: Any, object_types: list[str]) -> None:
+    """ Every `config_objects_changed` implementation, one failing not stopping the others. """
+    for impl in reversed(server.pm.hook.config_objects_changed.get_hookimpls()):  # pluggy's LIFO order
+        try:
+            given = {"server": server, "object_types": object_types}
+            await await_maybe(impl.function(**{arg: given[arg] for arg in impl.argnames}))
+        except Exception:
+            logger.exception("the config_objects_changed hook of plugin %s failed after a change of %s; the "
+                             "other plugins were told", impl.plugin_name, ", ".join(object_types))
+
+
+def _plugin_of(server: Any, kind: str, name: str) -> str:
+    try:
+        return server.registry.plugin_of(kind, name)
+    except KeyError:
+        return "?"
 
 
 async def on_changed(server: Any, payload: dict[str, Any] | None) -> None:

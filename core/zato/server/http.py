@@ -25,6 +25,7 @@ Handler = Callable[["HTTPRequest"], Awaitable["HTTPResponse"]]
 
 JSON_CONTENT_TYPE = "application/json"
 PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+NO_REPEATED_HEADERS: frozenset[str] = frozenset()
 
 
 class HTTPError(Exception):
@@ -37,6 +38,32 @@ class HTTPError(Exception):
         self.headers = headers or {}
         self.extra = extra or {}  # more keys of the JSON error body, e.g. "errors"
         super().__init__(self.details)
+
+
+class _NotJSON(ValueError):
+    """ NaN, Infinity or -Infinity: Python's json module reads them, JSON has no such values. """
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJSON(f"{name} is not a JSON value (JSON has no NaN or Infinity); send a number, a string or null")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)  # module-level: as cheap as json.loads
+
+
+def parse_json(data: bytes | str, what: str = "the body") -> Any:
+    """ JSON sent by a caller, or HTTPError 400 saying what is wrong with `what`: not JSON,
+    NaN/Infinity (not JSON either), or nested too deeply to parse (a RecursionError, which would
+    otherwise be a 500). The one parser for JSON from outside the server. """
+    try:
+        if not isinstance(data, str):
+            data = data.decode(json.detect_encoding(data), "surrogatepass")
+        return _DECODER.decode(data)
+    except RecursionError:
+        raise HTTPError(400, f"Error 400 Bad Request: {what} is nested too deeply to be parsed; send JSON with "
+                             f"fewer levels of arrays and objects") from None
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
+        raise HTTPError(400, f"Error 400 Bad Request: {what} is not valid JSON ({exc})") from None
 
 
 class RequestTrace:
@@ -61,6 +88,7 @@ class HTTPRequest:
     scope: dict[str, Any] | None = None
     server: Any = None
     trace: RequestTrace | None = None
+    repeated_headers: frozenset[str] = NO_REPEATED_HEADERS  # lower-case names sent more than once
 
     @property
     def query(self) -> dict[str, str]:
@@ -69,10 +97,16 @@ class HTTPRequest:
     def json(self) -> Any:
         if not self.body:
             return None
-        try:
-            return json.loads(self.body)
-        except ValueError as exc:
-            raise HTTPError(400, f"Error 400 Bad Request: the body is not valid JSON ({exc})") from None
+        return parse_json(self.body)
+
+    def single_header(self, name: str) -> str | None:
+        """ The value of header `name` (any case), or None; 400 if it was sent more than once.
+        For credentials: with two values, which one a check used would be a guess (`headers`
+        keeps the last, as services see it). """
+        key = name.lower()
+        if key in self.repeated_headers:
+            raise HTTPError(400, f"Error 400 Bad Request: the {name} header was sent more than once; send it once")
+        return self.headers.get(key)
 
 
 @dataclass(slots=True)
@@ -266,11 +300,14 @@ class ASGIApp:
             else:
                 raise HTTPError(405, headers={"allow": ", ".join(sorted(route.handlers))})
         headers = {}
-        for name, value in scope["headers"]:
+        raw_headers = scope["headers"]
+        for name, value in raw_headers:
             headers[name.decode("latin-1")] = value.decode("latin-1")
+        # fewer names than headers: some were repeated (the last value is kept, as before)
+        repeated = _repeated(raw_headers) if len(headers) != len(raw_headers) else NO_REPEATED_HEADERS
         body = await self._read_body(receive, headers)
         request = HTTPRequest(method, scope["path"], scope.get("query_string", b""), headers, body,
-                              scope.get("client"), cid, params, scope, self.server, trace)
+                              scope.get("client"), cid, params, scope, self.server, trace, repeated)
         return await handler(request)
 
     async def _read_body(self, receive: Callable, headers: dict[str, str]) -> bytes:
@@ -292,3 +329,14 @@ class ASGIApp:
             if not message.get("more_body"):
                 break
         return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+
+def _repeated(raw_headers: list[tuple[bytes, bytes]]) -> frozenset[str]:
+    seen: set[str] = set()
+    repeated = set()
+    for name, _ in raw_headers:
+        key = name.decode("latin-1")
+        if key in seen:
+            repeated.add(key)
+        seen.add(key)
+    return frozenset(repeated)

@@ -4,10 +4,53 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import re
 import sys
 from pathlib import Path
 
+from zato.common.files import LOG_DIR, LOG_FILE, make_dir, opener, tighten
+
 LOG_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
+
+# C0 controls (line breaks, NUL, ESC...), DEL, C1 controls and the Unicode line/paragraph separators
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+CONTINUATION = "  "  # what every line of a traceback starts with
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def escape_control(text: str) -> str:
+    """ `text` with every control character written as an escape (`\\n`, `\\x1b`, `\\u2028`). """
+    return _CONTROL.sub(_escape, text) if _CONTROL.search(text) else text
+
+
+def _indented(text: str) -> str:
+    return "\n".join(CONTINUATION + escape_control(line) for line in text.rstrip("\n").split("\n"))
+
+
+class SafeFormatter(logging.Formatter):
+    """ The formatter of every handler the server sets up. A record is one line: control
+    characters in it (from a path, a header, a user name, an object name...) are escaped, so
+    no request can start a line of its own or put raw terminal escapes in the log. A traceback
+    or stack follows on lines that each start with `CONTINUATION`, so a line that starts at
+    column 0 is always the start of a record. """
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        text = escape_control(self.formatMessage(record))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            text += "\n" + _indented(record.exc_text)
+        if record.stack_info:
+            text += "\n" + _indented(self.formatStack(record.stack_info))
+        return text
 
 
 def setup_logging(log_file: Path | None, *, console: bool, level: str = "INFO",
@@ -18,14 +61,13 @@ def setup_logging(log_file: Path | None, *, console: bool, level: str = "INFO",
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
-    formatter = logging.Formatter(LOG_FORMAT)
+    formatter = SafeFormatter(LOG_FORMAT)
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(log_file.parent, LOG_DIR)
         if watched:
-            file_handler: logging.Handler = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
+            file_handler: logging.Handler = WatchedLogFile(log_file, encoding="utf-8")
         else:
-            file_handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=max_bytes, backupCount=backups,
-                                                                encoding="utf-8")
+            file_handler = RotatingLogFile(log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
         file_handler.setFormatter(formatter)
         root.addHandler(file_handler)
     if console:
@@ -50,7 +92,9 @@ def relay_logger(*, console_only: bool = False) -> logging.Logger:
         if console_only and isinstance(handler, logging.FileHandler):
             continue
         clone = _Sharing(handler)
-        clone.setFormatter(logging.Formatter("%(message)s"))
+        # on the console, the workers' own lines (formatted already); in the file, unexpected
+        # output, each line a record of its own so that none of it can pass for a worker's record
+        clone.setFormatter(SafeFormatter("%(message)s" if console_only else LOG_FORMAT))
         relay.addHandler(clone)
     relay.setLevel(logging.DEBUG)
     return relay
@@ -80,3 +124,26 @@ class _Sharing(logging.Handler):
                 self.target.release()
         except Exception:
             self.handleError(record)
+
+
+# ################################################################################################
+# Log files 0640 at most, whatever the umask: a log can name users, paths and payloads
+
+
+class _LogFileMode:
+    """ Opens the log file (and every file that rotation starts) with `LOG_FILE`'s mode at most;
+    files an older version left more open, rotated ones included, are tightened. """
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        backups = getattr(self, "backupCount", 0)
+        for path in [self.baseFilename, *(f"{self.baseFilename}.{n}" for n in range(1, backups + 1))]:
+            tighten(path, LOG_FILE, quiet=True)
+        return open(self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors, opener=opener(LOG_FILE))
+
+
+class RotatingLogFile(_LogFileMode, logging.handlers.RotatingFileHandler):
+    """ logs/server.log, rotated by this process. """
+
+
+class WatchedLogFile(_LogFileMode, logging.handlers.WatchedFileHandler):
+    """ logs/server.log, reopened when another process rotates it. """

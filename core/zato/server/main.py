@@ -10,6 +10,7 @@ from pathlib import Path
 
 import trio
 
+from zato.common.files import PRIVATE_DIR, PRIVATE_FILE, PUBLIC_FILE, make_dir, tighten, write_file
 from zato.config import ConfigError
 from zato.plugins import PluginLoadError
 from zato.registry import RegistrationError
@@ -65,7 +66,7 @@ def claim_pidfile(paths: ServerPaths) -> None:
     pid = read_pid(paths)
     if pid is not None and pid != os.getpid() and pid_alive(pid):
         raise AlreadyRunning(f"a server is already running in {paths.base_dir} (pid {pid}); `zato stop` it first")
-    paths.pidfile.write_text(f"{os.getpid()}\n")
+    write_file(paths.pidfile, f"{os.getpid()}\n", PUBLIC_FILE)
 
 
 def release_pidfile(paths: ServerPaths) -> None:
@@ -87,7 +88,10 @@ def run_server(base_dir: str | Path, *, console: bool, sync_internal: bool = Fal
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    make_dir(paths.work_dir, PRIVATE_DIR)  # before anything writes there: it holds the database and tokens
     setup_logging(paths.log_file, console=console, level=config.get("logging", {}).get("level", "INFO"))
+    for private in (paths.server_conf, paths.config_dir / "secret.key"):  # written 0600; a copy may not be
+        tighten(private, PRIVATE_FILE)
     try:
         claim_pidfile(paths)
     except AlreadyRunning as exc:

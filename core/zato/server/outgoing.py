@@ -129,12 +129,20 @@ class OutgoingConnections:
 
     async def apply_all(self) -> None:
         for outconn_type in self.types().values():
-            await self.apply(outconn_type)
+            await self._apply_isolated(outconn_type)
 
     async def apply_object_types(self, object_types: set[str]) -> None:
         for outconn_type in self.types().values():
             if outconn_type.object_type in object_types:
-                await self.apply(outconn_type)
+                await self._apply_isolated(outconn_type)
+
+    async def _apply_isolated(self, outconn_type: Any) -> None:
+        """ `apply`, a failure of one connection type never stopping the others (nor start-up). """
+        try:
+            await self.apply(outconn_type)
+        except Exception:
+            logger.exception("outgoing %s connections could not be applied; the ones that were built stay, the "
+                             "other connection types are applied", outconn_type.name)
 
     async def apply(self, outconn_type: Any) -> None:
         import trio
@@ -145,7 +153,7 @@ class OutgoingConnections:
             old = self.current.get(key)
             if old is not None and old[0] == definition:
                 continue
-            try:
+            try:  # whatever one definition holds, it never stops the others
                 connection = await trio.to_thread.run_sync(outconn_type.create, self.server, definition)
             except Exception as exc:
                 self.errors[key] = f"{type(exc).__name__}: {exc}"

@@ -14,10 +14,11 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import trio
 
@@ -75,9 +76,13 @@ class ServerPaths:
 
 
 def read_server_config(paths: ServerPaths) -> Bunch:
+    """ server.conf, with the keys read before plugins load (workers, [plugins]...) checked; the
+    rest is typed and checked by `apply_schema` once plugins have declared them. """
+    from zato.config import check_startup_keys
     config = read_ini(paths.server_conf)
     config.setdefault("main", Bunch())
     config.setdefault("misc", Bunch())
+    check_startup_keys(config)
     return config
 
 
@@ -120,6 +125,13 @@ class Server:
         self.plugin_state: dict[str, Any] = {}  # a place for plugins to keep per-server objects, by plugin name
         self.service_rate_limits: dict[str, Callable[[str, str], Any]] = {}  # service -> async check(cid, channel)
         self.sync_limiter = trio.CapacityLimiter(int(config.main.get("sync_service_threads", 64)))
+        # Each plain `def` service gets a share of those threads (half by default)
+        self.max_threads_per_service = int(config.main.get("max_threads_per_service", 0)) or \
+            max(1, self.sync_limiter.total_tokens // 2)
+        self.thread_wait_timeout = float(config.main.get("thread_wait_timeout", 5.0))
+        self._service_threads: dict[str, ServiceThreads] = {}
+        # Seconds an HTTP channel's service may take when the channel sets no timeout (0: no limit)
+        self.service_timeout = float(config.main.get("service_timeout", 60.0)) or None
         self.trio_token: trio.lowlevel.TrioToken | None = None
         self.transport: Any = None
         self.address = ""
@@ -163,14 +175,18 @@ class Server:
     async def invoke_service(self, name: str, payload: Any = None, *, cid: str | None = None, channel: str = "invoke",
                              raw_request: Any = None, http: HTTPRequestInfo | None = None,
                              timeout: float | None = None, scheduler_job: Any = None) -> Response:
-        """ Runs one service and returns its `Response`; the service's exceptions propagate.
+        """ Runs one service and returns its `Response`; the service's exceptions propagate,
+        except those that would stop the server (`SystemExit`, `KeyboardInterrupt`...), which
+        come out as `ServiceAborted`.
 
         Input is parsed by the service's SimpleIO (`InputError` lists every bad field) and its
         output checked (`OutputError`). `handle_<METHOD>` is used for HTTP requests with that
-        method. `timeout` (seconds) raises `trio.TooSlowError`: an `async def` service is
-        cancelled at once; a plain `def` service, running in a thread, cannot be interrupted in
-        the middle of Python code: it is cancelled at its next call into the server
-        (`self.invoke`...), and the error is raised as soon as it returns.
+        method. `timeout` (seconds) raises `trio.TooSlowError` at the deadline, whatever the kind
+        of service: an `async def` service is cancelled at once; a plain `def` service keeps
+        running in its thread (Python cannot interrupt it), is cancelled at its next call into
+        the server (`self.invoke`...), and its result is discarded (logged when it finishes). A
+        plain `def` service runs in at most `[main] max_threads_per_service` threads at once;
+        a call that cannot get one within `[main] thread_wait_timeout` raises `ServiceBusy` (503).
         """
         entry = self.services.entries.get(name)
         if entry is None:
@@ -181,11 +197,17 @@ class Server:
         if check_rate_limit is not None:
             cid = cid or new_cid()
             await check_rate_limit(cid, channel)  # raises RateLimitExceeded (429) or AddressNotAllowed (403)
-        service = entry.cls()
+        cid = cid or new_cid()
+        try:
+            service = entry.cls()
+        except Exception:
+            raise
+        except BaseException as exc:
+            _contain(exc, entry.name, cid)
         service.server = self
         service.name = entry.name
         service.logger = _service_logger(entry.name)
-        service.cid = cid or new_cid()
+        service.cid = cid
         service.request = request = Request(payload, raw_request, http, channel, scheduler_job)
         service.response = response = Response()
         sio = entry.sio
@@ -197,15 +219,39 @@ class Server:
         if handler_name == "handle":
             is_async = entry.is_async
         with self.app.observer.time_service(entry.name), trio.fail_after(timeout) if timeout else nullcontext():
-            if is_async:
-                await await_maybe(service.before_handle())
-                await getattr(service, handler_name)()
-                await await_maybe(service.after_handle())
-            else:
-                await trio.to_thread.run_sync(_run_sync_service, service, handler_name, limiter=self.sync_limiter)
+            try:
+                if is_async:
+                    await await_maybe(service.before_handle())
+                    await getattr(service, handler_name)()
+                    await await_maybe(service.after_handle())
+                else:
+                    await self._run_in_thread(service, handler_name)
+            except Exception:
+                raise
+            except BaseException as exc:
+                _contain(exc, entry.name, cid)
         if sio is not None and sio.has_output:
             response.payload = sio.check_output(response.payload)
         return response
+
+    async def _run_in_thread(self, service: Service, handler_name: str) -> None:
+        """ Runs a plain `def` service in a worker thread of its service's share. A cancelled
+        caller (its deadline, its own caller) stops waiting at once; the thread runs on, and
+        what it calls into the server from then on raises `trio.Cancelled`. """
+        threads = self._service_threads.get(service.name)
+        if threads is None:
+            threads = self._service_threads[service.name] = ServiceThreads(
+                service.name, self.max_threads_per_service, self.sync_limiter, self.thread_wait_timeout)
+        calls = ThreadCalls(trio.current_effective_deadline())
+        token = _thread_calls.set(calls)
+        try:
+            await trio.to_thread.run_sync(_run_sync_service, service, handler_name, limiter=threads,
+                                          abandon_on_cancel=True)
+        except trio.Cancelled:
+            calls.cancel()
+            raise
+        finally:
+            _thread_calls.reset(token)
 
     def invoke(self, name: str, payload: Any = None, **kwargs: Any) -> Any:
         """ Invokes a service and returns its response payload.
@@ -219,14 +265,20 @@ class Server:
         """ Runs `async_fn()` on the trio loop, for code running in either kind of service.
 
         From the trio thread it returns the awaitable. From a thread trio started (a plain
-        `def handle`, a start-up callable) it blocks, running `async_fn` inside the task that
-        started the thread, so that task's deadline and cancellation reach it (`trio.Cancelled`
-        is raised in the thread). From any other thread it blocks, running in a task of its own.
+        `def handle`, a start-up callable) it blocks; the deadline and the cancellation of the
+        invocation that started the thread reach `async_fn` (`trio.Cancelled` is raised in the
+        thread; `ThreadCalls`). From any other thread it blocks, running in a task of its own.
         """
         if in_trio_thread():
             return async_fn()
         if _in_trio_worker_thread():
-            return trio.from_thread.run(async_fn)
+            calls = _thread_calls.get(None)
+            if calls is None:
+                return trio.from_thread.run(async_fn)
+            try:
+                return trio.from_thread.run(calls.run, async_fn)
+            finally:
+                trio.from_thread.check_cancelled()  # the service's caller gave up meanwhile: Cancelled wins
         if self.trio_token is None:
             raise RuntimeError("server.invoke is available from the AFTER_STARTED phase on")
         return trio.from_thread.run(async_fn, trio_token=self.trio_token)
@@ -303,9 +355,134 @@ def _in_trio_worker_thread() -> bool:
 
 
 def _run_sync_service(service: Service, handler_name: str) -> None:
-    service.before_handle()
-    getattr(service, handler_name)()
-    service.after_handle()
+    started = time.monotonic()
+    try:
+        service.before_handle()
+        getattr(service, handler_name)()
+        service.after_handle()
+    finally:
+        if _was_abandoned():
+            service.logger.warning("cid=%s service %s finished %.1f s after it started, after its caller stopped "
+                                   "waiting (deadline or cancellation); its response was discarded", service.cid,
+                                   service.name, time.monotonic() - started)
+
+
+def _was_abandoned() -> bool:
+    try:
+        trio.from_thread.check_cancelled()
+    except trio.Cancelled:
+        return True
+    return False
+
+
+class ServiceAborted(Exception):
+    """ A service raised an exception that is not an `Exception` (`SystemExit` from `sys.exit()`,
+    `KeyboardInterrupt`, `GeneratorExit`...). Such an exception would stop the server, so it is
+    turned into this one where the service is called: its caller gets an error (HTTP 500) and the
+    log the original traceback. The original is `__cause__`. """
+
+    def __init__(self, service: str, cid: str, exc: BaseException) -> None:
+        super().__init__(f"service {service} raised {type(exc).__name__}({exc}) (cid {cid}); a service cannot stop "
+                         f"the server: raise an Exception instead")
+        self.service = service
+        self.cid = cid
+
+
+def _contain(exc: BaseException, service: str, cid: str) -> NoReturn:
+    """ Raises what a BaseException out of user code becomes: cancellation as it is (trio owns
+    it), anything else as `ServiceAborted`. Call it in an `except BaseException` block. """
+    if isinstance(exc, trio.Cancelled) or (
+            isinstance(exc, BaseExceptionGroup) and exc.subgroup(trio.Cancelled) is not None):
+        raise exc
+    raise ServiceAborted(service, cid, exc) from exc
+
+
+class ServiceBusy(HTTPError):
+    """ A plain `def` service runs in as many threads as its share of the pool allows, and a call
+    waited `[main] thread_wait_timeout` seconds for one: HTTP 503 with `Retry-After`. """
+
+    def __init__(self, service: str, share: int, waited: float) -> None:
+        super().__init__(503, f"Error 503 Service Unavailable: service {service} is busy (all of its {share} threads "
+                              f"are in use, waited {waited:g} s); retry later",
+                         headers={"retry-after": str(max(1, round(waited)))})
+        self.service = service
+
+
+class ServiceThreads:
+    """ The worker threads one plain `def` service may use: its share of the server's pool
+    (`[main] max_threads_per_service` of `[main] sync_service_threads`), so that a service that
+    hangs cannot take every thread from the others. Passed to `trio.to_thread.run_sync` as its
+    limiter, so a thread holds its slot until it really finishes, even after its caller stopped
+    waiting for it. """
+
+    __slots__ = ("service", "share", "own", "pool", "wait")
+
+    def __init__(self, service: str, share: int, pool: trio.CapacityLimiter, wait: float) -> None:
+        self.service = service
+        self.share = share
+        self.own = trio.CapacityLimiter(share)
+        self.pool = pool
+        self.wait = wait
+
+    async def acquire_on_behalf_of(self, borrower: object) -> None:
+        try:
+            self.own.acquire_on_behalf_of_nowait(borrower)
+        except trio.WouldBlock:
+            acquired = False
+            with trio.move_on_after(self.wait):
+                await self.own.acquire_on_behalf_of(borrower)
+                acquired = True
+            if not acquired:
+                logger.warning("service %s refused a call: all of its %d threads are in use (hung calls?); see "
+                               "[main] max_threads_per_service", self.service, self.share)
+                raise ServiceBusy(self.service, self.share, self.wait) from None
+        try:
+            await self.pool.acquire_on_behalf_of(borrower)
+        except BaseException:
+            self.own.release_on_behalf_of(borrower)
+            raise
+
+    def release_on_behalf_of(self, borrower: object) -> None:
+        self.pool.release_on_behalf_of(borrower)
+        self.own.release_on_behalf_of(borrower)
+
+    def statistics(self) -> dict[str, Any]:
+        own = self.own.statistics()
+        return {"service": self.service, "share": self.share, "in_use": own.borrowed_tokens, "waiting": own.tasks_waiting}
+
+
+class ThreadCalls:
+    """ What a plain `def` service's thread calls into the trio loop (`server.run_trio`). The
+    thread is started with `abandon_on_cancel=True` (a caller past its deadline stops waiting),
+    so trio runs those calls as system tasks: this object gives them the invocation's deadline
+    and cancels the ones in progress when the invocation is cancelled. """
+
+    __slots__ = ("deadline", "cancelled", "scopes")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.cancelled = False
+        self.scopes: set[trio.CancelScope] = set()
+
+    async def run(self, async_fn: Callable[[], Any]) -> Any:
+        scope = trio.CancelScope(deadline=self.deadline)
+        if self.cancelled:
+            scope.cancel()
+        self.scopes.add(scope)
+        try:
+            with scope:
+                return await async_fn()
+        finally:
+            self.scopes.discard(scope)
+        raise trio.TooSlowError  # the scope was cancelled: the thread raises Cancelled (run_trio) or this
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        for scope in list(self.scopes):
+            scope.cancel()
+
+
+_thread_calls: ContextVar[ThreadCalls] = ContextVar("zato_thread_calls")
 
 
 async def run_plugin_phase(plugins: LoadedPlugins, phase: str, ctx: PhaseCtx) -> None:
@@ -392,8 +569,7 @@ async def _start(server: Server, nursery: trio.Nursery, started: float) -> None:
     for channel_type in server.registry.values("channel_types"):
         runtime = channel_type.create(server)
         server.channels[channel_type.name] = runtime
-        objects = list(server.config_objects.get(channel_type.object_type, {}).values())
-        await await_maybe(runtime.apply(objects))
+        await config_objects.apply_channel_type(server, channel_type, runtime)  # a failure is logged, start goes on
         if hasattr(runtime, "run"):
             await nursery.start(runtime.run)
 
@@ -539,10 +715,10 @@ def database_url(paths: ServerPaths, config: Bunch) -> str:
 
 
 def write_runtime_file(paths: ServerPaths, address: str, pid: int, workers: int) -> None:
-    paths.work_dir.mkdir(parents=True, exist_ok=True)
-    temp = paths.runtime_file.with_suffix(f".{pid}.tmp")
-    temp.write_text(json.dumps({"pid": pid, "address": address, "workers": workers, "started": time.time()}))
-    os.replace(temp, paths.runtime_file)
+    from zato.common.files import make_dir, write_file
+    make_dir(paths.work_dir)
+    write_file(paths.runtime_file, json.dumps({"pid": pid, "address": address, "workers": workers,
+                                               "started": time.time()}))
 
 
 def write_cli_token(paths: ServerPaths) -> str:

@@ -161,7 +161,7 @@ class ServiceStore:
         """ Imports a module and deploys each Service subclass defined in it. """
         try:
             module = importlib.import_module(module_name)
-        except Exception as exc:
+        except BaseException as exc:
             raise DeploymentError(f"cannot import service module {module_name}: {type(exc).__name__}: {exc}") from exc
         entries = self.entries_of(module, internal=internal)
         self.add_entries(entries)
@@ -208,7 +208,7 @@ class ServiceStore:
         try:
             exec(code, module.__dict__)
             entries = self.entries_of(module, internal=False)
-        except (Exception, SystemExit) as exc:
+        except BaseException as exc:  # KeyboardInterrupt and SystemExit at import reject the file too
             sys.modules.pop(module_name, None)
             line = _error_line(exc, path)
             raise DeploymentError(f"{path}{f':{line}' if line else ''}: {type(exc).__name__}: {exc}; the file was not "

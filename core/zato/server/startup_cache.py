@@ -64,6 +64,5 @@ def load(path: Path, key: str) -> tuple[list[ServiceEntry] | None, str]:
 def save(path: Path, key: str, entries: list[ServiceEntry]) -> None:
     items = [entry.to_cache() for entry in entries]
     data = {"format": FORMAT, "key": key, "entries": items, "checksum": _checksum(key, items)}
-    temp = path.with_suffix(f".{os.getpid()}.tmp")  # workers may write at the same time
-    temp.write_text(json.dumps(data, indent=1), "utf-8")
-    os.replace(temp, path)
+    from zato.common.files import write_file
+    write_file(path, json.dumps(data, indent=1))  # 0600: it says which modules to import; atomic for workers

@@ -29,7 +29,7 @@ def import_callable(dotted_name: str, where: str = "[misc] startup_callable") ->
         raise StartupError(f"{where}: {dotted_name!r} is not a dotted name like `my_module.my_function`")
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:
+    except BaseException as exc:  # a module that calls sys.exit() at import is an error like any other
         raise StartupError(
             f"{where}: cannot import module {module_name!r} for {dotted_name!r}: {type(exc).__name__}: {exc}; "
             f"check the name and that the module is on PYTHONPATH (the server directory's `lib` folder is)") from exc
@@ -55,7 +55,7 @@ def run_user_callables(callables: list[tuple[str, Callable[[PhaseCtx], Any]]], c
     for name, func in callables:
         try:
             func(ctx)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt too: user code cannot stop the server on its own
             raise StartupError(
                 f"start-up callable {name} raised in phase {ctx.phase}: {type(exc).__name__}: {exc}; "
                 f"fix it or remove it from [misc] startup_callable in server.conf") from exc

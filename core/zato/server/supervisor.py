@@ -87,10 +87,11 @@ class Supervisor:
         self.paths = paths
         self.config = config
         self.options = options
-        self.workers = int(config.main.get("workers", 1))
-        self.host = str(config.main.get("host", "127.0.0.1"))
-        self.port = int(config.main.get("port", 17010))
-        self.graceful_timeout = float(config.main.get("graceful_timeout", 10))
+        self.workers = int(config.main.get("workers", 1))  # checked by read_server_config
+        # host, port and graceful_timeout are read once plugins have typed and checked server.conf
+        self.host = "127.0.0.1"
+        self.port = 0
+        self.graceful_timeout = 10.0
         self.hub = Hub()
         self.hub.on_control = self._on_control
         self.processes: dict[int, Any] = {}
@@ -160,6 +161,8 @@ class Supervisor:
         started = time.perf_counter()
         user_callables = load_startup_callables(self.config.misc.get("startup_callable"))
         plugins = load_configured_plugins(self.config, skip_broken=self.options.skip_broken_plugins)
+        main = self.config.main
+        self.host, self.port, self.graceful_timeout = main.host, main.port, main.graceful_timeout
         self.sock = bind_socket(self.host, self.port)
         await trio.to_thread.run_sync(prepare_database, self.paths, self.config)  # once, before the workers
         write_cli_token(self.paths)  # the workers read it

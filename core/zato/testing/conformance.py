@@ -72,7 +72,9 @@ class OutgoingConnectionConformance:
         admin client. """
         base_dir = create_test_server_dir(tmp_path / "server", main={"graceful_timeout": 0.3})
         async with run_server(base_dir) as server:
-            async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=30) as client:
+            # admin writes need Content-Type: application/json, with or without a body
+            async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=30,
+                                         headers={"content-type": "application/json"}) as client:
                 client.server = server
                 yield client
 
@@ -164,7 +166,8 @@ class OutgoingConnectionConformance:
     async def test_connections_close_when_the_server_stops(self, tmp_path, peer):
         base_dir = create_test_server_dir(tmp_path / "stopping")
         async with run_server(base_dir) as server:
-            async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=30) as zato:
+            async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=30,
+                                         headers={"content-type": "application/json"}) as zato:
                 zato.server = server
                 connection = await self.create(zato, peer)
                 await trio.to_thread.run_sync(peer.use, connection)

@@ -11,6 +11,7 @@ import pytest
 import redis
 import trio
 
+from zato.config import ConfigError
 from zato.server.service import Service
 from zato.server.startup_callable import StartupError
 from zato.testing import create_test_server_dir, run_server, set_config_value
@@ -162,9 +163,8 @@ async def test_tls_with_a_ca_file_and_refused_without_it(tmp_path):
 
 async def test_bad_kvdb_config_stops_start_up_naming_the_key(tmp_path):
     base_dir = make_server_dir(tmp_path, port=70000)
-    with pytest.raises(StartupError, match=r"plugin 'redis' failed in start-up phase IMPL_BEFORE_RUN: ValueError: "
-                                           r"self\.kvdb \(\[kvdb\] in .*server\.conf\): port = 70000 is not a TCP "
-                                           r"port \(1-65535\)"):
+    with pytest.raises(ConfigError, match=r"server\.conf: \[kvdb\] port = '70000': too large; allowed: an integer "
+                                          r"from 1 to 65535"):
         async with run_server(base_dir):
             pass
     set_config_value(base_dir, "kvdb", "port", 6379)

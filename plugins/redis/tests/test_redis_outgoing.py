@@ -147,7 +147,8 @@ async def test_services_use_named_connections_with_env_fields_and_an_env_secret(
 async def test_ping_explains_a_wrong_password_without_showing_it(tmp_path, redis_with_password):
     base_dir = create_test_server_dir(tmp_path / "server")
     async with run_server(base_dir) as server:
-        async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=30) as admin:
+        async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=30,
+                                     headers={"content-type": "application/json"}) as admin:  # admin writes need it
             reply = await admin.post("/zato/api/objects/outgoing_redis",
                                      json={"name": "my cache", "host": "127.0.0.1", "port": redis_with_password.port})
             assert reply.status_code == 201, reply.text

@@ -159,7 +159,7 @@ async def test_a_definition_the_server_cannot_build_is_reported_and_not_offered(
     with pytest.raises(LookupError, match=r"no outgoing connection 'Bad' in email.smtp; known: 'My SMTP'"):
         await sending_server.invoke("api.smtp.bad", {})
     async with httpx.AsyncClient(base_url=sending_server.address, auth=admin_auth()) as client:
-        reply = await client.post("/zato/api/outgoing/smtp/Bad/ping")
+        reply = await client.post("/zato/api/outgoing/smtp/Bad/ping", headers={"content-type": "application/json"})
     assert reply.status_code == 404 and "tls_mode 'tls'" in reply.text
 
 

@@ -115,7 +115,8 @@ class TestSQLConformance(OutgoingConnectionConformance):
 async def admin(tmp_path):
     base_dir = create_test_server_dir(tmp_path / "server", main={"graceful_timeout": 0.3})
     async with run_server(base_dir) as server:
-        async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=30) as client:
+        async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=30,
+                                     headers={"content-type": "application/json"}) as client:  # admin writes need it
             client.server = server
             yield client
 

@@ -53,7 +53,7 @@ OUTGOING_REDIS = ObjectType(OBJECT_TYPE, (
     Field("db", "int", default=0, description="Database number (SELECT), 0 or more"),
     Field("username", default="", description="ACL user name; empty for the default user"),
     Field("password", secret=True, description="The password (AUTH); stored encrypted, or $NAME"),
-    Field("socket_timeout", "float", default=5.0, description="Seconds to wait for a connection and for each reply"),
+    Field("socket_timeout", "float", default=5.0, minimum=0, description="Seconds to wait for a connection and for each reply"),
     Field("use_tls", "bool", default=False, description="Connect with TLS (rediss://)"),
     Field("tls_ca_file", default="", description="PEM file of the certificate authorities to trust; empty: the "
                                                  "system's"),
@@ -65,7 +65,14 @@ OUTGOING_REDIS = ObjectType(OBJECT_TYPE, (
 
 @hookimpl
 def register_server_config(register):
-    register(KVDB_SECTION, dict(KVDB_DEFAULTS),
+    from zato.registry import Setting
+    allowed = {  # what each key allows beyond its type (README.md describes each)
+        "port": Setting(KVDB_DEFAULTS["port"], minimum=1, maximum=65535),
+        "db": Setting(KVDB_DEFAULTS["db"], minimum=0, maximum=1_000_000),
+        "password": Setting(KVDB_DEFAULTS["password"], secret=True),
+        "socket_timeout": Setting(KVDB_DEFAULTS["socket_timeout"], exclusive_minimum=0, maximum=3600),
+    }
+    register(KVDB_SECTION, {key: allowed.get(key, default) for key, default in KVDB_DEFAULTS.items()},
              doc="The server's Redis, self.kvdb.conn in services (zato-plugin-redis). enabled = False switches "
                  "self.kvdb off.")
 

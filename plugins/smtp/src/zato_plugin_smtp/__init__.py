@@ -33,7 +33,7 @@ EMAIL_SMTP = ObjectType(OBJECT_TYPE, (
     Field("name", required=True),
     Field("host", required=True, description="The SMTP server's host name or IP address; may be $NAME",
           example="smtp.example.com"),
-    Field("port", "int", default=DEFAULT_PORT, description="TCP port: 25 or 587 for starttls and none, 465 for ssl",
+    Field("port", "int", default=DEFAULT_PORT, minimum=1, maximum=65535, description="TCP port: 25 or 587 for starttls and none, 465 for ssl",
           example=587),
     Field("tls_mode", default=DEFAULT_TLS_MODE, choices=TLS_MODES,
           description=f"{', '.join(TLS_MODES)}: none is plain SMTP, starttls upgrades the session to TLS before "
@@ -41,7 +41,7 @@ EMAIL_SMTP = ObjectType(OBJECT_TYPE, (
           example="starttls"),
     Field("username", description="User to log in as (SMTP AUTH); empty: no login", example="zato"),
     Field("password", secret=True, description="Password of username; stored encrypted, never returned or logged"),
-    Field("timeout", "float", default=DEFAULT_TIMEOUT,
+    Field("timeout", "float", default=DEFAULT_TIMEOUT, minimum=0,
           description="Seconds to wait for the connection and for each reply of the server"),
     Field("default_from", description="Sender of messages that set no from_ of their own",
           example="Zato <zato@example.com>"),

@@ -33,14 +33,14 @@ FIELDS = (
     Field("engine", required=True, example="postgresql",
           description=f"{', '.join(ENGINES)}, or a SQLAlchemy dialect+driver name such as postgresql+psycopg2"),
     Field("host", example="127.0.0.1", description="Where the database runs (not used by sqlite)"),
-    Field("port", "int", example=5432, description="Its TCP port; empty for the driver's default (not used by sqlite)"),
+    Field("port", "int", minimum=1, maximum=65535, example=5432, description="Its TCP port; empty for the driver's default (not used by sqlite)"),
     Field("db_name", example="mydb?application_name=crm",
           description="Database name, with driver options as a query string (mydb?charset=utf8, or ?service_name=X "
                       "alone); for sqlite the file's path, relative to the server directory"),
     Field("username", example="zato", description="User to connect as"),
     Field("password", secret=True, description="Set with PUT /zato/api/objects/outgoing_sql/{name}/secrets/password; "
                                                "stored encrypted"),
-    Field("pool_size", "int", default=DEFAULT_POOL_SIZE,
+    Field("pool_size", "int", default=DEFAULT_POOL_SIZE, minimum=0,
           description="Connections kept open; 0 keeps none (a new connection each time)"),
     Field("extra", example="echo=True\nmax_overflow=5",
           description="One key=value per line, passed to sqlalchemy.create_engine (echo, max_overflow, "
