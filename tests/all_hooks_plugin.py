@@ -105,6 +105,11 @@ def register_notification_handlers(register):
 
 
 @hookimpl
+def register_migrations(register):
+    register("allhooks", MIGRATIONS_DIR)
+
+
+@hookimpl
 def notification_transport(server):
     if server.config.allhooks.custom_transport:
         return RecordingTransport()
@@ -149,11 +154,35 @@ class Hello(Service):
 '''
 
 
+MIGRATION_SOURCE = '''
+""" The test plugin's one table. """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "allhooks_0001"
+down_revision = None
+branch_labels = ("allhooks",)
+depends_on = None
+
+
+def upgrade():
+    op.create_table("allhooks_note", sa.Column("id", sa.Integer, primary_key=True), sa.Column("text", sa.Text))
+
+
+def downgrade():
+    op.drop_table("allhooks_note")
+'''
+
+
 def install(site, name: str = "allhooks") -> str:
-    """ Installs the plugin into `site`; returns its module name. """
+    """ Installs the plugin into `site`; returns its module name. Its migrations branch
+    (`register_migrations`) creates the table `allhooks_note`. """
     import uuid
     services_module = f"allhooks_services_{uuid.uuid4().hex[:8]}"
-    module = site.add(name, f"SERVICES_MODULE = {services_module!r}\n" + SOURCE,
+    migrations = site.root / f"{services_module}_migrations"
+    migrations.mkdir()
+    (migrations / "allhooks_0001_note.py").write_text(MIGRATION_SOURCE, "utf-8")
+    module = site.add(name, f"SERVICES_MODULE = {services_module!r}\nMIGRATIONS_DIR = {str(migrations)!r}\n" + SOURCE,
                       distribution="zato-plugin-allhooks", version="2.5",
                       files={f"{services_module}.py": SERVICES_SOURCE})
     site.modules.append(services_module)

@@ -16,7 +16,7 @@ import pytest
 from zato import hookimpl
 from zato.builtin import admin_api
 from zato.builtin.admin_api import PREFIX, openapi_document
-from zato.builtin.core import check_admin
+from zato.server.admin_auth import check_admin
 from zato.plugins import DEFAULT_PLUGINS, load_plugins
 from zato.registry import RegistrationError
 from zato.testing import admin_auth, run_server

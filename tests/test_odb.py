@@ -7,7 +7,10 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from zato.odb import HEAD_REVISION, MIGRATIONS, ODB, Change, ObjectExists, ObjectNotFound, VersionConflict, sqlite_url
+from zato.odb import (
+    CORE, HEAD_REVISION, MIGRATIONS, ODB, Change, ObjectExists, ObjectNotFound, VersionConflict, branches_of,
+    installed_migrations, sqlite_url,
+)
 from zato.testing import admin_auth, run_server, set_config_value
 
 
@@ -23,20 +26,29 @@ def upgrade_to(url: str, revision: str) -> None:
     engine.dispose()
 
 
-def test_head_revision_is_the_newest_migration():
-    from alembic.config import Config
+def test_head_revision_is_the_newest_migration_and_every_branch_s_heads_are_read_as_alembic_reads_them():
+    """ HEAD_REVISION is the core's chain's head; a plugin branch's heads are read from its scripts
+    without Alembic (`Branch.heads`, the cheap check at every start), and agree with Alembic's. """
     from alembic.script import ScriptDirectory
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
+    from zato.odb import alembic_config
+    assert ScriptDirectory.from_config(alembic_config(None, CORE)).get_current_head() == HEAD_REVISION
+    assert CORE.heads() == {HEAD_REVISION}
+    branches = branches_of(installed_migrations())
+    assert {b.label for b in branches} >= {"scheduler", "rate_limit", "pubsub"}
+    for branch in branches:
+        script = ScriptDirectory.from_config(alembic_config(None, branch))
+        assert branch.heads() == set(script.get_heads()), branch.label
+        assert {r.revision for r in script.walk_revisions()}.isdisjoint({"0003", "0004", "0005"}), branch.label
 
 
 def test_an_empty_database_is_migrated_to_the_newest_revision(database_url):
     odb = ODB(database_url)
     assert odb.current_revision() is None
-    assert "from an empty database" in odb.upgrade()
+    assert odb.upgrade().startswith(f"migrated an empty database to zato {HEAD_REVISION}, ")
     assert odb.current_revision() == HEAD_REVISION
-    assert odb.upgrade() == f"at revision {HEAD_REVISION}"  # a second time does nothing
+    heads = {b.label: b.heads() for b in branches_of(installed_migrations())}
+    assert odb.revisions() == {"zato": {HEAD_REVISION}, **heads}
+    assert odb.upgrade().startswith(f"at revisions zato {HEAD_REVISION}, ")  # a second time does nothing
     odb.close()
 
 
@@ -50,7 +62,7 @@ def test_a_populated_older_database_is_migrated_keeping_its_objects(database_url
     engine.dispose()
     odb = ODB(database_url)
     assert odb.current_revision() == "0001"
-    assert "from 0001" in odb.upgrade()
+    assert f"zato from 0001 to {HEAD_REVISION}" in odb.upgrade()
     obj = odb.get_object("channel_rest", "old")
     assert obj["url_path"] == "/old" and obj["_meta"]["version"] == 1
     odb.close()

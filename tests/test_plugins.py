@@ -92,7 +92,8 @@ def test_duplicate_registration_names_both_plugins(plugin_site):
               "    register(RateLimiterBackend('same', lambda server: None))\n")
     plugin_site.add("first", source)
     plugin_site.add("second", source)
-    with pytest.raises(RegistrationError, match="'same' is registered by plugin 'first' and again by plugin 'second'"):
+    # register_* hooks are called in pluggy's order: the plugin loaded last registers first
+    with pytest.raises(RegistrationError, match="'same' is registered by plugin 'second' and again by plugin 'first'"):
         load_plugins({})
 
 

@@ -25,7 +25,7 @@ import trio
 from sqlalchemy import create_engine, inspect
 
 from zato.builtin.pubsub import make_sub_key
-from zato.odb import MIGRATIONS, ODB, sqlite_url
+from zato.odb import ODB, alembic_config, installed_branch, sqlite_url
 from zato.testing import ADMIN_PASSWORD, ServerProcess, admin_auth, create_test_server_dir, run_server, \
     set_config_value
 
@@ -632,17 +632,13 @@ async def test_self_pubsub_says_when_the_plugin_is_off(pubsub_dir):
 
 def test_the_migration_goes_up_and_down(database_url):
     from alembic import command
-    from alembic.config import Config
     odb = ODB(database_url)
     odb.upgrade()
     engine = create_engine(database_url)
     tables = {"zato_pubsub_message", "zato_pubsub_delivery", "zato_pubsub_dead_letter", "zato_pubsub_topic_state"}
     assert tables <= set(inspect(engine).get_table_names())
-    with engine.begin() as conn:
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        config.attributes["connection"] = conn
-        command.downgrade(config, "0004")
+    with engine.begin() as conn:  # the plugin's own branch (register_migrations)
+        command.downgrade(alembic_config(conn, installed_branch("pubsub")), "base")
     assert not tables & set(inspect(engine).get_table_names())
     assert "zato_object" in inspect(engine).get_table_names()
     engine.dispose()

@@ -15,7 +15,6 @@ import httpx
 import pytest
 import trio
 from alembic import command
-from alembic.config import Config
 from sqlalchemy import inspect, select
 from trio.testing import MockClock
 
@@ -27,7 +26,7 @@ from zato.builtin.rate_limit import (
 from zato.builtin.rest import CHANNEL_REST
 from zato.builtin.security import SECURITY, store_definition
 from zato.objects import ObjectValidationError, validate
-from zato.odb import MIGRATIONS, ODB, sqlite_url
+from zato.odb import ODB, alembic_config, installed_branch, sqlite_url
 from zato.server.http import HTTPRequest
 from zato.testing import ServerProcess, admin_auth, create_test_server_dir, run_server, set_config_value
 
@@ -326,11 +325,10 @@ async def test_exact_backend_never_lets_one_request_too_many_through_concurrent_
     assert allowed.count(True) == 25 and allowed.count(False) == 65
 
 
-def test_migration_0004_creates_the_counter_table_and_removes_it_on_downgrade(database_url):
+def test_the_branch_creates_the_counter_table_and_removes_it_on_downgrade(database_url):
     odb = ODB(database_url)
     odb.upgrade()
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config = alembic_config(None, installed_branch("rate_limit"))  # the plugin's own branch (register_migrations)
     try:
         with odb.engine.connect() as conn:
             columns = {c["name"]: c for c in inspect(conn).get_columns("zato_rate_limit_counter")}
@@ -339,12 +337,12 @@ def test_migration_0004_creates_the_counter_table_and_removes_it_on_downgrade(da
         assert not any(c["nullable"] for c in columns.values()) and ["expires_at"] in indexes
         with odb.engine.begin() as conn:
             config.attributes["connection"] = conn
-            command.downgrade(config, "0003")  # whether 0003 is empty or the scheduler's, ours goes
+            command.downgrade(config, "base")
         with odb.engine.connect() as conn:
             assert "zato_rate_limit_counter" not in inspect(conn).get_table_names()
         with odb.engine.begin() as conn:
             config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+            command.upgrade(config, "heads")
         with odb.engine.connect() as conn:
             assert "zato_rate_limit_counter" in inspect(conn).get_table_names()
     finally:

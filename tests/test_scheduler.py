@@ -34,7 +34,7 @@ from zato.builtin.scheduler import (
     LeaseLost, Plan, SchedulerStore, TrioClock, check_job, cron_next, lease_table, metadata, run_table, state_table,
     zone,
 )
-from zato.odb import MIGRATIONS, ODB, Change, sqlite_url
+from zato.odb import ODB, Change, alembic_config, installed_branch, sqlite_url
 from zato.server.config_objects import CHANGED
 from zato.testing import ServerProcess, admin_auth, create_test_server_dir, run_server
 
@@ -560,16 +560,14 @@ def test_a_stale_leader_claims_nothing_and_a_firing_is_claimed_once(backend, tmp
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_the_tables_are_those_of_migration_0003(backend, tmp_path, request):
+def test_the_tables_are_those_of_the_scheduler_branch(backend, tmp_path, request):
     from alembic import command
-    from alembic.config import Config
     url = sqlite_url(tmp_path / "z.db") if backend == "sqlite" else request.getfixturevalue("postgres").create_database()
     engine = create_engine(url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config = alembic_config(None, installed_branch("scheduler"))  # the plugin's own branch (register_migrations)
     with engine.begin() as conn:
         config.attributes["connection"] = conn
-        command.upgrade(config, "0003")
+        command.upgrade(config, "heads")
     inspector = inspect(engine)
     for table in (lease_table, state_table, run_table):
         migrated = {c["name"]: c for c in inspector.get_columns(table.name)}
@@ -585,7 +583,7 @@ def test_the_tables_are_those_of_migration_0003(backend, tmp_path, request):
     assert [u["column_names"] for u in inspector.get_unique_constraints("zato_scheduler_run")] == [["job_id", "due_time"]]
     with engine.begin() as conn:
         config.attributes["connection"] = conn
-        command.downgrade(config, "0002")
+        command.downgrade(config, "base")
     assert not {t.name for t in metadata.sorted_tables} & set(inspect(engine).get_table_names())
     engine.dispose()
 

@@ -27,7 +27,6 @@ import platform
 import resource
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -38,6 +37,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from zato.testing import ExternalProcess, ProcessExited
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -144,7 +145,7 @@ def rss_breakdown(pid: int) -> dict[str, float]:
 class Target:
     """ A server process under load: where to send load, where its probe is, and its samples. """
     name: str
-    process: subprocess.Popen
+    process: ExternalProcess
     sync_url: str
     async_url: str
     probe_url: str
@@ -160,7 +161,7 @@ class Target:
         return stats
 
     def sample(self, round_no: int, snapshot: Path | None = None) -> dict[str, Any]:
-        if self.process.poll() is not None:
+        if not self.process.running:
             raise BenchError(f"{self.name} exited with {self.process.returncode} during the run; see {self.log}")
         rss = rest.rss_mb(self.worker_pid)  # before the probe, which collects garbage
         breakdown = rss_breakdown(self.worker_pid)
@@ -172,7 +173,7 @@ class Target:
         return sample
 
     def stop(self) -> None:
-        rest.stop_process(self.process)
+        self.process.stop(rest.STOP_TIMEOUT)
 
 
 def start_zato(base_dir: Path, env: dict[str, str], settings: list[str], timeout: float) -> Target:
@@ -197,13 +198,11 @@ def start_zato(base_dir: Path, env: dict[str, str], settings: list[str], timeout
 
     runtime = base_dir / "work" / "server.json"
     log = base_dir / "logs" / "console.log"
-    with open(log, "wb") as out:  # as `zato start` runs it: python -m zato.server.main DIR
-        process = subprocess.Popen([PYTHON, "-m", "zato.server.main", str(base_dir), "--fg"], stdin=subprocess.DEVNULL,
-                                   stdout=out, stderr=subprocess.STDOUT, cwd=base_dir, env=env)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"the Zato server exited with {process.returncode}; see {log} and {base_dir / 'logs'}")
+    # as `zato start` runs it: python -m zato.server.main DIR
+    process = ExternalProcess([PYTHON, "-m", "zato.server.main", str(base_dir), "--fg"], name="the Zato server",
+                              output=log, cwd=base_dir, env=env).start()
+
+    def answering() -> Target | None:
         try:
             info = json.loads(runtime.read_text())
             if info["pid"] == process.pid:
@@ -214,31 +213,38 @@ def start_zato(base_dir: Path, env: dict[str, str], settings: list[str], timeout
                 return target
         except (OSError, ValueError, KeyError):
             pass
-        time.sleep(0.1)
-    process.kill()
-    raise BenchError(f"the Zato server did not answer within {timeout:.0f} s; see {log}")
+        return None
+
+    try:
+        return process.wait_until(answering, timeout, interval=0.1)
+    except ProcessExited:
+        raise BenchError(f"the Zato server exited with {process.returncode}; see {log} and {base_dir / 'logs'}") from None
+    except TimeoutError:
+        raise BenchError(f"the Zato server did not answer within {timeout:.0f} s; see {log}") from None
 
 
 def start_baseline(work_dir: Path, env: dict[str, str], timeout: float) -> Target:
     port = rest.free_port()
     address = f"http://127.0.0.1:{port}"
     log = work_dir / "hypercorn.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen([HYPERCORN, "-k", "trio", "-w", "1", "--bind", f"127.0.0.1:{port}",
-                                    f"{HERE / 'baseline_app.py'}:app"], stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT, cwd=HERE, env=env)
+    process = ExternalProcess([HYPERCORN, "-k", "trio", "-w", "1", "--bind", f"127.0.0.1:{port}",
+                               f"{HERE / 'baseline_app.py'}:app"], name="hypercorn", output=log, cwd=HERE,
+                              env=env).start()
     target = Target("baseline", process, f"{address}/sync", f"{address}/async", f"{address}/__probe__", log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"hypercorn exited with {process.returncode}; see {log}")
+
+    def answering() -> Target | None:
         try:
             target.probe()
             return target
         except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise BenchError(f"hypercorn did not answer within {timeout:.0f} s; see {log}")
+            return None
+
+    try:
+        return process.wait_until(answering, timeout, interval=0.1)
+    except ProcessExited:
+        raise BenchError(f"hypercorn exited with {process.returncode}; see {log}") from None
+    except TimeoutError:
+        raise BenchError(f"hypercorn did not answer within {timeout:.0f} s; see {log}") from None
 
 
 def load(target: Target, wrk: str, script: Path, seconds: float, connections: int) -> None:

@@ -25,7 +25,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -40,6 +39,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from zato.testing import ExternalProcess, ProcessExited, process_tree
+
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUTPUT = REPO / "bench" / "results" / "rest.json"
@@ -50,6 +51,7 @@ HYPERCORN = str(Path(PYTHON).with_name("hypercorn"))
 GOAL_RATIO = 0.7
 TARGETS = ("baseline", "sync", "async")
 START_TIMEOUT = 60.0
+STOP_TIMEOUT = 20.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 AUTH_USER = "bench.user"
@@ -177,30 +179,6 @@ def run_wrk(wrk: str, url: str, script: Path, *, connections: int, duration: flo
 # Processes: the tree of a server, its RSS and CPU time
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b") ", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
-def process_tree(pid: int) -> list[int]:
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(children(current))
-    return tree
-
-
 def rss_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -240,18 +218,15 @@ def http_post(url: str, headers: dict[str, str], timeout: float = 5.0) -> tuple[
         return exc.code, exc.read()
 
 
-def stop_process(process: subprocess.Popen, timeout: float = 20.0) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            for pid in reversed(process_tree(process.pid)):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            process.wait()
+def start_process(process: ExternalProcess, answers: Any, what: str, see: Any) -> None:
+    """ Starts `process` and waits until `answers()` is true; BenchError (saying where its log is)
+    if it exits first or does not answer within START_TIMEOUT seconds (it is stopped then). """
+    try:
+        process.start().wait_until(answers, START_TIMEOUT, interval=0.05)
+    except ProcessExited:
+        raise BenchError(f"{what} exited with {process.returncode}; see {see}") from None
+    except TimeoutError:
+        raise BenchError(f"{what} did not answer within {START_TIMEOUT:.0f} s; see {see}") from None
 
 
 # ################################################################################################
@@ -263,35 +238,31 @@ class Baseline:
     """ `hypercorn -k trio -w N baseline_app.py:app` on a free port. """
     workers: int
     log_dir: Path
-    process: subprocess.Popen | None = None
+    process: ExternalProcess | None = None
     url: str = ""
 
     def start(self) -> "Baseline":
         port = free_port()
         self.url = f"http://127.0.0.1:{port}/"
-        log = open(self.log_dir / f"hypercorn-w{self.workers}.log", "wb")
-        self.process = subprocess.Popen(
+        log = self.log_dir / f"hypercorn-w{self.workers}.log"
+        self.process = ExternalProcess(
             [HYPERCORN, "-k", "trio", "-w", str(self.workers), "--bind", f"127.0.0.1:{port}", f"{BASELINE_APP}:app"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=HERE)
-        log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BenchError(f"hypercorn exited with {self.process.returncode}; see {log.name}")
-            try:
-                if http_post(self.url, {}, timeout=1)[0] == 200 and len(self.pids()) >= self.workers + 1:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise BenchError(f"hypercorn did not answer within {START_TIMEOUT:.0f} s; see {log.name}")
+            name="hypercorn", output=log, cwd=HERE)
+        start_process(self.process, self._answers, "hypercorn", log)
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            return http_post(self.url, {}, timeout=1)[0] == 200 and len(self.pids()) >= self.workers + 1
+        except OSError:
+            return False
 
     def pids(self) -> list[int]:
         return process_tree(self.process.pid) if self.process else []
 
     def stop(self) -> None:
         if self.process:
-            stop_process(self.process)
+            self.process.stop(STOP_TIMEOUT)
 
 
 @dataclass
@@ -301,7 +272,7 @@ class ZatoServer:
     workers: int
     base_dir: Path
     auth: bool
-    process: subprocess.Popen | None = None
+    process: ExternalProcess | None = None
     address: str = ""
 
     def create(self) -> "ZatoServer":
@@ -325,29 +296,24 @@ class ZatoServer:
         return self
 
     def start(self) -> "ZatoServer":
-        runtime = self.base_dir / "work" / "server.json"
-        runtime.unlink(missing_ok=True)
-        log = open(self.base_dir / "logs" / "start-stderr.log", "wb")
-        self.process = subprocess.Popen([PYTHON, "-m", "zato.server.main", str(self.base_dir)],
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                                        cwd=self.base_dir)
-        log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BenchError(f"the Zato server exited with {self.process.returncode}; see "
-                                 f"{self.base_dir / 'logs'}")
-            try:
-                info = json.loads(runtime.read_text())
-                if info["pid"] == self.process.pid and len(self.pids()) >= (self.workers + 1 if self.workers > 1 else 1):
-                    self.address = info["address"]
-                    with urllib.request.urlopen(f"{self.address}/zato/ping", timeout=1) as reply:
-                        if reply.status == 200:
-                            return self
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.05)
-        raise BenchError(f"the Zato server did not answer within {START_TIMEOUT:.0f} s; see {self.base_dir / 'logs'}")
+        (self.base_dir / "work" / "server.json").unlink(missing_ok=True)
+        # as `zato start` runs it: its log in logs/server.log; only what it prints before logging
+        # is set up goes to start-output.log
+        self.process = ExternalProcess([PYTHON, "-m", "zato.server.main", str(self.base_dir)], name="the Zato server",
+                                       output=self.base_dir / "logs" / "start-output.log", cwd=self.base_dir)
+        start_process(self.process, self._answers, "the Zato server", self.base_dir / "logs")
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            info = json.loads((self.base_dir / "work" / "server.json").read_text())
+            if info["pid"] == self.process.pid and len(self.pids()) >= (self.workers + 1 if self.workers > 1 else 1):
+                self.address = info["address"]
+                with urllib.request.urlopen(f"{self.address}/zato/ping", timeout=1) as reply:
+                    return reply.status == 200
+        except (OSError, ValueError, KeyError):
+            pass
+        return False
 
     def url(self, kind: str) -> str:
         return f"{self.address}/bench/echo/{kind}"
@@ -357,7 +323,7 @@ class ZatoServer:
 
     def stop(self) -> None:
         if self.process:
-            stop_process(self.process)
+            self.process.stop(STOP_TIMEOUT)
 
 
 def basic_auth_available() -> bool:

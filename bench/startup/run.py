@@ -22,7 +22,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -311,14 +310,18 @@ def measure_start(base_dir: Path, env: dict[str, str], *, fresh: bool, timeout: 
         raise BenchError(f"no start-up cache to start from: {cache_file}")
     cache_before = cache_file.stat().st_mtime_ns if cache_file.exists() else None
 
-    with open(output_file, "wb") as output:
-        started = time.perf_counter()
-        process = subprocess.Popen([ZATO, "start", str(base_dir), "--fg"], env=env, cwd=base_dir,
-                                   stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
-        try:
-            ready = wait_until_answering(process, runtime_file, started + timeout)
-        finally:
-            stop(process)
+    from zato.testing import ExternalProcess, ProcessExited
+
+    process = ExternalProcess([ZATO, "start", str(base_dir), "--fg"], name="the server", output=output_file,
+                              cwd=base_dir, env=env)
+    started = time.perf_counter()
+    process.start()
+    try:
+        ready = process.wait_until(answered_at(process.pid, runtime_file), timeout, interval=POLL_INTERVAL)
+    except (ProcessExited, TimeoutError):
+        ready = None
+    finally:
+        process.stop()  # and wait for it to exit, so the next round starts on an idle machine
     log = output_file.read_text("utf-8", "replace")
     if ready is None:
         raise BenchError(f"the server did not answer (exit code {process.returncode}); its output:\n{log}")
@@ -331,17 +334,19 @@ def measure_start(base_dir: Path, env: dict[str, str], *, fresh: bool, timeout: 
     return Sample((ready - started) * 1000, float(found.group(1)) if found else None)
 
 
-def wait_until_answering(process: subprocess.Popen, runtime_file: Path, deadline: float) -> float | None:
-    """ perf_counter() at the first 200 from /zato/ping, or None if the server exited or timed out. """
+def answered_at(pid: int, runtime_file: Path) -> Any:
+    """ A check for `ExternalProcess.wait_until`: perf_counter() at the first 200 from /zato/ping
+    of the server `pid` (whose address is in `runtime_file`), else None. """
     address = None
-    while True:
+
+    def check() -> float | None:
+        nonlocal address
         if address is None:
-            address = read_address(runtime_file, process.pid)
+            address = read_address(runtime_file, pid)
         if address is not None and ping(address):
             return time.perf_counter()
-        if process.poll() is not None or time.perf_counter() > deadline:
-            return None
-        time.sleep(POLL_INTERVAL)
+        return None
+    return check
 
 
 def read_address(runtime_file: Path, pid: int) -> tuple[str, int] | None:
@@ -369,17 +374,6 @@ def ping(address: tuple[str, int]) -> bool:
     except OSError:
         return False
     return head.split(b" ", 2)[1:2] == [b"200"]
-
-
-def stop(process: subprocess.Popen, timeout: float = 30) -> None:
-    """ SIGTERM and wait for the process to exit, so the next round starts on an idle machine. """
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def run_mode(mode: Mode, base_dir: Path, *, rounds: int, warmup: int, timeout: float) -> dict[str, list[Sample]]:

@@ -155,6 +155,26 @@ def register_notification_handlers(register):
     """
 
 
+@hookspec
+def register_migrations(register):
+    """ Bring tables of the plugin's own into the configuration database.
+
+    Called once after loading, like every `register_*` hook. `register(branch_label, directory)`:
+
+    * `branch_label` - the branch's name, usually the plugin's (1-40 lower-case letters, digits
+      and `_`, starting with a letter; `zato` is the core's). It names the branch's version table,
+      `alembic_version_<branch_label>`, so it never changes once released.
+    * `directory` - the directory holding the branch's Alembic revision scripts (`revision`,
+      `down_revision`, `upgrade()`, `downgrade()`), e.g. `Path(__file__).parent / "migrations"`.
+
+    `ODB.upgrade()` (the supervisor calls it once before starting the workers; a single-process
+    server before it starts) upgrades the core's own chain first, then every branch of an enabled
+    plugin to its heads. A plugin switched off is not upgraded and its tables are never dropped;
+    its branch is upgraded when it is switched on again. A malformed label or a missing directory
+    stops loading, naming the plugin. Returns nothing.
+    """
+
+
 @hookspec(firstresult=True)
 def notification_transport(server):
     """ Provide the transport that carries notifications between worker processes.

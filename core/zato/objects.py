@@ -25,12 +25,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from zato.config import FALSE_WORDS, TRUE_WORDS, to_bool
+from zato.config import ENV_REFERENCE, FALSE_WORDS, TRUE_WORDS, to_bool
 from zato.registry import Field, ObjectType
 
 logger = logging.getLogger("zato.objects")
 
-ENV_REFERENCE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
 ENCRYPTED_PREFIX = "enc:v1:"
 HASHED_PREFIX = "scrypt$"
 RESERVED = ("name", "is_active")

@@ -53,6 +53,11 @@ class PluginLoadError(Exception):
     """ A plugin could not be imported or registered. """
 
 
+class WrapperNotSupported(PluginLoadError):
+    """ A plugin implements, as a wrapper, a hook whose implementations the core calls one at a
+    time (`ONE_AT_A_TIME_HOOKS`), where there is no call of the whole hook to wrap. """
+
+
 @dataclass
 class PluginInfo:
     """ One plugin as `zato plugins list` shows it. """
@@ -172,6 +177,7 @@ def load_plugins(
         try:
             module = info.load_module()
             pm.register(module, name=info.name)
+            _refuse_wrappers_registered_by(pm, info.name)
         except Exception as exc:
             info.error = f"{type(exc).__name__}: {exc}"
             message = (f"plugin {info.name!r} (distribution {info.distribution} {info.version}, module {info.module}) "
@@ -189,6 +195,10 @@ def load_plugins(
     for name, plugin in extra:
         if not pm.has_plugin(name):
             pm.register(plugin, name=name)
+            try:
+                _refuse_wrappers_registered_by(pm, name)
+            except WrapperNotSupported as exc:
+                raise PluginLoadError(f"plugin {name!r} cannot be loaded: {exc}") from None
             plugins.append(PluginInfo(name=name, distribution="(in-process)", version="-", module=str(plugin),
                                       builtin=False, loaded=True))
 
@@ -246,6 +256,11 @@ def _register_notification_handler(action: str, handler: Callable[..., Any]) -> 
     return action, handler
 
 
+def _register_migrations(branch_label: str, directory: Any) -> tuple[str, Any]:
+    from zato.odb import check_branch  # not at import: zato.odb brings SQLAlchemy
+    return check_branch(branch_label, directory)
+
+
 REGISTER_HOOKS: dict[str, tuple[str, Callable[..., tuple[str, Any]]]] = {
     # hook name: (registry kind, builder of (name, value) from register's arguments)
     "register_server_config": ("server_config", _register_server_config),
@@ -257,54 +272,113 @@ REGISTER_HOOKS: dict[str, tuple[str, Callable[..., tuple[str, Any]]]] = {
     "register_internal_services": ("internal_services", _register_module),
     "register_http_routes": ("http_routes", _register_route),
     "register_notification_handlers": ("notification_handlers", _register_notification_handler),
+    "register_migrations": ("migrations", _register_migrations),
 }
 
 
+# Hooks whose implementations the core calls one at a time (through `hook_calls`): to credit what
+# each plugin registers to it, or so that one failing does not stop the others. A wrapper
+# (`wrapper=True`, `hookwrapper=True`) has no call of the whole hook to wrap there, so plugins
+# that implement one of these hooks as a wrapper are refused when they load.
+ONE_AT_A_TIME_HOOKS = frozenset((*REGISTER_HOOKS, "register_tasks", "startup_phase", "shutdown",
+                                 "config_objects_changed"))
+
+
+@dataclass(frozen=True)
+class HookCall:
+    """ One plugin's implementation of a hook; calling it with keyword arguments passes those
+    the implementation asks for, as pluggy does. """
+    hook_name: str
+    plugin_name: str
+    impl: Any
+
+    def __call__(self, **kwargs: Any) -> Any:
+        impl = self.impl
+        missing = [arg for arg in impl.argnames if arg not in kwargs]
+        if missing:
+            raise TypeError(f"the {self.hook_name} hook of plugin {self.plugin_name!r} asks for "
+                            f"{', '.join(missing)}, which the hook does not pass (it passes {', '.join(kwargs)}); "
+                            f"see its specification in zato/hookspecs.py")
+        given = {arg: kwargs[arg] for arg in impl.argnames}
+        given.update({arg: kwargs[arg] for arg in impl.kwargnames if arg in kwargs})
+        return impl.function(**given)
+
+
+def hook_calls(pm: pluggy.PluginManager, hook_name: str) -> list[HookCall]:
+    """ The implementations of `hook_name`, one per plugin, in the order `pm.hook.<hook_name>(...)`
+    calls them: last registered first, `tryfirst` ones before every other and `trylast` ones
+    after (pluggy's `HookCaller` keeps them in the reverse of that order and its `_multicall`
+    walks them backwards). The one way the core calls implementations one at a time.
+
+    Wrappers are refused: `load_plugins` does it for `ONE_AT_A_TIME_HOOKS`, and this does it for a
+    plugin registered on the manager some other way.
+    """
+    impls = getattr(pm.hook, hook_name).get_hookimpls()
+    for impl in impls:
+        if impl.wrapper or impl.hookwrapper:
+            raise WrapperNotSupported(f"plugin {impl.plugin_name!r}: {_wrapper_problem(hook_name, impl)}")
+    return [HookCall(hook_name, impl.plugin_name, impl) for impl in reversed(impls)]
+
+
+def _refuse_wrappers_registered_by(pm: pluggy.PluginManager, plugin_name: str) -> None:
+    """ Raises `WrapperNotSupported` (and unregisters the plugin) if it implements one of
+    `ONE_AT_A_TIME_HOOKS` as a wrapper. """
+    plugin = pm.get_plugin(plugin_name)
+    for caller in _hook_callers_of(pm, plugin):
+        if caller.name not in ONE_AT_A_TIME_HOOKS:
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper):
+                pm.unregister(name=plugin_name)
+                raise WrapperNotSupported(_wrapper_problem(caller.name, impl))
+
+
+def _wrapper_problem(hook_name: str, impl: Any) -> str:
+    function = impl.function
+    code = getattr(function, "__code__", None)
+    where = f" ({code.co_filename}:{code.co_firstlineno})" if code is not None else ""
+    kind = "wrapper=True" if impl.wrapper else "hookwrapper=True"
+    return (f"its {hook_name} implementation {getattr(function, '__qualname__', function)!r}{where} is marked "
+            f"{kind}, but the core calls each plugin's {hook_name} on its own, so there is no call of the whole "
+            f"hook to wrap; remove {kind} and use tryfirst=True or trylast=True to run before or after the others")
+
+
 def collect_registrations(pm: pluggy.PluginManager, registry: Registry | None = None) -> Registry:
-    """ Calls every `register_*` hook of the loading phase, one plugin at a time, so that each
-    registered thing is recorded with the plugin that registered it.
+    """ Calls every `register_*` hook of the loading phase, one plugin at a time (in pluggy's
+    order, `hook_calls`), so that each registered thing is recorded with the plugin that
+    registered it.
     """
     registry = registry or Registry()
     for hook_name, (kind, build) in REGISTER_HOOKS.items():
-        for plugin_name, register in _per_plugin_registers(pm, hook_name, kind, build, registry):
-            call_hook_of(pm, hook_name, plugin_name, register=register)
+        for call in hook_calls(pm, hook_name):
+            call(register=_register_for(call.plugin_name, hook_name, kind, build, registry))
     return registry
 
 
-def _per_plugin_registers(pm, hook_name, kind, build, registry):
-    for impl in getattr(pm.hook, hook_name).get_hookimpls():  # registration order
-        plugin_name = impl.plugin_name
-
-        def register(*args: Any, _plugin: str = plugin_name, **kwargs: Any) -> None:
-            try:
-                name, value = build(*args, **kwargs)
-            except TypeError as exc:
-                raise RegistrationError(f"plugin {_plugin!r}: bad call to register() in {hook_name}: {exc}") from None
-            registry.add(kind, name, value, _plugin)
-
-        yield plugin_name, register
-
-
-def call_hook_of(pm: pluggy.PluginManager, hook_name: str, plugin_name: str, **kwargs: Any) -> Any:
-    """ Calls one plugin's implementation of a hook, with the keyword arguments it asks for. """
-    for impl in getattr(pm.hook, hook_name).get_hookimpls():
-        if impl.plugin_name == plugin_name:
-            return impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
-    return None
+def _register_for(plugin_name: str, hook_name: str, kind: str, build: Callable[..., tuple[str, Any]],
+                  registry: Registry) -> Callable[..., None]:
+    """ The `register` one plugin's `register_*` hook is called with. """
+    def register(*args: Any, **kwargs: Any) -> None:
+        try:
+            name, value = build(*args, **kwargs)
+        except TypeError as exc:
+            raise RegistrationError(f"plugin {plugin_name!r}: bad call to register() in {hook_name}: {exc}") from None
+        registry.add(kind, name, value, plugin_name)
+    return register
 
 
 def register_tasks(pm: pluggy.PluginManager, server: Any) -> list[Task]:
-    """ Collects the long-running tasks plugins hand over (started by the server). """
+    """ Collects the long-running tasks plugins hand over (started by the server, in this order). """
     tasks: list[Task] = []
     seen: set[str] = set()
-    for impl in pm.hook.register_tasks.get_hookimpls():  # registration order
-        def register(name: str, run: Callable[..., Any], _plugin: str = impl.plugin_name) -> None:
+    for call in hook_calls(pm, "register_tasks"):
+        def register(name: str, run: Callable[..., Any], _plugin: str = call.plugin_name) -> None:
             full_name = f"{_plugin}.{name}"
             if full_name in seen:
                 raise RegistrationError(f"plugin {_plugin!r} registered task {name!r} twice")
             seen.add(full_name)
             tasks.append(Task(full_name, run))
-        call_hook_of(pm, "register_tasks", impl.plugin_name, register=register, server=server)
+        call(register=register, server=server)
     return tasks
 
 

@@ -66,6 +66,46 @@ class ChannelType:
     description: str = ""
 
 
+LISTENER_PLACEMENTS = ("every_worker", "one_process")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ListenerType(ChannelType):
+    """ A channel that listens (a queue, a WebSocket peer, a poller): the plugin only opens a
+    receiver per active definition; the core's `zato.server.listeners.ListenerRuntime` owns the
+    task per definition, its restarts, live edits, draining, retries and dead letters, and its
+    state. Registered through `register_channel_types` like any channel type; `create` is filled
+    in. The contract is in docs/channels.md.
+
+    `open(server, definition)` returns an async context manager (write it as `open_<thing>`)
+    yielding a receiver: `async receive()` (the next item; raising says the backend failed),
+    `to_invocation(item)` (a `zato.server.listeners.Invocation`), `async ack(item)`,
+    `async nack(item, error)` and, optionally, `async dead_letter(item, error)`.
+    `validate(definition)` (optional) returns problems as `{"field": ..., "error": ...}`.
+    `failure_policy` and `restart` are `zato.server.listeners.FailurePolicy` and `Backoff`
+    (None: the core's defaults). """
+    create: Callable[[Any], Any] | None = field(default=None, compare=False, repr=False)  # filled in: a ListenerRuntime
+    open: Callable[[Any, dict], Any]
+    placement: str = "every_worker"  # or "one_process"
+    validate: Callable[[dict], list[dict[str, str]]] | None = None
+    failure_policy: Any = None
+    restart: Any = None
+
+    def __post_init__(self) -> None:
+        if self.placement not in LISTENER_PLACEMENTS:
+            raise RegistrationError(f"listener type {self.name!r}: placement {self.placement!r} is not one of "
+                                    f"{', '.join(LISTENER_PLACEMENTS)}")
+        if not callable(self.open):
+            raise RegistrationError(f"listener type {self.name!r}: open must be a callable "
+                                    f"open(server, definition) returning an async context manager")
+        if self.create is None:
+            object.__setattr__(self, "create", self._create_runtime)
+
+    def _create_runtime(self, server: Any) -> Any:
+        from zato.server.listeners import ListenerRuntime  # the core's runtime; imported when a server uses it
+        return ListenerRuntime(server, self)
+
+
 @dataclass(frozen=True)
 class OutgoingConnectionType:
     """ A way services reach other systems. `create(server, definition)` returns a connection. """

@@ -28,11 +28,11 @@ from typing import Any
 import trio
 
 from zato import __version__, hookimpl
-from zato.builtin.core import check_admin
 from zato.objects import (
     IS_ACTIVE, NAME_FIELD, ObjectValidationError, field_schema, public_view, store_secret, validate,
 )
 from zato.odb import ObjectExists, ObjectNotFound, VersionConflict
+from zato.server.admin_auth import check_admin
 from zato.server.config_objects import CHANGED, secret_box
 from zato.server.http import HTTPError, HTTPRequest, HTTPResponse
 

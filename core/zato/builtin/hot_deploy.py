@@ -41,8 +41,8 @@ import click
 import trio
 
 from zato import hookimpl
-from zato.builtin.core import SOURCE_BODY, check_admin
 from zato.common import SERVER_STARTUP
+from zato.server.admin_auth import SOURCE_BODY, check_admin
 from zato.server.http import HTTPError, HTTPRequest, HTTPResponse
 from zato.server.services import DeploymentError
 
@@ -567,9 +567,8 @@ def deploy_command(base_dir: str, file: str) -> None:
 
     It is saved in the pickup directory under its own name. If it does not import, nothing
     changes, the error (file and line) is printed and the exit code is 1. """
-    from zato.cli import _paths
-    from zato.cli._admin import admin_request, describe_error
-    paths = _paths(base_dir)
+    from zato.cli.admin_client import admin_request, describe_error, server_paths
+    paths = server_paths(base_dir)
     name = os.path.basename(file)
     try:
         check_file_name(name)
@@ -596,9 +595,8 @@ def deploy_command(base_dir: str, file: str) -> None:
 def undeploy_command(base_dir: str, file_name: str) -> None:
     """ Undeploy the services of FILE_NAME (e.g. my_services.py) and remove it from the pickup
     directory of the server running in BASE_DIR. """
-    from zato.cli import _paths
-    from zato.cli._admin import admin_request, describe_error
-    paths = _paths(base_dir)
+    from zato.cli.admin_client import admin_request, describe_error, server_paths
+    paths = server_paths(base_dir)
     try:
         check_file_name(file_name)
     except InvalidFileName as exc:

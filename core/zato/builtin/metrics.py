@@ -22,8 +22,8 @@ from pathlib import Path
 import trio
 
 from zato import hookimpl
-from zato.builtin.core import check_admin
 from zato.common import SERVER_STARTUP
+from zato.server.admin_auth import check_admin
 from zato.server.http import HTTPError, HTTPRequest, HTTPResponse
 from zato.server.observability import MULTIPROC_ENV
 

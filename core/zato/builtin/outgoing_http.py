@@ -19,8 +19,7 @@ from urllib.parse import quote
 
 from zato import hookimpl
 from zato.registry import Field, ObjectType, OutgoingConnectionType
-from zato.server.outgoing import OutgoingError
-from zato.server.service import in_trio_thread
+from zato.server.outgoing import BlockingCalls, OutgoingError
 
 if TYPE_CHECKING:
     import httpx
@@ -88,9 +87,9 @@ class PlainHTTPConnection:
         self.definition = definition
         auth, headers = None, {}
         if definition.get("security"):
-            from zato.builtin.security import APIKEY, outgoing_credentials
+            from zato.server.credentials import outgoing_credentials
             credentials = outgoing_credentials(server, definition["security"])
-            if credentials["type"] == APIKEY:
+            if credentials["header"]:  # an API key, sent in its header
                 headers[credentials["header"]] = credentials["password"]
             else:
                 auth = httpx.BasicAuth(credentials["username"] or "", credentials["password"])
@@ -100,6 +99,7 @@ class PlainHTTPConnection:
                          "verify": bool(definition.get("tls_verify", True)), "follow_redirects": False}
         self._sync: httpx.Client | None = None
         self._async: httpx.AsyncClient | None = None
+        self._calls = BlockingCalls(f"outgoing plain_http {self.name!r}")  # async services use the async client
 
     @property
     def conn(self) -> "PlainHTTPConnection":
@@ -131,12 +131,13 @@ class PlainHTTPConnection:
                 headers: dict | None = None) -> Any:
         """ Sends one request. From a plain service it returns a `Response`; from an async
         service it returns an awaitable of one. """
-        import httpx
         url, query = self.url(params)
         headers = {"x-zato-cid": cid or "", **(headers or {})}
         body = self._body(data, headers)
-        if in_trio_thread():
-            return self._request_async(method, url, query, headers, body)
+        return self._calls.call(self._request_sync, method, url, query, headers, body, on_loop=self._request_async)
+
+    def _request_sync(self, method: str, url: str, query: dict, headers: dict, body: dict) -> Response:
+        import httpx
         try:
             return Response(self._sync_client().request(method, url, params=query, headers=headers, **body),
                             self.data_format)

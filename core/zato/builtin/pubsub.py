@@ -1135,6 +1135,13 @@ def register_server_config(register):
 
 
 @hookimpl
+def register_migrations(register):
+    """ The tables of this plugin: messages, deliveries, dead letters, topic state. """
+    from pathlib import Path
+    register("pubsub", Path(__file__).resolve().parent / "migrations" / "pubsub")
+
+
+@hookimpl
 def register_object_types(register):
     register(TOPIC_TYPE)
     register(ENDPOINT_TYPE)

@@ -30,8 +30,8 @@ from typing import Any
 
 import trio
 
-from zato.builtin.core import check_admin
 from zato.builtin.pubsub_message import message_from_row
+from zato.server.admin_auth import check_admin
 from zato.server.http import HTTPError, HTTPRequest, HTTPResponse
 
 PREFIX = "/zato/api/pubsub"

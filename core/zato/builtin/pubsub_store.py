@@ -1,5 +1,5 @@
-""" Where guaranteed-delivery (GD) pub/sub messages live: the tables of Alembic revision 0005 in
-the configuration database (SQLite or PostgreSQL), and every statement the `pubsub` plugin runs.
+""" Where guaranteed-delivery (GD) pub/sub messages live: the tables of the `pubsub` migration branch
+(core/zato/builtin/migrations/pubsub) in the configuration database (SQLite or PostgreSQL), and every statement the `pubsub` plugin runs.
 
 Everything here is blocking; the plugin calls it from worker threads. Delivery writes go through
 `PubSubStore.submit`: whichever thread finds the database free writes every batch waiting
@@ -37,7 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Engine
 
-from zato.odb import open_engine
+from zato.odb import in_chunks, open_engine, set_sqlite_pragmas
 
 logger = logging.getLogger("zato.pubsub")
 
@@ -111,7 +111,6 @@ topic_state_table = Table(
 TABLES = tuple(table.name for table in metadata.sorted_tables)
 MESSAGE_COLUMNS = tuple(column.name for column in message_table.columns if column.name != "id")
 DATA_PREFIX_LENGTH = 200
-IN_CHUNK = 500  # ids per IN (...) list
 
 
 class StoreError(Exception):
@@ -182,17 +181,12 @@ class DuplicateMessageId(ValueError):
 # ################################################################################################
 
 
-def _chunks(items: list[Any], size: int = IN_CHUNK) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
 class PubSubStore:
     """ The pub/sub tables of one configuration database. """
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine: Engine = open_engine(url)
+        self.engine: Engine = open_engine(url, synchronous="FULL")
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
             _durable_sqlite(self.engine)
@@ -232,15 +226,16 @@ class PubSubStore:
         return conn
 
     def check_schema(self) -> None:
-        """ Raises StoreError naming the missing tables if the database predates revision 0005. """
+        """ Raises StoreError naming the missing tables if the database lacks them (the `pubsub` branch was not applied). """
         with self._read() as conn:
             present = set(inspect(conn).get_table_names())
         missing = [name for name in TABLES if name not in present]
         if missing:
             raise StoreError(f"the configuration database {self.safe_url()} lacks the pub/sub tables "
-                             f"{', '.join(missing)} (Alembic revision 0005): it was stamped by a build whose "
-                             f"revision 0005 was still empty. Back it up, then run "
-                             f"`alembic downgrade 0004 && alembic upgrade head` on it, or start from a new database")
+                             f"{', '.join(missing)} (the `pubsub` migration branch, alembic_version_pubsub): its version table says "
+                             f"they exist, but they do not. Back the database up, then delete the row of "
+                             f"alembic_version_pubsub so that the next start creates them, or start from a new "
+                             f"database")
 
     def safe_url(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
@@ -262,7 +257,7 @@ class PubSubStore:
         if self._writer is None:
             conn = sqlite3.connect(self.engine.url.database, isolation_level=None, check_same_thread=False,
                                    timeout=10.0)
-            conn.execute("PRAGMA journal_mode=WAL")
+            set_sqlite_pragmas(conn)
             self._writer, self._writer_synchronous = conn, ""
         synchronous = "FULL" if durable else "NORMAL"
         try:
@@ -433,9 +428,9 @@ class PubSubStore:
             sql.executemany("UPDATE zato_pubsub_delivery SET claimed_by = NULL, claimed_until = 0, "
                             "delivery_count = CASE WHEN delivery_count > 0 THEN delivery_count - 1 ELSE 0 END "
                             "WHERE id = ? AND claimed_by = ?", releases)
-        for chunk in _chunks(done_ids):
+        for chunk in in_chunks(done_ids):
             sql.execute(f"DELETE FROM zato_pubsub_delivery WHERE id IN ({_marks(chunk)})", chunk)
-        for chunk in _chunks(sorted(touched)):
+        for chunk in in_chunks(sorted(touched)):
             sql.execute(f"DELETE FROM zato_pubsub_message WHERE msg_id IN ({_marks(chunk)}) AND NOT EXISTS "
                         f"(SELECT 1 FROM zato_pubsub_delivery d WHERE d.msg_id = zato_pubsub_message.msg_id)", chunk)
 
@@ -444,7 +439,7 @@ class PubSubStore:
         """ Messages no queue waits for any more are gone (dead letters keep their own copy). """
         deleted = 0
         waiting = select(delivery_table.c.id).where(delivery_table.c.msg_id == message_table.c.msg_id).exists()
-        for chunk in _chunks(msg_ids):
+        for chunk in in_chunks(msg_ids):
             deleted += conn.execute(message_table.delete().where(message_table.c.msg_id.in_(chunk), ~waiting)).rowcount
         return deleted
 
@@ -472,7 +467,7 @@ class PubSubStore:
         if not claimed:
             return []
         messages: dict[str, dict[str, Any]] = {}
-        for chunk in _chunks(sorted({row["msg_id"] for row in claimed})):
+        for chunk in in_chunks(sorted({row["msg_id"] for row in claimed})):
             for row in sql.query_dicts(f"SELECT {', '.join(MESSAGE_COLUMNS)} FROM zato_pubsub_message "
                                        f"WHERE msg_id IN ({_marks(chunk)})", chunk):
                 messages[row["msg_id"]] = row
@@ -805,14 +800,12 @@ def _dead_row(row: Any, with_message: bool) -> dict[str, Any]:
 
 
 def _durable_sqlite(engine: Engine) -> None:
-    """ This store's SQLite connections: the WAL synced at every commit, and write transactions
-    that take the write lock when they begin (the database's busy timeout then queues them). """
+    """ This store's SQLite connections (`synchronous=FULL` from `open_engine`: the WAL synced at
+    every commit): write transactions that take the write lock when they begin (the database's busy
+    timeout then queues them). """
 
     @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.close()
+    def _driver_transactions(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # transactions are begun below, not by the driver
 
     @event.listens_for(engine, "begin")

@@ -33,22 +33,23 @@ import logging
 import math
 import time
 from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Callable
 
 import trio
 from sqlalchemy import (
-    BigInteger, Column, Index, Integer, MetaData, String, Table, bindparam, case, delete, event, insert, or_,
-    update,
+    BigInteger, Column, Index, Integer, MetaData, String, Table, bindparam, case, delete, or_, update,
 )
-from sqlalchemy.exc import IntegrityError
 
 from zato import hookimpl
 from zato.common import SERVER_STARTUP
-from zato.objects import is_env_reference
-from zato.odb import open_engine
+from zato.config import as_bool
+from zato.odb import InsertIgnoringConflicts, open_engine
 from zato.plugins import await_maybe
-from zato.common.rate_limiting import RATE_LIMIT_FIELDS
+from zato.common.rate_limiting import (
+    ANY, APPROXIMATE, EXACT, RATE_LIMIT_FIELDS, RATE_LIMIT_TYPES, SYNTAX, UNITS, DefinitionError, LimitLine,
+    check_rate_limit_fields as definition_problems, normalise_type, parse_definition,
+)
 from zato.registry import Field, ObjectType, RateLimiterBackend
 from zato.server.http import HTTPError
 
@@ -60,17 +61,10 @@ CHANNEL_REST = "channel_rest"
 SECURITY = "security"
 LIMITED_TYPES = (SECURITY, CHANNEL_REST, SERVICE_SETTINGS)  # the order in which a request is checked
 
-APPROXIMATE, EXACT = "APPROXIMATE", "EXACT"
-RATE_LIMIT_TYPES = (APPROXIMATE, EXACT)
-UNITS = {"m": (60, "minute"), "h": (3600, "hour"), "d": (86400, "day")}
-ANY = "*"
-
 DEFAULT_FORWARDED_FOR = "X-Forwarded-For"
 DEFAULT_PRUNE_INTERVAL = 60.0
 ADDRESS_CACHE_SIZE = 4096  # addresses remembered per object (what line each matches)
 EXACT_DB_THREADS = 8  # concurrent counter updates per worker (each holds one of the pool's connections)
-
-SYNTAX = "SOURCE = LIMIT, e.g. `* = 100/m` or `10.0.0.0/8 = 5000/h`"
 
 # The caller's address, set by `RateLimits.check_http` for the service checks of the same request
 # (a service invoked from that request's service included). None: not from HTTP (scheduler...).
@@ -118,126 +112,8 @@ class RateLimitUnavailable(RateLimitError):
 
 # ################################################################################################
 # Definitions
-
-
-@dataclass(frozen=True, slots=True)
-class LimitLine:
-    """ One `SOURCE = LIMIT` line of a definition. """
-    number: int  # 1-based, counting blank and comment lines, as an editor shows it
-    text: str  # as written, without surrounding blanks or a trailing comment
-    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None  # None: `*`, any address
-    limit: int | None  # requests per window; None: `*`, no limit
-    window: int  # seconds: 60, 3600 or 86400
-    key: str = ""  # the counter's key, set when the object's limits are compiled
-
-    @property
-    def rate(self) -> str:
-        """ The limit as written in a definition: `5/m` or `*`. """
-        if self.limit is None:
-            return ANY
-        unit = next(u for u, (seconds, _) in UNITS.items() if seconds == self.window)
-        return f"{self.limit}/{unit}"
-
-
-class DefinitionError(ValueError):
-    """ A definition does not parse; `errors` lists (line number, what is wrong), every one. """
-
-    def __init__(self, errors: list[tuple[int, str]]) -> None:
-        self.errors = errors
-        super().__init__("; ".join(f"line {number}: {error}" for number, error in errors))
-
-
-def parse_definition(text: str | None) -> list[LimitLine]:
-    """ The lines of a definition, in order. Blank lines and `#` comments are skipped. Raises
-    `DefinitionError` listing every bad line with its number and what to write instead. """
-    lines: list[LimitLine] = []
-    errors: list[tuple[int, str]] = []
-    for number, raw in enumerate((text or "").splitlines(), 1):
-        stripped = raw.split("#", 1)[0].strip()
-        if not stripped:
-            continue
-        try:
-            lines.append(_parse_line(number, stripped))
-        except ValueError as exc:
-            errors.append((number, f"`{stripped}`: {exc}"))
-    if errors:
-        raise DefinitionError(errors)
-    return lines
-
-
-def _parse_line(number: int, text: str) -> LimitLine:
-    if text.count("=") != 1:
-        raise ValueError(f"expected {SYNTAX}")
-    source, rate = (part.strip() for part in text.split("="))
-    if not source or not rate:
-        raise ValueError(f"both sides of `=` are needed: {SYNTAX}")
-    network = None if source == ANY else _parse_network(source)
-    limit, window = _parse_rate(rate)
-    return LimitLine(number, text, network, limit, window)
-
-
-def _parse_network(source: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    try:
-        # host bits are allowed, as Zato allowed them: 10.1.2.3/8 is the network 10.0.0.0/8
-        return ipaddress.ip_network(source, strict=False)
-    except ValueError:
-        pass
-    raise ValueError(f"{source!r} is not `*`, an IP address (10.1.2.3, 2001:db8::1) or a CIDR network "
-                     f"(10.0.0.0/8, 2001:db8::/32)")
-
-
-def _parse_rate(rate: str) -> tuple[int | None, int]:
-    if rate == ANY:
-        return None, UNITS["d"][0]
-    count, slash, unit = rate.partition("/")
-    count, unit = count.strip(), unit.strip()
-    if not slash or not count:
-        raise ValueError(f"the limit {rate!r} is not N/m, N/h, N/d (requests per minute, hour or day) or `*` "
-                         f"(no limit)")
-    if not count.isdigit():
-        raise ValueError(f"the number of requests {count!r} is not a whole number (write 1000, not 1,000 or 1e3)")
-    if unit not in UNITS:
-        raise ValueError(f"the unit {unit!r} is not one of m (per minute), h (per hour) or d (per day)")
-    return int(count), UNITS[unit][0]
-
-
-def normalise_type(value: Any) -> str:
-    """ `rate_limit_type` as APPROXIMATE or EXACT (empty means APPROXIMATE); ValueError otherwise. """
-    if value is None or value == "":
-        return APPROXIMATE
-    kind = str(value).strip().upper()
-    if kind not in RATE_LIMIT_TYPES:
-        raise ValueError(f"{value!r} is not one of {', '.join(RATE_LIMIT_TYPES)}")
-    return kind
-
-
-def definition_problems(data: dict[str, Any], partial: bool = False) -> list[dict[str, str]]:
-    """ What is wrong with an object's rate-limit fields, as the admin API lists field errors
-    (`[{"field": ..., "error": ...}]`); [] when they can be used. The `check` of every object
-    type with these fields (`zato.registry.ObjectType.check`), so `zato.objects.validate` refuses
-    a bad definition when it is created or changed (admin API, enmasse). `partial`: `data` holds
-    only the fields being changed. A `$NAME` value is read from the environment when the object
-    is loaded, and checked then. """
-    def given(field: str) -> bool:
-        return (field in data or not partial) and not is_env_reference(data.get(field))
-
-    problems = []
-    if given("rate_limit_type"):
-        try:
-            normalise_type(data.get("rate_limit_type"))
-        except ValueError as exc:
-            problems.append({"field": "rate_limit_type", "error": str(exc)})
-    if given("rate_limit_def"):
-        try:
-            lines = parse_definition(data.get("rate_limit_def"))
-        except DefinitionError as exc:
-            problems.extend({"field": "rate_limit_def", "error": f"line {number}: {error}"}
-                            for number, error in exc.errors)
-        else:
-            if not lines and given("is_rate_limit_active") and _is_true(data.get("is_rate_limit_active")):
-                problems.append({"field": "rate_limit_def", "error": f"empty, so every request would be refused "
-                                                                     f"(403); add lines of {SYNTAX}"})
-    return problems
+# The syntax of a definition and its checks are the core's (zato.common.rate_limiting), so an
+# object's fields are checked the same way whether or not this plugin is loaded.
 
 
 def unreachable_lines(lines: list[LimitLine]) -> list[tuple[LimitLine, LimitLine]]:
@@ -380,7 +256,7 @@ class ApproximateLimiter:
 
 counters_metadata = MetaData()
 
-# Created by the Alembic revision 0004 (zato/odb/migrations/versions/0004_rate_limit.py).
+# Created by the `rate_limit` migration branch (zato/builtin/migrations/rate_limit).
 counters_table = Table(
     "zato_rate_limit_counter", counters_metadata,
     Column("key", String(1000), primary_key=True),  # object type, name, definition digest, line
@@ -409,12 +285,11 @@ class DatabaseLimiter:
     def __init__(self, url: str, clock: Callable[[], float] = time.time, threads: int = EXACT_DB_THREADS) -> None:
         self.url = url
         self.clock = clock
-        self.engine = open_engine(url)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_normal_sync)
+        self.engine = open_engine(url, synchronous="NORMAL")
         self.threads = trio.CapacityLimiter(threads)
         self._count_one = _count_one_statement(self.engine.dialect.update_returning)
-        self._insert_new = _insert_ignoring_conflicts(self.engine.dialect.name)
+        self._insert_new = InsertIgnoringConflicts(self.engine.dialect, counters_table, (counters_table.c.key,),
+                                                   conflict_on=("key",))
 
     async def hit(self, key: str, limit: int, window_seconds: int) -> bool:
         return await trio.to_thread.run_sync(self.hit_blocking, key, limit, window_seconds, limiter=self.threads)
@@ -429,7 +304,7 @@ class DatabaseLimiter:
         with self.engine.begin() as conn:
             if self._count_one(conn, counted):
                 return True
-            if self._insert_new(conn, {"key": key, "window_start": start, "hits": 1, "expires_at": end}):
+            if self._insert_new(conn, [{"key": key, "window_start": start, "hits": 1, "expires_at": end}]):
                 return True
             # someone inserted the row between our update and insert: count against it
             return self._count_one(conn, counted)
@@ -444,12 +319,6 @@ class DatabaseLimiter:
 
     def close(self) -> None:
         self.engine.dispose()
-
-
-def _sqlite_normal_sync(dbapi_conn: Any, _record: Any) -> None:
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
 
 
 def _count_one_statement(returning: bool) -> Callable[[Any, dict[str, Any]], bool]:
@@ -474,28 +343,6 @@ def _count_one_statement(returning: bool) -> Callable[[Any, dict[str, Any]], boo
     return count_rowcount
 
 
-def _insert_ignoring_conflicts(dialect: str) -> Callable[[Any, dict[str, Any]], bool]:
-    """ insert(conn, row) -> True if the row was inserted, False if its key exists already. """
-    if dialect in ("sqlite", "postgresql"):
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        statement = dialect_insert(counters_table).on_conflict_do_nothing(index_elements=["key"]) \
-            .returning(counters_table.c.key)
-
-        def insert_row(conn: Any, row: dict[str, Any]) -> bool:
-            return conn.execute(statement, row).first() is not None
-        return insert_row
-
-    def insert_in_savepoint(conn: Any, row: dict[str, Any]) -> bool:
-        try:
-            with conn.begin_nested():
-                conn.execute(insert(counters_table), row)
-        except IntegrityError:
-            return False
-        return True
-    return insert_in_savepoint
 
 
 def create_approximate(server: Any) -> ApproximateLimiter:
@@ -692,7 +539,7 @@ class RateLimits:
                 continue
             compiled = {}
             for name, data in self.server.config_objects.get(object_type, {}).items():
-                if _is_true(data.get("is_rate_limit_active")):
+                if as_bool(data.get("is_rate_limit_active")):
                     compiled[name] = self.compile(object_type, data)
                 elif data.get("rate_limit_def"):
                     problems = definition_problems(data)
@@ -726,12 +573,6 @@ class RateLimits:
 
 
 _NO_LIMITS: dict[str, ObjectLimits] = {}
-
-
-def _is_true(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "yes", "on", "1")
-    return bool(value)
 
 
 def rate_limits(server: Any) -> RateLimits | None:
@@ -844,6 +685,13 @@ def register_tasks(register, server):
                 await state.prune()
 
     register("prune_old_counters", prune_old_counters)
+
+
+@hookimpl
+def register_migrations(register):
+    """ The tables of this plugin: the exact backend's counters. """
+    from pathlib import Path
+    register("rate_limit", Path(__file__).resolve().parent / "migrations" / "rate_limit")
 
 
 @hookimpl

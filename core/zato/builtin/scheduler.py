@@ -3,7 +3,8 @@ background, never twice for the same due time and never under an old name or sch
 
 Jobs are configuration objects of type `scheduler` (the enmasse key), managed like every object
 through the admin API and enmasse. What the scheduler itself keeps lives in three tables of the
-configuration database (Alembic revision 0003, defined below with SQLAlchemy Core too):
+configuration database (the `scheduler` migration branch, core/zato/builtin/migrations/scheduler,
+defined below with SQLAlchemy Core too):
 
 * `zato_scheduler_lease` - one row: which process schedules (`holder`), until when (`expires`),
   and an `epoch` that grows with every takeover. Every worker of every server process sharing
@@ -53,12 +54,11 @@ from sqlalchemy import (
     delete, func, insert, select, update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
 
 from zato import hookimpl
 from zato.config import Bunch
 from zato.objects import ObjectEnvError, is_env_reference, runtime_view
-from zato.odb import objects_table
+from zato.odb import InsertIgnoringConflicts, in_chunks, objects_table
 from zato.registry import Field, ObjectType
 
 logger = logging.getLogger("zato.scheduler")
@@ -114,7 +114,7 @@ PRUNE_EVERY = 60.0  # seconds between two trims of the history
 CRON_SCAN_LIMIT = 100_000  # due times counted at most when many were missed
 
 # ################################################################################################
-# The tables (the same as migration 0003; a test compares them)
+# The tables (the same as the scheduler branch's migrations; a test compares them)
 
 metadata = MetaData()
 
@@ -520,36 +520,6 @@ class LeaseLost(Exception):
 
 
 Fingerprint = tuple[int, int, int, str | None]
-IN_CHUNK = 500  # ids per IN (...) list
-
-
-def _insert_ignoring_conflicts_statement(dialect: str, table: Table, returning: tuple[Any, ...]) -> Any:
-    """ An INSERT that skips rows breaking a unique constraint, returning the inserted ones (None
-    for databases other than SQLite and PostgreSQL: one savepoint per row there). """
-    if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        return None
-    return dialect_insert(table).on_conflict_do_nothing().returning(*returning)
-
-
-def _insert_ignoring_conflicts(conn: Connection, statement: Any, table: Table, rows: list[dict[str, Any]],
-                               returning: tuple[Any, ...]) -> list[Any]:
-    """ Inserts `rows`, skipping those that break a unique constraint; returns the inserted ones. """
-    if not rows:
-        return []
-    if statement is not None:
-        return list(conn.execute(statement, rows).all())
-    inserted = []
-    for row in rows:
-        try:
-            with conn.begin_nested():
-                inserted.extend(conn.execute(insert(table).returning(*returning), [row]).all())
-        except IntegrityError:
-            continue
-    return inserted
 
 
 class SchedulerStore:
@@ -559,11 +529,8 @@ class SchedulerStore:
         self.engine = engine
         # Statements made once: a claim runs for every firing, and building them costs more than
         # running them.
-        dialect = engine.dialect.name
-        self._run_returning = (run_table.c.job_id, run_table.c.id)
-        self._insert_runs = _insert_ignoring_conflicts_statement(dialect, run_table, self._run_returning)
-        self._lease_returning = (lease_table.c.epoch,)
-        self._insert_lease = _insert_ignoring_conflicts_statement(dialect, lease_table, self._lease_returning)
+        self._insert_runs = InsertIgnoringConflicts(engine.dialect, run_table, (run_table.c.job_id, run_table.c.id))
+        self._insert_lease = InsertIgnoringConflicts(engine.dialect, lease_table, (lease_table.c.epoch,))
         self._fence = update(lease_table).where(
             lease_table.c.name == LEASE_NAME, lease_table.c.holder == bindparam("f_holder"),
             lease_table.c.epoch == bindparam("f_epoch")).values(holder=lease_table.c.holder)
@@ -610,8 +577,8 @@ class SchedulerStore:
         """ Of the jobs (id -> version they were read at), those since edited, deactivated or deleted. """
         ids = list(versions)
         current: dict[int, int] = {}
-        for start in range(0, len(ids), IN_CHUNK):
-            current.update(conn.execute(self._versions, {"f_ids": ids[start:start + IN_CHUNK]}).all())
+        for chunk in in_chunks(ids):
+            current.update(conn.execute(self._versions, {"f_ids": chunk}).all())
         return {job_id for job_id, version in versions.items() if current.get(job_id) != version}
 
     def read_states(self) -> dict[int, dict[str, Any]]:
@@ -633,9 +600,8 @@ class SchedulerStore:
                 (lease_table.c.expires < now) | (lease_table.c.holder == holder)).values(
                 holder=holder, epoch=lease_table.c.epoch + 1, acquired=now, expires=expires)).rowcount
             if not taken:
-                created = _insert_ignoring_conflicts(conn, self._insert_lease, lease_table, [{
-                    "name": LEASE_NAME, "holder": holder, "epoch": 1, "acquired": now, "expires": expires}],
-                    self._lease_returning)
+                created = self._insert_lease(conn, [{
+                    "name": LEASE_NAME, "holder": holder, "epoch": 1, "acquired": now, "expires": expires}])
                 if not created:
                     return None
             epoch = conn.execute(select(lease_table.c.epoch).where(lease_table.c.name == LEASE_NAME)).scalar_one()
@@ -715,12 +681,12 @@ class SchedulerStore:
         with self._fenced(holder, epoch) as conn:
             changed = self._changed_jobs(conn, versions)
             plans = [p for p in plans if p.job_id not in changed]
-            inserted = _insert_ignoring_conflicts(conn, self._insert_runs, run_table, [{
+            inserted = self._insert_runs(conn, [{
                 "job_id": p.job_id, "job_name": p.job_name, "kind": p.kind, "due_time": p.due_time,
                 "missed": p.missed, "cid": p.cid, "holder": holder, "requested": now,
                 "started": now if p.outcome == OUTCOME.RUNNING else None,
                 "finished": None if p.outcome == OUTCOME.RUNNING else now,
-                "outcome": p.outcome, "error": p.error} for p in plans], self._run_returning)
+                "outcome": p.outcome, "error": p.error} for p in plans])
             claimed = {row[0]: row[1] for row in inserted}
             moved = [{"k_job_id": p.job_id, "k_next_due": p.next_due, "k_last_due": p.due_time, "k_runs": p.runs,
                       "k_updated": now} for p in plans if p.job_id in claimed]
@@ -1312,7 +1278,7 @@ async def _job_object(request: Any) -> dict[str, Any]:
 
 async def list_jobs(request: Any) -> Any:
     """ GET /zato/api/scheduler/jobs: every job with its schedule, next due time and last run. """
-    from zato.builtin.core import check_admin
+    from zato.server.admin_auth import check_admin
     from zato.server.http import HTTPResponse
     await check_admin(request)
     store = store_of(request.server)
@@ -1348,7 +1314,7 @@ async def list_jobs(request: Any) -> Any:
 
 async def job_history(request: Any) -> Any:
     """ GET /zato/api/scheduler/jobs/{name}/history?limit=N: the job's runs, newest first. """
-    from zato.builtin.core import check_admin
+    from zato.server.admin_auth import check_admin
     from zato.server.http import HTTPError, HTTPResponse
     await check_admin(request)
     obj = await _job_object(request)
@@ -1367,7 +1333,7 @@ async def job_history(request: Any) -> Any:
 async def execute_job(request: Any) -> Any:
     """ POST /zato/api/scheduler/jobs/{name}/execute: runs the job now, whatever its type (202 and
     the run's cid; the process that schedules starts it, and its history tells the outcome). """
-    from zato.builtin.core import check_admin
+    from zato.server.admin_auth import check_admin
     from zato.server.http import HTTPResponse
     await check_admin(request)
     obj = await _job_object(request)
@@ -1397,9 +1363,8 @@ def scheduler_command() -> None:
 
 
 def _api(base_dir: str, method: str, path: str) -> Any:
-    from zato.cli import _paths
-    from zato.cli._admin import admin_request, describe_error
-    status, _, body = admin_request(_paths(base_dir), method, path)
+    from zato.cli.admin_client import admin_request, describe_error, server_paths
+    status, _, body = admin_request(server_paths(base_dir), method, path)
     if status >= 300:
         raise click.ClickException(describe_error(status, body))
     return json.loads(body)
@@ -1613,6 +1578,13 @@ EXECUTE_JOB_OPENAPI = {"post": {
 @hookimpl
 def register_cli_commands(cli):
     cli.add_command(scheduler_command)
+
+
+@hookimpl
+def register_migrations(register):
+    """ The tables of this plugin: the lease, job state, run history. """
+    from pathlib import Path
+    register("scheduler", Path(__file__).resolve().parent / "migrations" / "scheduler")
 
 
 @hookimpl

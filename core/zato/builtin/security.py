@@ -41,25 +41,24 @@ from zato.security import (
     PREFIX as HASH_PREFIX, Verifier, client_address, hashing_limiter, login_throttle, parse_basic_auth, verify_off_loop,
     verify_password,
 )
+from zato.server.credentials import (
+    APIKEY, DEFAULT_APIKEY_HEADER, HOW_TO_SET, OUTGOING, SECURITY as OBJECT_TYPE, OutgoingCredentialsError, apikey_header,
+    outgoing_credentials,
+)
 from zato.server.http import HTTPError, HTTPRequest
 
 logger = logging.getLogger("zato.security")
 
-OBJECT_TYPE = "security"
 BASIC_AUTH = "basic_auth"
-APIKEY = "apikey"
 SECURITY_TYPES = (BASIC_AUTH, APIKEY)
-INBOUND, OUTGOING = "inbound", "outgoing"
+INBOUND = "inbound"
 DIRECTIONS = (INBOUND, OUTGOING)
 
 DEFAULT_REALM = "API"  # Zato web-admin's default realm
-DEFAULT_APIKEY_HEADER = "X-API-Key"  # Zato's API_Key.Default_Header
 APIKEY_CHALLENGE = "zato-apikey"  # what Zato sends in WWW-Authenticate for API keys
 
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")  # an RFC 9110 token
 STORAGE_KEYS = ("id", "name", "is_active", "_meta")  # kept in columns, not in an object's data
-HOW_TO_SET = ("set it through the admin API: PUT /zato/api/objects/security/{name}/secrets/password with "
-              "{{\"value\": \"...\"}} (only its scrypt hash is stored)")
 
 
 SECURITY = ObjectType(OBJECT_TYPE, (
@@ -87,11 +86,6 @@ class SecurityDefinitionError(ValueError):
 
 # ################################################################################################
 # Definitions and their stored form
-
-
-def apikey_header(definition: dict[str, Any]) -> str:
-    """ The header an `apikey` definition reads (Zato 3.2 kept its name in `username`). """
-    return definition.get("header") or definition.get("username") or DEFAULT_APIKEY_HEADER
 
 
 def is_password_hash(value: Any) -> bool:
@@ -355,26 +349,5 @@ def config_objects_changed(server, object_types):
 
 
 # ################################################################################################
-# Outgoing use
-
-
-class OutgoingCredentialsError(LookupError):
-    """ A security definition cannot be used by an outgoing connection; the message says why. """
-
-
-def outgoing_credentials(server: Any, name: str) -> dict[str, Any]:
-    """ What an outgoing connection sends for security definition `name`: its type, username,
-    clear password (or key) and header. Raises `OutgoingCredentialsError` saying what to fix. """
-    definition = server.config_objects.get(OBJECT_TYPE, {}).get(name)
-    if definition is None:
-        raise OutgoingCredentialsError(f"security definition {name!r} does not exist or is inactive")
-    if definition.get("direction") != OUTGOING:
-        raise OutgoingCredentialsError(
-            f"security definition {name!r} is for inbound use (its password is stored hashed and cannot be sent); "
-            f"create one with direction: outgoing for outgoing connections")
-    password = definition.get("password")
-    if not password or str(password).startswith((ENCRYPTED_PREFIX, HASH_PREFIX + "$")):
-        raise OutgoingCredentialsError(f"security definition {name!r} has no usable password; "
-                                       + HOW_TO_SET.format(name=name))
-    return {"type": definition.get("type"), "username": definition.get("username"), "password": password,
-            "header": apikey_header(definition) if definition.get("type") == APIKEY else None}
+# Outgoing use: the core's `zato.server.credentials.outgoing_credentials(server, name)` (and its
+# `OutgoingCredentialsError`), imported above, so that connections of any plugin read them alike.

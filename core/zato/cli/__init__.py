@@ -25,13 +25,8 @@ def _console():
 
 
 def _paths(base_dir: str):
-    from zato.server.server import ServerPaths
-    paths = ServerPaths(base_dir)
-    if not paths.server_conf.exists():
-        raise click.ClickException(
-            f"{paths.base_dir} is not a server directory ({paths.server_conf} is missing); "
-            f"create one with `zato quickstart create {base_dir}`")
-    return paths
+    from zato.cli.admin_client import server_paths
+    return server_paths(base_dir)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -223,7 +218,7 @@ def set_admin_password(base_dir: str, password: str) -> None:
 @click.option("--payload", default=None, help="Request as JSON, e.g. '{\"id\": 1}'; '-' reads it from stdin.")
 def invoke(base_dir: str, service: str, payload: str | None) -> None:
     """ Invoke a service on the server running in BASE_DIR and print its response. """
-    from zato.cli._admin import admin_request, describe_error
+    from zato.cli.admin_client import admin_request, describe_error
     paths = _paths(base_dir)
     if payload == "-":
         payload = sys.stdin.read()
@@ -250,7 +245,7 @@ def ping_connection(base_dir: str, connection_type: str, name: str) -> None:
     """ Ping an outgoing connection of the server running in BASE_DIR (e.g. plain_http "My API").
     Exit code 0 if it answers, 1 if not. """
     from urllib.parse import quote
-    from zato.cli._admin import admin_request, describe_error
+    from zato.cli.admin_client import admin_request, describe_error
     paths = _paths(base_dir)
     status_code, _, body = admin_request(paths, "POST", f"/zato/api/outgoing/{quote(connection_type, safe='')}/"
                                                         f"{quote(name, safe='')}/ping")

@@ -77,7 +77,7 @@ def import_command(base_dir: str, file: str, dry_run: bool, delete_missing: bool
 
 def _reload_running_server(paths: Any, types: list[str]) -> None:
     """ Tells a server running in the directory to re-read the changed types in every worker. """
-    from zato.cli._admin import admin_request, describe_error
+    from zato.cli.admin_client import admin_request, describe_error
     from zato.server.main import pid_alive
     from zato.server.server import read_runtime_file
 

@@ -3,9 +3,10 @@ outgoing connections, scheduler jobs...) as one row of one generic table, typed 
 type's schema (`zato.objects`).
 
 SQLite in the server directory is the default (WAL); PostgreSQL is supported. The schema is
-managed by Alembic (`zato/odb/migrations`); `ODB.upgrade()` brings any older database to the
-current revision. All calls here are blocking: the server makes them from worker threads
-(`trio.to_thread.run_sync`), never on the trio loop.
+managed by Alembic: the core's chain (`zato/odb/migrations`) and a branch per plugin that brings
+tables of its own (`register_migrations`, zato/odb/_migrations.py); `ODB.upgrade()` brings any
+older database to the current revisions. All calls here are blocking: the server makes them
+from worker threads (`trio.to_thread.run_sync`), never on the trio loop.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from sqlalchemy import (
     JSON, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, UniqueConstraint, create_engine,
@@ -25,12 +26,16 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 
 from zato.common.files import PRIVATE_FILE, create_file, tighten
+from zato.odb._migrations import (
+    CORE, CORE_BRANCH, LEGACY_REVISIONS, MIGRATIONS, Branch, MigrationError, adopt_legacy, alembic_config, branches_of,
+    check_branch, installed_branch, installed_migrations, is_current, stamp_core, stored_revisions, upgrade_branch,
+)  # re-exported
 
 logger = logging.getLogger("zato.odb")
 
-# The newest migration in zato/odb/migrations/versions (a test checks they agree).
-HEAD_REVISION = "0005"
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# The newest revision of the core's own chain, zato/odb/migrations/versions (a test checks they
+# agree). The built-ins' tables are in branches of their own (zato/odb/_migrations.py).
+HEAD_REVISION = "0002"
 
 metadata = MetaData()
 
@@ -91,17 +96,101 @@ def prepare_sqlite_file(database: str) -> None:
         tighten(database + suffix, PRIVATE_FILE)
 
 
-def open_engine(url: str) -> Engine:
+# ################################################################################################
+# SQL helpers for every table of the server's database (the built-ins' too)
+
+SQLITE_BUSY_TIMEOUT_MS = 10000
+SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+IN_CHUNK = 500  # ids per IN (...) list: well under every database's limit on bound parameters
+
+
+def set_sqlite_pragmas(dbapi_conn: Any, synchronous: str | None = None) -> None:
+    """ What every SQLite connection of the server uses, on a driver (`sqlite3`) connection: WAL
+    (readers do not wait for a writer), a 10 s busy timeout (a writer waits its turn instead of
+    failing at once) and, if given, `synchronous`: FULL syncs the WAL at each commit (nothing
+    committed is lost, not even when the machine dies), NORMAL does not (lost only when the machine
+    dies, not when the process does), unset is SQLite's default. """
+    _check_synchronous(synchronous)
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        if synchronous is not None:
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+    finally:
+        cursor.close()
+
+
+def _check_synchronous(synchronous: str | None) -> None:
+    if synchronous is not None and synchronous not in SQLITE_SYNCHRONOUS:
+        raise ValueError(f"synchronous is one of {', '.join(SQLITE_SYNCHRONOUS)}, not {synchronous!r}")
+
+
+def open_engine(url: str, *, synchronous: str | None = None) -> Engine:
+    """ An engine on the server's database (`[odb] url`). On SQLite the file is made 0600 first
+    and each connection gets `set_sqlite_pragmas(..., synchronous)`: an engine whose writes need
+    another durability than the configuration's (pub/sub FULL, rate-limit counters NORMAL) says so
+    here. Elsewhere, connections are checked before use (`pool_pre_ping`). """
     engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
     if engine.dialect.name == "sqlite":
+        _check_synchronous(synchronous)  # now, not at the first connection
         prepare_sqlite_file(engine.url.database or "")
+
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=10000")
-            cursor.close()
+            set_sqlite_pragmas(dbapi_conn, synchronous)
     return engine
+
+
+def in_chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
+    """ `items` in slices of at most `size`, one `IN (...)` list each. """
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class InsertIgnoringConflicts:
+    """ An INSERT into `table` that skips the rows breaking a unique constraint (another process
+    inserted them first), built once so that its statement is compiled once:
+    `insert(conn, rows)` returns the rows inserted, as tuples of the `returning` columns.
+
+    SQLite and PostgreSQL: one `INSERT ... ON CONFLICT DO NOTHING RETURNING` (`conflict_on`: the
+    columns of the constraint, None for any). Other databases: one savepoint per row. """
+
+    def __init__(self, dialect: Any, table: Table, returning: Sequence[Any],
+                 conflict_on: Sequence[str] | None = None) -> None:
+        """ `dialect`: the engine's (`engine.dialect`). """
+        self.table = table
+        self.returning = tuple(returning)
+        self._insert_returning = bool(getattr(dialect, "insert_returning", False))
+        self._statement: Any = None
+        if dialect.name in ("sqlite", "postgresql"):
+            if dialect.name == "sqlite":
+                from sqlalchemy.dialects.sqlite import insert as dialect_insert
+            else:
+                from sqlalchemy.dialects.postgresql import insert as dialect_insert
+            self._statement = dialect_insert(table).on_conflict_do_nothing(
+                index_elements=list(conflict_on) if conflict_on else None).returning(*self.returning)
+
+    def __call__(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> list[Any]:
+        if not rows:
+            return []
+        if self._statement is not None:
+            return list(conn.execute(self._statement, rows[0] if len(rows) == 1 else list(rows)).all())
+        from sqlalchemy.exc import IntegrityError
+        inserted = []
+        for row in rows:
+            try:
+                with conn.begin_nested():
+                    if self._insert_returning:
+                        inserted.extend(conn.execute(self.table.insert().returning(*self.returning), row).all())
+                    else:
+                        result = conn.execute(self.table.insert(), row)
+                        keys = dict(zip((c.key for c in self.table.primary_key.columns),
+                                        result.inserted_primary_key or ()))
+                        inserted.append(tuple(row.get(c.key, keys.get(c.key)) for c in self.returning))
+            except IntegrityError:
+                continue
+        return inserted
 
 
 def _now() -> datetime:
@@ -130,38 +219,63 @@ class ODB:
     # Schema
 
     def current_revision(self) -> str | None:
+        """ The core chain's revision ("0001" for a database made before migrations existed). """
         with self.engine.connect() as conn:
             tables = set(inspect(conn).get_table_names())
             if "alembic_version" not in tables:
                 return "0001" if "zato_object" in tables else None  # made before migrations existed
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
-    def upgrade(self) -> str:
-        """ Migrates the database to the newest revision; cheap when it is already there.
+    def revisions(self, migrations: Mapping[str, Any] | None = None) -> dict[str, frozenset[str]]:
+        """ The stored revisions of the core's chain ("zato") and of each branch in `migrations`
+        (branch label -> directory; None: every installed plugin's), empty where none is stored. """
+        branches = branches_of(installed_migrations() if migrations is None else migrations)
+        with self.engine.connect() as conn:
+            return stored_revisions(conn, branches)[0]
+
+    def upgrade(self, migrations: Mapping[str, Any] | None = None) -> str:
+        """ Migrates the core's chain, then each branch of `migrations` (branch label -> the
+        directory of its revision scripts, as plugins register them with `register_migrations`:
+        the server passes those of its enabled plugins; None: every installed plugin's) to its
+        newest revisions; cheap when they are there already. A branch not named is not touched:
+        a plugin switched off keeps its tables, upgraded when it is switched on again. A database
+        at the core's old revisions 0003-0005 is stamped, not rebuilt (`LEGACY_REVISIONS`).
         Returns what it did, for the log. """
         from sqlalchemy.exc import DBAPIError
+
+        from zato.config import ConfigError
+        branches = branches_of(installed_migrations() if migrations is None else migrations)
         try:
-            revision = self.current_revision()
+            with self.engine.connect() as conn:
+                before, _ = stored_revisions(conn, branches)
         except DBAPIError as exc:  # the first connection of a start: say which database and where it is set
-            from zato.config import ConfigError
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             raise ConfigError(
                 f"cannot open the configuration database {self.engine.url.render_as_string(hide_password=True)}: "
                 f"{reason}; check [odb] url in server.conf (empty: work/zato.db) and that the database "
                 f"is running and accepts this user") from None
-        if revision == HEAD_REVISION:
-            return f"at revision {HEAD_REVISION}"
-        from alembic import command
-        from alembic.config import Config
+        if is_current(before, branches, HEAD_REVISION):
+            return f"at revisions {_describe(before)}"
 
-        with self.engine.begin() as conn:
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS))
-            config.attributes["connection"] = conn
-            if revision is not None and "alembic_version" not in inspect(conn).get_table_names():
-                command.stamp(config, revision)
-            command.upgrade(config, "head")
-        done = f"migrated from {revision or 'an empty database'} to revision {HEAD_REVISION}"
+        try:
+            with self.engine.begin() as conn:
+                before, has_objects = stored_revisions(conn, branches)  # again, in the migrating transaction
+                if not before[CORE_BRANCH] and has_objects:
+                    stamp_core(conn, "0001")  # made before migrations existed
+                adopted = adopt_legacy(conn)
+                for branch in [CORE, *branches]:
+                    upgrade_branch(conn, branch)
+                after, _ = stored_revisions(conn, branches)
+        except MigrationError as exc:
+            raise ConfigError(str(exc)) from None
+        if not any(before.values()) and not has_objects:
+            done = f"migrated an empty database to {_describe(after)}"
+        else:
+            done = "migrated " + ", ".join(
+                f"{label} from {_revs(before[label]) or 'nothing'} to {_revs(revisions)}"
+                for label, revisions in after.items() if revisions != before[label])
+            if adopted:
+                done += f" (adopted from the core's old revision {adopted}, every row kept)"
         logger.info("configuration database %s", done)
         return done
 
@@ -278,3 +392,11 @@ class ODB:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _revs(revisions: Iterable[str]) -> str:
+    return "+".join(sorted(revisions))
+
+
+def _describe(revisions: Mapping[str, Iterable[str]]) -> str:
+    return ", ".join(f"{label} {_revs(revs) or '(none)'}" for label, revs in revisions.items())

@@ -123,6 +123,8 @@ class OutgoingConnections:
         self.server = server
         self.current: dict[tuple[str, str], tuple[dict, Any]] = {}  # (type, name) -> (definition, connection)
         self.errors: dict[tuple[str, str], str] = {}  # (type, name) -> why it could not be built
+        self.retiring: dict[int, tuple[Any, str]] = {}  # replaced or removed, closed after graceful_timeout
+        self._stopping: Any = None  # a trio.Event, made on first use (in the trio thread)
 
     def types(self) -> dict[str, Any]:
         return self.server.registry.items("outgoing_connection_types")
@@ -178,12 +180,26 @@ class OutgoingConnections:
         nursery = self.server.background_nursery
         if nursery is None:
             return
+        self.retiring[id(connection)] = (connection, what)
         nursery.start_soon(self._close_after, connection, what, delay)
+
+    def _stop_event(self) -> Any:
+        import trio
+        if self._stopping is None:
+            self._stopping = trio.Event()
+        return self._stopping
 
     async def _close_after(self, connection: Any, what: str, delay: float) -> None:
         import trio
-        await trio.sleep(delay)
-        await self._close(connection, what)
+        with trio.move_on_after(delay):
+            await self._stop_event().wait()
+        if self.retiring.pop(id(connection), None) is not None:
+            await self._close(connection, what)
+
+    def stopping(self) -> None:
+        """ The server is stopping: connections waiting to be closed are closed now, not after
+        their delay (their calls in flight are over: intake has stopped). """
+        self._stop_event().set()
 
     async def _close(self, connection: Any, what: str) -> None:
         close = getattr(connection, "close", None)
@@ -215,6 +231,10 @@ class OutgoingConnections:
         return {"ok": True, "took_ms": round((time.perf_counter() - started) * 1000, 2)}
 
     async def close_all(self) -> None:
+        """ Closes every connection, those replaced and not closed yet included. """
+        for key, (connection, what) in list(self.retiring.items()):
+            if self.retiring.pop(key, None) is not None:
+                await self._close(connection, what)
         for (type_name, name), (_, connection) in list(self.current.items()):
             await self._close(connection, f"{type_name} {name!r}")
         self.current.clear()
@@ -227,3 +247,73 @@ async def call_plain_or_async(fn: Any, *args: Any) -> Any:
     if inspect.iscoroutinefunction(fn):
         return await fn(*args)
     return await trio.to_thread.run_sync(fn, *args)
+
+
+# ################################################################################################
+# Blocking libraries in services: plain `def` blocks, `async def` gets an awaitable
+
+
+class BlockingCallError(OutgoingError, RuntimeError):
+    """ A method that blocks was called from the trio loop's own thread (an `async def handle`),
+    where it would stop every other request of the server; the message names the connection and
+    what to call instead. """
+
+
+class BlockingCalls:
+    """ The worker threads of one resource (a connection, a pool), for its methods that block.
+
+        self._calls = BlockingCalls(f"outgoing smtp {name!r}", threads=10)
+
+        def send(self, message):                           # what services call
+            return self._calls.call(self._send, message)   # a plain def gets the result,
+                                                           # an async def an awaitable
+        def session(self):
+            self._calls.refuse_on_loop(f"outgoing sql {name!r}: session()",
+                                       "use `await ....run(fn, *args)`, which runs fn in a worker thread")
+            ...
+
+    `call(fn, *args)` runs `fn(*args)` at once when called from a worker thread (a plain
+    `def handle` runs in one of its own), and from the trio loop returns an awaitable that runs it
+    in a worker thread - at most `threads` at once for this resource (a slow backend ties up its
+    own threads, not everybody's), the others waiting their turn in trio. `on_loop`, if given, is
+    an `async def` doing the same without a thread (httpx's async client), awaited instead.
+    """
+
+    def __init__(self, what: str, threads: int | None = None) -> None:
+        """ `what` names the resource in errors (`outgoing sql 'CRM'`); `threads`: at most that
+        many of its calls in worker threads at once (None: trio's default limiter, shared). """
+        self.what = what
+        self.threads = threads
+        self._limiter: Any = None
+
+    def limiter(self) -> Any:
+        """ This resource's `trio.CapacityLimiter`, made on first use, on the trio loop: a
+        connection is built in a worker thread, outside any trio run. """
+        if self.threads is None:
+            return None
+        if self._limiter is None:
+            import trio
+            self._limiter = trio.CapacityLimiter(self.threads)
+        return self._limiter
+
+    def call(self, fn: Any, *args: Any, on_loop: Any = None) -> Any:
+        """ `fn(*args)` now from a worker thread; from the trio loop an awaitable of it (or of
+        `on_loop(*args)`), run in a worker thread under this resource's limiter. """
+        from zato.server.service import in_trio_thread
+        if not in_trio_thread():
+            return fn(*args)
+        if on_loop is not None:
+            return on_loop(*args)
+        return self.in_thread(fn, *args)
+
+    async def in_thread(self, fn: Any, *args: Any) -> Any:
+        """ Awaits `fn(*args)` run in a worker thread under this resource's limiter. """
+        import trio
+        return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter())
+
+    def refuse_on_loop(self, call: str, instead: str) -> None:
+        """ Raises `BlockingCallError` if called from the trio loop: `call` says what was called,
+        on what (`outgoing sql 'CRM': session()`), `instead` what to do (`use await ...`). """
+        from zato.server.service import in_trio_thread
+        if in_trio_thread():
+            raise BlockingCallError(f"{call} blocks, and this is an async def handle on the trio loop; {instead}")

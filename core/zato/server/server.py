@@ -27,7 +27,7 @@ from zato.common import SERVER_STARTUP
 from zato.common.util import new_cid
 from zato.config import Bunch, apply_schema, as_bool, read_ini
 from zato.odb import ODB, sqlite_url
-from zato.plugins import LoadedPlugins, await_maybe, load_plugins, plugin_switches, register_tasks
+from zato.plugins import LoadedPlugins, await_maybe, hook_calls, load_plugins, plugin_switches, register_tasks
 from zato.server import config_objects, startup_cache
 from zato.server.http import ASGIApp, Handler, HTTPError, Router
 from zato.server.notify import LocalTransport, SupervisorLinkTransport
@@ -137,7 +137,6 @@ class Server:
         self.address = ""
         self.started_at = 0.0
         self._shutdown = trio.Event()
-        self._http_stopped = False
         self.internal_services_source = ""  # "cache" or "fresh": how internal services were deployed
 
     # ############################################################################################
@@ -486,11 +485,12 @@ _thread_calls: ContextVar[ThreadCalls] = ContextVar("zato_thread_calls")
 
 
 async def run_plugin_phase(plugins: LoadedPlugins, phase: str, ctx: PhaseCtx) -> None:
-    for impl in plugins.pm.hook.startup_phase.get_hookimpls():  # registration order
+    """ Every plugin's `startup_phase`, in pluggy's order (`hook_calls`), each awaited before the next. """
+    for call in hook_calls(plugins.pm, "startup_phase"):
         try:
-            await await_maybe(impl.function(**{arg: {"phase": phase, "ctx": ctx}[arg] for arg in impl.argnames}))
+            await await_maybe(call(phase=phase, ctx=ctx))
         except Exception as exc:
-            raise StartupError(f"plugin {impl.plugin_name!r} failed in start-up phase {phase}: "
+            raise StartupError(f"plugin {call.plugin_name!r} failed in start-up phase {phase}: "
                                f"{type(exc).__name__}: {exc}") from exc
 
 
@@ -539,21 +539,43 @@ async def serve_worker(base_dir: Path | str, options: WorkerOptions | None = Non
     await server.run_phase(PHASE.IMPL_BEFORE_RUN, server=server)
 
     try:
-        async with trio.open_nursery() as nursery:
-            await _start(server, nursery, started)
-            task_status.started(server)
-            await _wait_for_stop(server)
-            await _stop(server, nursery)
+        # One nursery per lifetime, nested as hypercorn's worker_serve nests its own: what lives
+        # longest outermost, intake innermost. A stop ends them from the inside out.
+        async with trio.open_nursery() as longest:  # the notification transport, plugin tasks
+            async with trio.open_nursery() as background:  # invoke_async and other detached work
+                async with trio.open_nursery() as intake:  # HTTP, the channel runtimes that run
+                    lifetimes = Lifetimes(longest, background, intake)
+                    await _start(server, lifetimes, started)
+                    task_status.started(server)
+                    await _wait_for_stop(server)
+                    _stop_intake(server, lifetimes)  # (1) the intake nursery ends: nothing new comes in
+                _drain_background(server, lifetimes)  # (2) the background nursery ends
+            await _stop(server, lifetimes)  # (3) shutdown hooks, (4) outgoing connections, (5) the rest
     finally:
         if server.odb is not None:
             server.odb.close()
 
 
-async def _start(server: Server, nursery: trio.Nursery, started: float) -> None:
+@dataclass
+class Lifetimes:
+    """ The nurseries of one worker, one per lifetime (see `serve_worker`). """
+    longest: trio.Nursery  # the notification transport and plugin tasks: cancelled last
+    background: trio.Nursery  # invoke_async and other detached work: drained once intake has stopped
+    intake: trio.Nursery  # HTTP and the channel runtimes that run: stopped first
+    channels: trio.Nursery | None = None  # inside intake: the channel runtimes' `run` tasks
+    stop_started: float = 0.0  # trio.current_time() when the stop began
+    graceful_deadline: float = 0.0  # stop_started + [main] graceful_timeout
+
+
+async def _start(server: Server, lifetimes: Lifetimes, started: float) -> None:
+    """ Starts everything in the order it depends on each other: phases, services, channels
+    applied, then background work, outgoing connections, plugin tasks and the notification
+    transport, and last intake (channel runtimes that run, then HTTP), once everything their
+    services use is there. `_stop_intake`, `_drain_background` and `_stop` undo it in reverse. """
     paths, options, config = server.paths, server.options, server.config
 
     server.odb = ODB(database_url(paths, config))
-    await trio.to_thread.run_sync(server.odb.upgrade)
+    await trio.to_thread.run_sync(server.odb.upgrade, server.registry.items("migrations"))  # enabled plugins' branches
     await config_objects.load_all(server)
     await server.run_phase(PHASE.ON_STARTING, server=server)
 
@@ -570,23 +592,23 @@ async def _start(server: Server, nursery: trio.Nursery, started: float) -> None:
         runtime = channel_type.create(server)
         server.channels[channel_type.name] = runtime
         await config_objects.apply_channel_type(server, channel_type, runtime)  # a failure is logged, start goes on
-        if hasattr(runtime, "run"):
-            await nursery.start(runtime.run)
 
     first = options.worker_index == 0
     await server.run_phase(PHASE.IN_PROCESS_FIRST if first else PHASE.IN_PROCESS_OTHER, server=server)
 
-    server.background_nursery = await nursery.start(_serve_background)
+    server.background_nursery = lifetimes.background
     await server.outgoing_connections.apply_all()
     for task in register_tasks(server.pm, server):
-        await nursery.start(task.run)
+        await lifetimes.longest.start(task.run)
 
     server.transport = server.pm.hook.notification_transport(server=server) or (
         SupervisorLinkTransport(options.notify_fd, on_closed=server.request_shutdown)
         if options.notify_fd is not None else LocalTransport())
-    await nursery.start(server.transport.run, server._deliver)
+    await lifetimes.longest.start(server.transport.run, server._deliver)
 
-    binds = await nursery.start(_serve_http, server)
+    running = [runtime for runtime in server.channels.values() if hasattr(runtime, "run")]
+    lifetimes.channels = await lifetimes.intake.start(_serve_channels, running)
+    binds = await lifetimes.intake.start(_serve_http, server)
     server.address = binds[0] if binds else ""
     if options.write_runtime_file:
         write_runtime_file(paths, server.address, os.getpid(), options.workers)
@@ -608,9 +630,12 @@ async def _start(server: Server, nursery: trio.Nursery, started: float) -> None:
                                                    "index": options.worker_index}).encode())
 
 
-async def _serve_background(*, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-    """ The nursery that owns work services start in the background (invoke_async...). """
+async def _serve_channels(runtimes: list[Any], *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+    """ The `run` of every channel runtime that has one (listeners), in a nursery of their own
+    inside intake, so that a stop can cancel them together while HTTP drains. """
     async with trio.open_nursery() as nursery:
+        for runtime in runtimes:
+            await nursery.start(runtime.run)
         task_status.started(nursery)
         await trio.sleep_forever()
 
@@ -634,7 +659,6 @@ async def _serve_http(server: Server, *, task_status: trio.TaskStatus = trio.TAS
     except OSError as exc:
         raise StartupError(f"cannot listen on {hconfig.bind[0]}: {exc}; is another server using the port? "
                            f"Change [main] port in {server.paths.server_conf}") from exc
-    server._http_stopped = True
 
 
 async def _wait_for_stop(server: Server) -> None:
@@ -651,23 +675,51 @@ async def _wait_for_stop(server: Server) -> None:
             nursery.cancel_scope.cancel()
 
 
-async def _stop(server: Server, nursery: trio.Nursery) -> None:
-    """ Waits for hypercorn to finish in-flight requests, lets plugins clean up, cancels the rest. """
+def _stop_intake(server: Server, lifetimes: Lifetimes) -> None:
+    """ Step 1 of a stop: nothing new comes in. `server._shutdown` is set, so hypercorn stops
+    accepting and gives requests in flight `[main] graceful_timeout`; the channel runtimes' `run`
+    tasks are cancelled now (a runtime finishes an item it has taken under a shielded scope of
+    its own). The intake nursery then ends by itself, at most a second after the graceful time. """
     graceful = float(server.config.main.get("graceful_timeout", 10))
-    with trio.move_on_after(graceful + 1):
-        while not server._http_stopped:
-            await trio.sleep(0.01)
-    with trio.CancelScope(shield=True), trio.move_on_after(graceful):
-        await server.outgoing_connections.close_all()
-        for impl in reversed(server.pm.hook.shutdown.get_hookimpls()):  # last loaded, first shut down
-            try:
-                await await_maybe(impl.function(**{arg: server for arg in impl.argnames}))
-            except Exception:
-                logger.exception("plugin %r failed to shut down cleanly", impl.plugin_name)
-    nursery.cancel_scope.cancel()
+    lifetimes.stop_started = trio.current_time()
+    lifetimes.graceful_deadline = lifetimes.stop_started + graceful
+    if lifetimes.channels is not None:
+        lifetimes.channels.cancel_scope.cancel()
+    lifetimes.intake.cancel_scope.deadline = lifetimes.graceful_deadline + 1  # past hypercorn's own limit
+
+
+def _drain_background(server: Server, lifetimes: Lifetimes) -> None:
+    """ Step 2: background work (invoke_async...) may finish within what is left of the graceful
+    time; what is still running then is cancelled (`patterns.BackgroundCalls` logs each as lost). """
+    logger.info("stopping %s: intake stopped in %.0f ms; %d background task(s) may finish within %.1f s",
+                server.name, (trio.current_time() - lifetimes.stop_started) * 1000,
+                len(lifetimes.background.child_tasks), max(0.0, lifetimes.graceful_deadline - trio.current_time()))
+    lifetimes.background.cancel_scope.deadline = lifetimes.graceful_deadline
+    server.outgoing_connections.stopping()  # replaced connections close now, not at the end of their delay
+
+
+async def _stop(server: Server, lifetimes: Lifetimes) -> None:
+    """ Steps 3 to 5, once intake and background work are over: plugins' `shutdown` hooks (in
+    pluggy's order: last loaded, first shut down), then outgoing connections are closed, each
+    step shielded and within `[main] graceful_timeout`; then plugin tasks and the notification
+    transport are cancelled and the runtime file is removed. """
+    graceful = float(server.config.main.get("graceful_timeout", 10))
+    logger.info("stopping %s: background work over after %.0f ms; running shutdown hooks", server.name,
+                (trio.current_time() - lifetimes.stop_started) * 1000)
+    with trio.CancelScope(shield=True):
+        with trio.move_on_after(graceful):
+            for call in hook_calls(server.pm, "shutdown"):
+                try:
+                    await await_maybe(call(server=server))
+                except Exception:
+                    logger.exception("plugin %r failed to shut down cleanly", call.plugin_name)
+        with trio.move_on_after(graceful):  # a shutdown hook that hangs does not keep connections open
+            await server.outgoing_connections.close_all()
+    lifetimes.longest.cancel_scope.cancel()
     if server.options.write_runtime_file and (read_runtime_file(server.paths) or {}).get("pid") == os.getpid():
         server.paths.runtime_file.unlink(missing_ok=True)  # nobody answers at that address any more
-    logger.info("server %s stopped (pid %d)", server.name, os.getpid())
+    logger.info("server %s stopped in %.0f ms (pid %d)", server.name,
+                (trio.current_time() - lifetimes.stop_started) * 1000, os.getpid())
 
 
 # ################################################################################################

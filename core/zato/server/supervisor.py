@@ -164,7 +164,8 @@ class Supervisor:
         main = self.config.main
         self.host, self.port, self.graceful_timeout = main.host, main.port, main.graceful_timeout
         self.sock = bind_socket(self.host, self.port)
-        await trio.to_thread.run_sync(prepare_database, self.paths, self.config)  # once, before the workers
+        # once, before the workers: the core's chain and the branches of the plugins switched on
+        await trio.to_thread.run_sync(prepare_database, self.paths, self.config, plugins.registry.items("migrations"))
         write_cli_token(self.paths)  # the workers read it
         address = f"http://{self.host}:{self.sock.getsockname()[1]}"
         ctx = PhaseCtx(SERVER_STARTUP.PHASE.BEFORE_POST_FORK, (), {"supervisor": self, "server_config": self.config})
@@ -218,10 +219,10 @@ class Supervisor:
                     await process.wait()
 
 
-def prepare_database(paths: ServerPaths, config: Bunch) -> None:
+def prepare_database(paths: ServerPaths, config: Bunch, migrations: dict[str, Any] | None = None) -> None:
     odb = ODB(database_url(paths, config))
     try:
-        odb.upgrade()
+        odb.upgrade(migrations)
     finally:
         odb.close()
 

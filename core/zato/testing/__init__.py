@@ -1,10 +1,12 @@
-""" The core's test kit: start servers in-process or as real processes, for the core's tests,
+""" The core's test kit: start servers in-process or as real processes (`ExternalProcess` for any
+other program a test or benchmark needs), for the core's tests,
 plugins' tests and users' own tests, and run services without a server (`ServiceTester`, with
 canned answers for outgoing connections; see docs/testing-services.md). Its fixtures are a pytest plugin (`zato.testing.pytest_plugin`),
 registered by the `pytest11` entry point, so installing zato-core makes them available.
 """
 
 from zato.testing._asgi import handle_lifespan, serve_asgi, text_app
+from zato.testing._process import ExternalProcess, ProcessExited, process_tree
 from zato.testing._servers import (
     ADMIN_PASSWORD, ServerProcess, admin_auth, create_test_server_dir, run_server, set_config_value,
 )
@@ -22,5 +24,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'zato.testing' has no attribute {name!r}")
 
 
-__all__ = ["handle_lifespan", "serve_asgi", "text_app", "ADMIN_PASSWORD", "ServerProcess", "admin_auth", "create_test_server_dir", "run_server", "set_config_value",
+__all__ = ["handle_lifespan", "serve_asgi", "text_app", "ExternalProcess", "ProcessExited", "process_tree", "ADMIN_PASSWORD", "ServerProcess", "admin_auth", "create_test_server_dir", "run_server", "set_config_value",
            "CannedHTTP", "CannedResponse", "CannedSMTP", "HTTPCall", "ServiceResult", "ServiceTester", "UnknownService"]

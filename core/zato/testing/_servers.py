@@ -5,16 +5,15 @@ from __future__ import annotations
 import configparser
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 import urllib.request
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
 
 import trio
+
+from zato.testing._process import ExternalProcess
 
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "admin-test-password"
@@ -81,80 +80,50 @@ async def run_server(base_dir: Path | str, options: Any = None) -> AsyncIterator
         raise error from None
 
 
-class ServerProcess:
-    """ A server started as a real process (`python -m zato.server.main DIR --fg`). """
+class ServerProcess(ExternalProcess):
+    """ A server started as a real process (`python -m zato.server.main DIR --fg`), its console
+    output in logs/console.log. `start()` waits until GET /zato/ping answers (`address`); an exit
+    before that raises `ProcessExited` (a RuntimeError), no answer in time `TimeoutError`, both
+    with what the server printed. """
 
     def __init__(self, base_dir: Path | str, *args: str, env: dict[str, str] | None = None) -> None:
         self.base_dir = Path(base_dir)
         self.args = args
-        self.env = {**os.environ, **(env or {})}
-        self.process: subprocess.Popen | None = None
+        self.console_file = self.base_dir / "logs" / "console.log"
+        super().__init__([sys.executable, "-m", "zato.server.main", str(self.base_dir), "--fg", *args],
+                         name="server", output=self.console_file, env={**os.environ, **(env or {})})
         self.address = ""
 
     def start(self, timeout: float = 30.0, wait: bool = True) -> "ServerProcess":
-        runtime = self.base_dir / "work" / "server.json"
-        runtime.unlink(missing_ok=True)
-        # Console output goes to a file: a pipe nobody reads fills up and blocks the server.
-        self.console_file = self.base_dir / "logs" / "console.log"
-        self.console_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.console_file, "wb") as console:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "zato.server.main", str(self.base_dir), "--fg", *self.args],
-                stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, env=self.env)
+        (self.base_dir / "work" / "server.json").unlink(missing_ok=True)
+        super().start()
         if wait:
             self.wait_ready(timeout)
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> str:
-        runtime = self.base_dir / "work" / "server.json"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                info = json.loads(runtime.read_text())
-                if info["pid"] == self.process.pid and _ping(info["address"]):
-                    self.address = info["address"]
-                    return self.address
-            except (OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.02)
-        self.stop()
-        raise TimeoutError(f"server did not answer within {timeout} s:\n{self.output()}")
+        self.address = self.wait_until(self._answering_address, timeout)
+        return self.address
 
-    def output(self) -> str:
-        """ What the server printed to its console so far. """
+    def _answering_address(self) -> str | None:
         try:
-            return self.console_file.read_text("utf-8", "replace")
-        except (AttributeError, OSError):
-            return ""
+            info = json.loads((self.base_dir / "work" / "server.json").read_text())
+            if info["pid"] == self.process.pid and ping_server(info["address"]):
+                return info["address"]
+        except (OSError, ValueError, KeyError):
+            pass
+        return None
 
-    def signal(self, signum: int) -> None:
-        self.process.send_signal(signum)
-
-    def wait(self, timeout: float = 30.0) -> int:
-        return self.process.wait(timeout)
+    def wait(self, timeout: float | None = 30.0) -> int:
+        return super().wait(timeout)
 
     def stop(self, timeout: float = 30.0) -> int:
-        if self.process is None:
-            return 0
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def __enter__(self) -> "ServerProcess":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        code = super().stop(timeout)
+        return 0 if code is None else code
 
 
-def _ping(address: str) -> bool:
+def ping_server(address: str) -> bool:
+    """ True if the server at `address` (http://host:port) answers GET /zato/ping with 200. """
     try:
         with urllib.request.urlopen(f"{address}/zato/ping", timeout=2) as response:
             return response.status == 200

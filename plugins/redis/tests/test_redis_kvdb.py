@@ -79,7 +79,8 @@ async def test_an_async_service_uses_run_and_a_blocking_call_is_refused(tmp_path
     async with run_server(base_dir) as server:
         assert await server.invoke("t.redis.async", {}) == {"value": "from outside", "counter": 5}
         assert (await server.invoke("t.redis.async", {}))["counter"] == 10
-        with pytest.raises(BlockingCallError, match=r"self\.kvdb\.conn was called from an async def handle.*"
+        with pytest.raises(BlockingCallError, match=r"self\.kvdb\.conn blocks, and this is an async def handle on the "
+                                                    r"trio loop; .*"
                                                     r"await self\.kvdb\.run\(lambda conn: conn\.get\('key'\)\)"):
             await server.invoke("t.redis.async-blocking", {})
     assert redis_server.client().get("t.counter") == "10"
@@ -213,14 +214,15 @@ async def test_run_uses_at_most_its_own_threads(tmp_path, redis_server):
         async def pop():
             popped.append(await kvdb.run(lambda conn: conn.blpop("t.jobs", 4)))
 
+        limiter = kvdb._calls.limiter()  # the one of this connection's run()
         async with trio.open_nursery() as nursery:
             for _ in range(RUN_THREADS + 5):
                 nursery.start_soon(pop)
             with trio.fail_after(10):
-                while kvdb._limiter is None or kvdb._limiter.borrowed_tokens < RUN_THREADS:
+                while limiter.borrowed_tokens < RUN_THREADS:
                     await trio.sleep(0.01)
             await trio.sleep(0.2)  # had the limit not held, more calls would have started by now
-            assert kvdb._limiter.borrowed_tokens == RUN_THREADS and kvdb._limiter.statistics().tasks_waiting == 5
+            assert limiter.borrowed_tokens == RUN_THREADS and limiter.statistics().tasks_waiting == 5
             await trio.to_thread.run_sync(lambda: redis_server.client().rpush("t.jobs", *range(RUN_THREADS + 5)))
         assert sorted(int(value) for _, value in popped) == list(range(RUN_THREADS + 5))
 

@@ -7,8 +7,10 @@ API: `self.request`, `self.response`, `self.invoke`, `self.logger`, `self.server
 
 from __future__ import annotations
 
+import contextvars
 import logging
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import trio
 
@@ -101,19 +103,67 @@ class HTTPRequestInfo:
         self.security = security
 
 
+_NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})
+
+# What the next `Request` made in this context takes as its `attributes` (then cleared, so that a
+# service the channel's service invokes does not see them): how a listener channel passes its
+# own attributes through `Server.invoke_service` (zato.server.listeners).
+_next_attributes: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
+    "zato_next_request_attributes", default=None)
+
+
+def set_next_request_attributes(attributes: Mapping[str, Any]) -> contextvars.Token:
+    """ The channel's attributes for the next `Request` made in this context (the service it is
+    about to invoke); `_next_attributes.reset(token)` afterwards. """
+    clash = sorted(set(attributes) & set(Request.__slots__))
+    if clash:
+        raise ValueError(f"request attribute(s) {', '.join(clash)} would hide the Request attribute(s) of that "
+                         f"name; name a channel's attribute after its plugin (self.request.ibm_mq)")
+    return _next_attributes.set(MappingProxyType(dict(attributes)))
+
+
 class Request:
     """ `self.request`: what the service was invoked with. `scheduler_job` describes the job that
-    started it when `channel == "scheduler"` (name, id, job_type, due_time, kind), else None. """
-    __slots__ = ("payload", "raw_request", "input", "http", "channel", "scheduler_job")
+    started it when `channel == "scheduler"` (name, id, job_type, due_time, kind), else None.
+
+    `attributes` holds what the channel that invoked the service adds about itself, each one also
+    readable as an attribute: a listener channel of the ibm_mq plugin gives `self.request.ibm_mq`
+    (docs/channels.md). Services invoked by other services get none. """
+    __slots__ = ("payload", "raw_request", "input", "http", "channel", "scheduler_job", "attributes")
 
     def __init__(self, payload: Any = None, raw_request: Any = None, http: HTTPRequestInfo | None = None,
-                 channel: str = "invoke", scheduler_job: Any = None) -> None:
+                 channel: str = "invoke", scheduler_job: Any = None,
+                 attributes: Mapping[str, Any] | None = None) -> None:
         self.payload = payload
         self.raw_request = raw_request if raw_request is not None else payload
         self.input = Bunch(payload) if isinstance(payload, dict) else Bunch()
         self.http = http or HTTPRequestInfo()
         self.channel = channel
         self.scheduler_job = scheduler_job
+        if attributes is None:
+            attributes = _next_attributes.get()
+            if attributes is None:
+                attributes = _NO_ATTRIBUTES
+            else:
+                _next_attributes.set(None)  # taken: the services this one invokes do not inherit them
+        self.attributes = attributes
+
+    def __getattr__(self, name: str) -> Any:
+        # Called only for names that are not slots: a channel's own attribute (self.request.ibm_mq)
+        try:
+            attributes = object.__getattribute__(self, "attributes")
+        except AttributeError:
+            attributes = _NO_ATTRIBUTES
+        try:
+            return attributes[name]
+        except KeyError:
+            given = ", ".join(sorted(attributes)) or "none"
+            try:
+                channel = object.__getattribute__(self, "channel")
+            except AttributeError:
+                channel = "?"
+            raise AttributeError(f"self.request has no attribute {name!r}: channel {channel!r} "
+                                 f"gives {given} (a channel's plugin adds its own, e.g. self.request.ibm_mq)") from None
 
 
 class Response:
@@ -206,9 +256,14 @@ class Service:
     @property
     def pubsub(self) -> Any:
         """ `self.pubsub.publish(topic_or_service, data=...)`: durable publish/subscribe (the
-        pubsub plugin, zato.builtin.pubsub; docs/pubsub.md). """
-        from zato.builtin.pubsub import runtime_of
-        return runtime_of(self.server).api_for(self)
+        pubsub plugin, zato.builtin.pubsub; docs/pubsub.md). The core imports no plugin: the
+        plugin keeps its runtime in `server.plugin_state["pubsub"]` from ON_STARTING on, and that
+        runtime's `api_for(service)` is what services get. """
+        runtime = getattr(self.server, "plugin_state", {}).get("pubsub")
+        if runtime is None:
+            raise AttributeError("self.pubsub needs the pubsub plugin: it is switched off ([plugins] pubsub = False in "
+                                 "server.conf) or the server has not reached the ON_STARTING phase")
+        return runtime.api_for(self)
 
     # Invocation patterns (zato.server.service.patterns)
 

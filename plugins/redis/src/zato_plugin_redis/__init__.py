@@ -18,9 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zato import hookimpl
-from zato.common import SERVER_STARTUP
-from zato.registry import Field, ObjectType, OutgoingConnectionType
+from zato.plugin_api import SERVER_STARTUP, Field, ObjectType, OutgoingConnectionType, Setting, hookimpl
 
 PHASE = SERVER_STARTUP.PHASE
 
@@ -65,7 +63,6 @@ OUTGOING_REDIS = ObjectType(OBJECT_TYPE, (
 
 @hookimpl
 def register_server_config(register):
-    from zato.registry import Setting
     allowed = {  # what each key allows beyond its type (README.md describes each)
         "port": Setting(KVDB_DEFAULTS["port"], minimum=1, maximum=65535),
         "db": Setting(KVDB_DEFAULTS["db"], minimum=0, maximum=1_000_000),

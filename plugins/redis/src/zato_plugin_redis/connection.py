@@ -24,7 +24,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from zato.server.service import in_trio_thread
+from zato.plugin_api import BlockingCallError, BlockingCalls  # noqa: F401 (BlockingCallError: raised from here)
 
 logger = logging.getLogger("zato.redis")
 
@@ -33,10 +33,6 @@ RETRIES = 2  # a command on a broken connection is tried on a new one this many 
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 0.25
 RUN_THREADS = 20  # worker threads one connection's run() may use at once
-
-
-class BlockingCallError(RuntimeError):
-    """ A Redis command was called from the trio loop's thread (an `async def handle`). """
 
 
 class KVDBDisabledError(AttributeError):
@@ -79,7 +75,7 @@ class RedisConnection:
         self.has_password = bool(options.get("password"))
         self.socket_timeout = options["socket_timeout"]
         self.closed = False
-        self._limiter: Any = None  # of run()'s threads, made on first use (on the trio loop)
+        self._calls = BlockingCalls(accessor, threads=RUN_THREADS)  # run()'s worker threads
         self.conn = ZatoRedis(**options)
         self.conn._zato_connection = self
 
@@ -89,11 +85,9 @@ class RedisConnection:
         """ For `async def` services: `value = await self.kvdb.run(lambda conn: conn.get("key"))`.
         `fn(conn, *args)` runs in a worker thread; its result (or exception) is returned. At most
         `RUN_THREADS` calls of one connection run at once (a slow Redis ties up its own threads,
-        not everybody's); the others wait their turn. """
-        import trio
-        if self._limiter is None:
-            self._limiter = trio.CapacityLimiter(RUN_THREADS)
-        return trio.to_thread.run_sync(partial(fn, self.conn, *args), limiter=self._limiter)
+        not everybody's); the others wait their turn. From a plain `def handle` it calls
+        `fn(conn, *args)` at once, in the service's own thread. """
+        return self._calls.call(partial(fn, self.conn, *args))
 
     def ping(self) -> None:
         """ PING: raises (with the reason) unless Redis answers, authenticated. """
@@ -112,11 +106,10 @@ class RedisConnection:
             raise redis.ConnectionError(
                 f"{self.accessor} ({self.address}) was closed (its definition was edited or deleted, or the server "
                 f"is stopping); get the connection again through {self.accessor} for each use, do not keep it")
-        if in_trio_thread():
-            raise BlockingCallError(
-                f"{self.accessor}.conn was called from an async def handle, where it would stop the whole server "
-                f"while Redis answers; use `await {self.accessor}.run(lambda conn: conn.get('key'))`, which "
-                f"runs it in a worker thread, or make handle a plain def")
+        self._calls.refuse_on_loop(
+            f"{self.accessor}.conn", f"called here it would stop the whole server while Redis answers; use "
+            f"`await {self.accessor}.run(lambda conn: conn.get('key'))`, which runs it in a worker thread, or make "
+            f"handle a plain def")
 
     def explain(self, exc: BaseException) -> None:
         """ Extends a redis-py error's message (in place: its type stays) with which connection

@@ -16,14 +16,13 @@ import datetime
 import ipaddress
 import os
 import shutil
-import signal
 import socket
 import ssl
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+from zato.plugin_api import ExternalProcess, ProcessExited
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
@@ -59,7 +58,7 @@ class RedisServer:
         self.dir = Path(tempfile.mkdtemp(prefix="zato-redis-"))
         self.unix_socket_path = str(self.dir / "redis.sock") if unix_socket else ""
         self.log_file = self.dir / "redis.log"
-        self.process: subprocess.Popen | None = None
+        self.process: ExternalProcess | None = None
         self.ca_file = self.cert_file = self.key_file = ""
         self._started_once = False
         if tls:
@@ -90,7 +89,7 @@ class RedisServer:
                 self._start_once()
                 self._started_once = True
                 return self
-            except RuntimeError as exc:
+            except ProcessExited as exc:
                 if first and attempt < 2 and "in use" in str(exc).lower():
                     self.port = free_port()
                     continue
@@ -98,20 +97,16 @@ class RedisServer:
         return self
 
     def _start_once(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        if self.running:
             raise RuntimeError(f"redis-server on port {self.port} is already running")
-        self.log_file.write_text("")
-        self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.STDOUT, cwd=self.dir)
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode} at start:\n{self.log()}")
-            if self._answers():
-                return
-            time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"redis-server did not answer on port {self.port} within {START_TIMEOUT} s:\n{self.log()}")
+        self.log_file.write_text("")  # redis-server writes its own log (--logfile); errors show its end
+        self.process = ExternalProcess(self.command(), name=f"redis-server on port {self.port}", log=self.log_file,
+                                       cwd=self.dir).start()
+        try:
+            self.process.wait_until(self._answers, START_TIMEOUT)
+        except TimeoutError:
+            self.process = None  # wait_until stopped it
+            raise
 
     def _answers(self) -> bool:
         """ True once the server replies to PING (`+PONG`, or `-NOAUTH` when it wants a password). """
@@ -130,18 +125,12 @@ class RedisServer:
     def stop(self) -> None:
         """ Stops the server (SIGTERM, then SIGKILL); the directory and port are kept for `start()`. """
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            process.stop(STOP_TIMEOUT)
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.process is not None and self.process.running
 
     def close(self) -> None:
         """ Stops the server and removes its directory. """

@@ -16,8 +16,7 @@ See README.md for every field of a connection.
 
 from __future__ import annotations
 
-from zato import hookimpl
-from zato.registry import Field, ObjectType, OutgoingConnectionType
+from zato.plugin_api import Field, ObjectType, OutgoingConnectionType, hookimpl
 
 from zato_plugin_smtp.connection import (
     DEFAULT_PORT, DEFAULT_TIMEOUT, DEFAULT_TLS_MODE, TLS_MODES, SMTPConnection,

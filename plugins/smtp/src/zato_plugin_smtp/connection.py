@@ -23,12 +23,8 @@ import threading
 from email.utils import parseaddr
 from typing import Any
 
-import trio
-
 from zato.common.api import SMTPMessage
-from zato.config import as_bool
-from zato.server.outgoing import OutgoingError
-from zato.server.service import in_trio_thread
+from zato.plugin_api import BlockingCalls, OutgoingError, as_bool
 
 logger = logging.getLogger("zato.outgoing.smtp")
 
@@ -80,7 +76,7 @@ class SMTPConnection:
         self.closed = False
         self._sessions: set[smtplib.SMTP] = set()  # open right now (in flight), so close() can end them
         self._lock = threading.Lock()
-        self._limiter: trio.CapacityLimiter | None = None
+        self._calls = BlockingCalls(f"outgoing smtp {self.name!r}", threads=MAX_CONCURRENT_SENDS)
 
     @property
     def conn(self) -> "SMTPConnection":
@@ -114,14 +110,7 @@ class SMTPConnection:
         `from_`, or the connection's `default_from`) is the sender. From an async service this
         returns an awaitable. Failures raise `OutgoingError` naming the connection, the server and
         what to do. """
-        if in_trio_thread():
-            return self._send_from_trio(message, from_)
-        return self._send(message, from_)
-
-    async def _send_from_trio(self, message: SMTPMessage, from_: str | None) -> bool:
-        if self._limiter is None:
-            self._limiter = trio.CapacityLimiter(MAX_CONCURRENT_SENDS)
-        return await trio.to_thread.run_sync(self._send, message, from_, limiter=self._limiter)
+        return self._calls.call(self._send, message, from_)
 
     def _send(self, message: SMTPMessage, from_: str | None) -> bool:
         if not isinstance(message, SMTPMessage):

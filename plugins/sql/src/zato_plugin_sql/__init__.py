@@ -17,8 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from zato import hookimpl
-from zato.registry import Field, ObjectType, OutgoingConnectionType
+from zato.plugin_api import Field, ObjectType, OutgoingConnectionType, hookimpl
 from zato_plugin_sql._config import (
     DEFAULT_POOL_SIZE, ENGINES, OBJECT_TYPE, SQLConfigError, check_definition, check_object, engine_settings,
     parse_extra, valid_engine_arguments,

@@ -361,7 +361,7 @@ def check_object(data: Mapping[str, Any], partial: bool = False) -> list[dict[st
     data. Fields written as `$NAME` are left to the build, when the environment is read. A
     partial change (PATCH) without `engine` can only have its `extra` lines read, not their keys
     checked: the build checks those, and says so in the log and the ping reply. """
-    from zato.objects import is_env_reference
+    from zato.plugin_api import is_env_reference
     known = {key: value for key, value in data.items() if not is_env_reference(value)}
     if "engine" in known:
         return check_definition(known)

@@ -22,8 +22,7 @@ from sqlalchemy import create_engine, literal_column, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from zato.server.outgoing import OutgoingError
-from zato.server.service import in_trio_thread
+from zato.plugin_api import BlockingCalls, OutgoingError
 from zato_plugin_sql._config import EngineSettings, SQLConfigError, driver_missing_hint, engine_settings
 
 logger = logging.getLogger("zato.outgoing.sql")
@@ -79,7 +78,8 @@ class SQLConnection:
         except (TypeError, SQLAlchemyError) as exc:  # a value of the right key that the dialect refuses
             raise SQLConfigError(self.name, [{"field": "extra", "error": f"create_engine refused it: {exc}"}]) from None
         self._sessions = sessionmaker(bind=self.engine, class_=TransactionalSession, expire_on_commit=False)
-        self._limiter: Any = None  # trio.CapacityLimiter for run(), made on the trio thread at first use
+        # run() from async services: at most as many calls in worker threads as the pool hands out connections
+        self._calls = BlockingCalls(f"outgoing sql {self.name!r}", threads=self.settings.concurrency)
 
     # ############################################################################################
     # What services use
@@ -101,15 +101,7 @@ class SQLConnection:
         returns. From an `async def handle` it returns an awaitable and `fn` runs in a worker
         thread (at most as many at once as the pool has connections); from a plain `def handle`
         it runs `fn` at once in the service's own thread. """
-        if in_trio_thread():
-            return self._run_in_thread(fn, args)
-        return self._run(fn, args)
-
-    async def _run_in_thread(self, fn: Callable[..., Any], args: tuple) -> Any:
-        import trio
-        if self._limiter is None:
-            self._limiter = trio.CapacityLimiter(self.settings.concurrency)
-        return await trio.to_thread.run_sync(self._run, fn, args, limiter=self._limiter)
+        return self._calls.call(self._run, fn, args)
 
     def _run(self, fn: Callable[..., Any], args: tuple) -> Any:
         with self.session() as session:
@@ -157,10 +149,9 @@ class SQLConnection:
         if self.closed:
             raise OutgoingError(f"outgoing sql {self.name!r} was closed (replaced by an edit, or deleted); get it "
                                 f"again with self.outgoing.sql.get({self.name!r}) instead of keeping it")
-        if in_trio_thread():
-            raise OutgoingError(f"outgoing sql {self.name!r}: {what} blocks, and this is an async def handle on the "
-                                f"trio loop; use `await self.outgoing.sql.get({self.name!r}).run(fn, *args)`, which "
-                                f"runs fn(session, *args) in a worker thread")
+        self._calls.refuse_on_loop(f"outgoing sql {self.name!r}: {what}",
+                                   f"use `await self.outgoing.sql.get({self.name!r}).run(fn, *args)`, which runs "
+                                   f"fn(session, *args) in a worker thread")
 
     def __repr__(self) -> str:
         return f"<SQLConnection {self.name!r} {self.settings.safe_url}{' closed' if self.closed else ''}>"

@@ -8,7 +8,7 @@ from alembic import op
 
 revision = "0001"
 down_revision = None
-branch_labels = None
+branch_labels = ("zato",)  # the core's own chain; each plugin's is another branch
 depends_on = None
 
 

@@ -1,5 +1,15 @@
-""" Calling a local server's admin API from the CLI, with the token the server wrote to
-work/cli-token (no admin password needed on the same machine, for the same user). """
+""" Calling a local server's admin API from the command line, with the token the server wrote to
+work/cli-token (no admin password needed on the same machine, for the same user).
+
+The public home of the CLI's admin client: the `zato` command and every plugin's commands
+(`register_cli_commands`) use it::
+
+    from zato.cli.admin_client import admin_request, describe_error, server_paths
+
+    status, _, body = admin_request(server_paths(base_dir), "GET", "/zato/api/scheduler/jobs")
+    if status >= 300:
+        raise click.ClickException(describe_error(status, body))
+"""
 
 from __future__ import annotations
 
@@ -9,6 +19,18 @@ import urllib.request
 from typing import Any
 
 import click
+
+
+def server_paths(base_dir: str) -> Any:
+    """ The `zato.server.server.ServerPaths` of a server directory, or a `click.ClickException`
+    saying how to create one. """
+    from zato.server.server import ServerPaths
+    paths = ServerPaths(base_dir)
+    if not paths.server_conf.exists():
+        raise click.ClickException(
+            f"{paths.base_dir} is not a server directory ({paths.server_conf} is missing); "
+            f"create one with `zato quickstart create {base_dir}`")
+    return paths
 
 
 def admin_request(paths: Any, method: str, path: str, body: bytes | None = None,
@@ -32,6 +54,7 @@ def admin_request(paths: Any, method: str, path: str, body: bytes | None = None,
 
 
 def describe_error(status: int, body: bytes) -> str:
+    """ One line (plus one per listed error) saying what an admin API call's error reply said. """
     try:
         data = json.loads(body)
         details = data.get("details", "")
@@ -41,3 +64,6 @@ def describe_error(status: int, body: bytes) -> str:
         return f"HTTP {status} (cid {data.get('cid', '?')}): {details}"
     except (ValueError, AttributeError):
         return f"HTTP {status}: {body[:500].decode('utf-8', 'replace')}"
+
+
+__all__ = ["admin_request", "describe_error", "server_paths"]

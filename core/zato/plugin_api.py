@@ -1,0 +1,98 @@
+""" The one module a plugin author imports from: `from zato.plugin_api import ...`.
+
+Everything a plugin needs from the core is here, under the names below; the rest of `zato.*`
+is the core's own business and may change. Service code keeps Zato's import paths
+(`zato.server.service.Service`, `zato.common.api`, `zato.common.exception`), and plugins may
+use those too. tests/test_plugin_api.py checks that the plugins under plugins/ import nothing
+else from `zato`.
+
+Hooks (the contract is `zato.hookspecs`, documented in docs/plugins.md)
+    hookimpl              decorates a hook implementation: `@hookimpl def register_object_types(register)`
+    SERVER_STARTUP        the start-up phases `startup_phase(server, phase)` is called with
+
+What a plugin registers (`register(...)` in its `register_<things>` hooks)
+    ObjectType, Field     a configuration object type and its fields (the schema is data:
+                          description, default, example, choices, ranges)
+    OutgoingConnectionType  a connection type: `create(server, definition)` builds one, services reach
+                          it through its accessor (`self.out.redis[name]`)
+    ChannelType           a way requests reach services: `create(server)` returns its runtime
+    SecurityType, RateLimiterBackend, HTTPRoute, Task
+    ServerConfigSection, Setting   a server.conf section and its keys (default, range, choices)
+    RegistrationError     what `register` raises for a duplicate name or a bad registration
+
+Outgoing connections and blocking libraries
+    BlockingCalls         a resource's worker threads: `call(fn, *args)` blocks in a plain `def`
+                          service and returns an awaitable in an `async def` one; `refuse_on_loop`
+                          stops a blocking method from stalling the trio loop
+    BlockingCallError     what `refuse_on_loop` raises (an `OutgoingError` and a `RuntimeError`)
+    OutgoingError         an outgoing connection failed: say which one, what it did and why
+    ConnectionNotFound    no connection of that name
+    call_plain_or_async   awaits `fn()` if it is `async def`, else runs it in a worker thread
+    in_trio_thread        True on the trio loop's own thread (an `async def handle`)
+
+Configuration values
+    as_bool, to_bool, to_int, to_float   server.conf's conversions (`to_*` with messages for users)
+    is_env_reference      True for a `$NAME` value (read from the environment when loaded)
+    ConfigError           a configuration file or value that cannot be used
+
+The test kit (imported on first use, so a server that loads a plugin does not load it)
+    run_server            a server in this trio run: `async with run_server(base_dir) as server`
+    ServerProcess         a server as a real process, on a free port
+    ExternalProcess, ProcessExited   any other program a test needs (start, wait until it answers,
+                          SIGTERM then SIGKILL)
+    create_test_server_dir, set_config_value, admin_auth, ADMIN_PASSWORD
+    ServiceTester         runs services without a server, with canned outgoing answers
+    OutgoingConnectionConformance   the suite every outgoing connection type passes
+    conformance           the module `zato.testing.conformance` itself
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zato import hookimpl
+from zato.common import SERVER_STARTUP
+from zato.config import ConfigError, as_bool, to_bool, to_float, to_int
+from zato.objects import is_env_reference
+from zato.registry import (
+    ChannelType, Field, HTTPRoute, ObjectType, OutgoingConnectionType, RateLimiterBackend, RegistrationError,
+    SecurityType, ServerConfigSection, Setting, Task,
+)
+from zato.server.outgoing import (
+    BlockingCallError, BlockingCalls, ConnectionNotFound, OutgoingError, call_plain_or_async,
+)
+from zato.server.service import in_trio_thread
+
+# name -> the test-kit module it comes from, imported on first use
+_TEST_KIT = {
+    "run_server": "zato.testing", "ServerProcess": "zato.testing", "ExternalProcess": "zato.testing",
+    "ProcessExited": "zato.testing", "create_test_server_dir": "zato.testing", "set_config_value": "zato.testing",
+    "admin_auth": "zato.testing", "ADMIN_PASSWORD": "zato.testing", "ServiceTester": "zato.testing",
+    "OutgoingConnectionConformance": "zato.testing.conformance",
+}
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+    if name == "conformance":
+        return importlib.import_module("zato.testing.conformance")
+    if name in _TEST_KIT:
+        return getattr(importlib.import_module(_TEST_KIT[name]), name)
+    raise AttributeError(f"module 'zato.plugin_api' has no attribute {name!r}; what a plugin can import is listed "
+                         f"in its __all__ (and in its docstring)")
+
+
+__all__ = [
+    # hooks
+    "hookimpl", "SERVER_STARTUP",
+    # registrations
+    "ChannelType", "Field", "HTTPRoute", "ObjectType", "OutgoingConnectionType", "RateLimiterBackend",
+    "RegistrationError", "SecurityType", "ServerConfigSection", "Setting", "Task",
+    # outgoing connections and blocking libraries
+    "BlockingCallError", "BlockingCalls", "ConnectionNotFound", "OutgoingError", "call_plain_or_async",
+    "in_trio_thread",
+    # configuration values
+    "ConfigError", "as_bool", "to_bool", "to_float", "to_int", "is_env_reference",
+    # the test kit
+    *_TEST_KIT, "conformance",
+]

@@ -1,0 +1,94 @@
+""" The layers hold (docs/plugins.md, "Layers"): the core proper imports no plugin, the built-in
+plugins import the core and not each other, plugins/* import the core and no built-in, and a
+private module is imported only inside its own package. The import-linter contracts in
+pyproject.toml say so; these tests run them, check that they name every module, and check at
+run time what a static scan cannot see. """
+
+from __future__ import annotations
+
+import pkgutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import zato
+import zato.builtin
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTRACTS = {contract["id"]: contract
+             for contract in tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["tool"]["importlinter"]["contracts"]}
+
+
+def _layer_modules(layer: str) -> set[str]:
+    return {name.strip().strip("()") for name in layer.replace("|", ":").split(":") if name.strip()}
+
+
+def test_the_import_contracts_hold():
+    lint_imports = Path(sys.executable).parent / "lint-imports"
+    result = subprocess.run([str(lint_imports), "--no-cache", "--no-logo"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, f"import-linter contracts broken (pyproject.toml, [tool.importlinter]; see the " \
+                                   f"Layers section of docs/plugins.md):\n{result.stdout}\n{result.stderr}"
+    assert f"Contracts: {len(CONTRACTS)} kept, 0 broken." in result.stdout, result.stdout
+
+
+def test_every_module_of_zato_is_in_a_layer():
+    """ A new package under zato/ must be placed in the contract, else nothing would check it. """
+    core, builtin, plugins = (_layer_modules(layer) for layer in CONTRACTS["layers"]["layers"][::-1])
+    assert builtin == {"zato.builtin"}
+    assert plugins == {"zato_plugin_smtp", "zato_plugin_sql", "zato_plugin_redis"}
+    modules = {f"zato.{module.name}" for module in pkgutil.iter_modules(zato.__path__)} - {"zato.builtin"}
+    assert modules == core, f"add {sorted(modules - core)} to the core layer of the `layers` contract in " \
+                            f"pyproject.toml" if modules - core else f"{sorted(core - modules)} no longer exist"
+
+
+def test_every_builtin_module_is_checked_for_independence():
+    modules = {f"zato.builtin.{module.name}" for module in pkgutil.iter_modules(zato.builtin.__path__)}
+    listed = set(CONTRACTS["builtins-independent"]["modules"])
+    assert modules == listed, f"the `builtins-independent` contract in pyproject.toml must list every built-in " \
+                              f"module: missing {sorted(modules - listed)}, gone {sorted(listed - modules)}"
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
+def test_the_core_and_its_zato_import_paths_load_no_builtin_plugin():
+    """ What service code imports from the core (Zato's paths included) brings no plugin in. """
+    result = _run_python("""
+import sys
+import zato.cli, zato.cli.admin_client, zato.common.api, zato.common.pubsub, zato.common.rate_limiting
+import zato.enmasse, zato.objects, zato.plugins, zato.server.admin_auth, zato.server.credentials
+import zato.server.server, zato.server.service, zato.server.service.patterns, zato.testing
+from zato.common.pubsub import PubSubMessage
+from zato.common.api import SMTPMessage
+assert PubSubMessage(msg_id="zpsm1", data=1, pub_time=0.0, expiration_time=0.0).to_dict()["pub_time_iso"] == \
+    "1970-01-01T00:00:00"
+assert SMTPMessage(to="a@example.com").to == "a@example.com"
+print(sorted(name for name in sys.modules if name.startswith("zato.builtin.")))
+""")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", f"the core imported built-in plugins: {result.stdout}"
+
+
+def test_rate_limit_fields_are_checked_whether_or_not_the_plugin_was_imported():
+    """ The check is the core's: a bad definition is refused before the rate_limit plugin is ever
+    imported, as it is after (it used to be accepted until that module happened to be loaded). """
+    result = _run_python("""
+import sys
+from zato.builtin.rest import CHANNEL_REST
+from zato.objects import ObjectValidationError, validate
+assert "zato.builtin.rate_limit" not in sys.modules
+try:
+    validate(CHANNEL_REST, {"name": "x", "url_path": "/x", "service": "s", "rate_limit_def": "* = 5/w"})
+except ObjectValidationError as exc:
+    print(exc.errors)
+else:
+    print("accepted")
+assert "zato.builtin.rate_limit" not in sys.modules
+""")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str([{"field": "rate_limit_def", "error": "line 1: `* = 5/w`: the unit 'w' is "
+                                                                              "not one of m (per minute), h (per hour) "
+                                                                              "or d (per day)"}])
