@@ -68,9 +68,32 @@ def register_channel_types(register):
 
     `register(channel_type)` with a `zato.registry.ChannelType`: `name`, the `object_type`
     its definitions are stored as, and `create(server)` returning the channel's runtime
-    object. If the runtime has `async def run(*, task_status)`, the core starts it in the
-    server's nursery; `apply(objects)` is called with every active definition at start and
-    whenever a definition changes. Returns nothing.
+    object. The runtime's `apply(objects)` is called with every active definition at start
+    (before `run`) and whenever a definition of its type changes; if the runtime has
+    `async def run(*, task_status)`, the core starts it in the server's intake lifetime and
+    cancels it when the server stops; an optional `validate(data)` returns problems (text)
+    that make the admin API refuse a definition. Returns nothing.
+
+    A channel that listens (a queue, WebSocket peers, a poller) registers a
+    `zato.registry.ListenerType` instead, a `ChannelType` whose runtime is the core's
+    (`zato.server.listeners.ListenerRuntime`). The plugin provides:
+
+    - `object_type`, and `placement`: `"every_worker"` or `"one_process"`;
+    - `open(server, definition)`: an async context manager (name it `open_<thing>`) yielding a
+      receiver for one active definition, with `async receive()` (the next item, cancel-safe;
+      raising says the backend failed), `to_invocation(item)` (a
+      `zato.server.listeners.Invocation`: service, payload, `attributes` that services read as
+      `self.request.<name>`), `async ack(item)`, `async nack(item, error)` and optionally
+      `async dead_letter(item, error)`;
+    - optionally `validate(definition)`, returning `{"field": ..., "error": ...}` problems, and
+      `failure_policy` (`FailurePolicy`) and `restart` (`Backoff`) in place of the defaults.
+
+    The core owns the rest: one task per active definition, items handed to services one at a
+    time, restarts with bounded, jittered exponential back-off, live edits (the old receiver
+    stops once its item in hand is done, then the new one opens), draining on stop (what cannot
+    finish by `[main] graceful_timeout` is nacked), retries of a failing service then its
+    dead-letter destination, and each listener's state and counts (`GET /zato/api/listeners`,
+    Prometheus). The whole contract is in docs/channels.md.
     """
 
 

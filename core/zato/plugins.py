@@ -43,6 +43,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "pubsub": "zato.builtin.pubsub",
     "rate_limit": "zato.builtin.rate_limit",
     "scheduler": "zato.builtin.scheduler",
+    "listeners": "zato.builtin.listeners",
 }
 
 # Plugins the server cannot work without; server.conf cannot switch them off.

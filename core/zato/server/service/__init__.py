@@ -114,12 +114,17 @@ _next_attributes: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars
 
 def set_next_request_attributes(attributes: Mapping[str, Any]) -> contextvars.Token:
     """ The channel's attributes for the next `Request` made in this context (the service it is
-    about to invoke); `_next_attributes.reset(token)` afterwards. """
+    about to invoke); `reset_next_request_attributes(token)` afterwards. """
     clash = sorted(set(attributes) & set(Request.__slots__))
     if clash:
         raise ValueError(f"request attribute(s) {', '.join(clash)} would hide the Request attribute(s) of that "
                          f"name; name a channel's attribute after its plugin (self.request.ibm_mq)")
     return _next_attributes.set(MappingProxyType(dict(attributes)))
+
+
+def reset_next_request_attributes(token: contextvars.Token) -> None:
+    """ Undoes `set_next_request_attributes` (whether or not a `Request` took them). """
+    _next_attributes.reset(token)
 
 
 class Request:

@@ -1,0 +1,220 @@
+""" The core's listener runtime (zato.server.listeners): the channel conformance suite run against
+the test kit's reference listener type (queues in RAM) through real in-process servers, plus what
+the suite does not cover: definitions stored before start, placement, metrics, the admin route's
+OpenAPI entry, the back-off and the failure policy, request attributes. """
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import trio
+
+from zato.odb import ODB, sqlite_url
+from zato.plugins import DEFAULT_PLUGINS
+from zato.registry import ListenerType, RegistrationError
+from zato.server.listeners import Backoff, FailurePolicy
+from zato.server.service import Request, reset_next_request_attributes, set_next_request_attributes
+from zato.testing import admin_auth, create_test_server_dir, run_server
+from zato.testing.conformance import (
+    LISTENER_SERVICES, RECORD_SERVICE, ListenerConformance, MemoryBroker, MemorySource, listener_log,
+    open_memory_receiver, wait_until,
+)
+
+PLUGIN_SOURCE = '''
+from zato import hookimpl
+from zato.server.listeners import Backoff, FailurePolicy
+from zato.testing.conformance import memory_listener_type, memory_object_type
+
+
+@hookimpl
+def register_object_types(register):
+    register(memory_object_type())
+
+
+@hookimpl
+def register_channel_types(register):
+    # Short delays, so that the suite's retries and restarts take fractions of a second
+    register(memory_listener_type(failure_policy=FailurePolicy(attempts=3, backoff=Backoff(0.05, 0.2)),
+                                  restart=Backoff(0.05, 0.3)))
+'''
+
+
+def install(plugin_site) -> None:
+    """ The reference listener type, and the admin route's plugin unless it is a built-in already. """
+    plugin_site.add("memory_listener", PLUGIN_SOURCE)
+    if "listeners" not in DEFAULT_PLUGINS:
+        plugin_site.add("listeners", "from zato.builtin.listeners import register_http_routes\n")
+
+
+class TestMemoryListenerConformance(ListenerConformance):
+    listener_type = "memory"
+    object_type = "memory_listener"
+
+    @pytest.fixture
+    def listener_server_dir(self, plugin_site, tmp_path):
+        install(plugin_site)
+
+        def make(name, **main):
+            return create_test_server_dir(tmp_path / name, main={"graceful_timeout": self.graceful_timeout, **main})
+        return make
+
+    @pytest.fixture
+    def source(self):
+        return MemorySource()
+
+
+# ################################################################################################
+# What the suite does not cover
+
+
+def store(server_dir, name: str, data: dict) -> None:
+    odb = ODB(sqlite_url(server_dir / "work" / "zato.db"))
+    odb.upgrade()
+    odb.put_object("memory_listener", name, data)
+    odb.close()
+
+
+async def test_definitions_stored_before_the_start_are_started_and_take_what_waited(plugin_site, server_dir):
+    install(plugin_site)
+    source = MemorySource()
+    definition = source.definition("stored", RECORD_SERVICE)
+    store(server_dir, "stored", definition)
+    await source.put(definition, {"id": "waiting"})  # there before the server
+    async with run_server(server_dir) as server:
+        async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=30,
+                                     headers={"content-type": "application/json"}) as client:
+            reply = await client.post("/zato/api/deploy/listener_conformance_services.py",
+                                      content=LISTENER_SERVICES,
+                                      headers={"content-type": "text/x-python"})
+            assert reply.status_code == 200, reply.text
+            # The service was deployed after the listener started: the first attempts may fail with
+            # "no such service", then the failure policy's retry finds it.
+            log = listener_log(server)
+            [call] = await wait_until(lambda: log.of("waiting"), "the waiting item reached the service")
+            assert call.channel == "stored" and call.attributes["memory"].queue == definition["queue"]
+            reply = await client.get("/zato/api/listeners")
+            assert reply.status_code == 200, reply.text
+            body = reply.json()
+            assert body["worker"]["pid"] == server.pid
+            [state] = [s for s in body["listeners"] if s["name"] == "stored"]
+            assert state["state"] == "running" and state["listener_type"] == "memory"
+
+
+async def test_a_one_process_listener_runs_in_worker_0_only(plugin_site, server_dir):
+    plugin_site.add("one_process_listener", PLUGIN_SOURCE.replace(
+        "restart=Backoff(0.05, 0.3))", "restart=Backoff(0.05, 0.3), placement='one_process')"))
+    source = MemorySource()
+    store(server_dir, "single", source.definition("single", RECORD_SERVICE))
+    from zato.server.server import WorkerOptions
+    async with run_server(server_dir, WorkerOptions(worker_index=1, workers=2)) as server:
+        runtime = server.channels["memory"]
+        assert [(s["name"], s["state"]) for s in runtime.states()] == [("single", "standby")]
+        assert source.broker.opened == 0
+    async with run_server(server_dir) as server:
+        runtime = server.channels["memory"]
+        await wait_until(lambda: runtime.states()[0]["state"] == "running", "worker 0 runs it")
+        assert source.broker.opened == 1
+
+
+async def test_listener_counts_and_states_are_prometheus_metrics(plugin_site, server_dir):
+    install(plugin_site)
+    source = MemorySource()
+    definition = source.definition("metered", "no.such.service")  # every attempt fails: all counts move
+    store(server_dir, "metered", definition)
+    await source.put(definition, {"id": "one"})
+    async with run_server(server_dir) as server:
+        runtime = server.channels["memory"]
+        await wait_until(lambda: runtime.states()[0]["dead_lettered"] == 1, "dead-lettered")
+        async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=30) as client:
+            text = (await client.get("/zato/metrics")).text
+    labels = 'listener="metered",listener_type="memory"'
+    for outcome, value in (("received", 1), ("failed", 3), ("retried", 2), ("dead_lettered", 1)):
+        assert f'zato_listener_items_total{{{labels},outcome="{outcome}"}} {value}.0' in text, (outcome, text)
+    assert f"zato_listener_running{{{labels}}} 1.0" in text
+    assert source.broker.dead_letters[definition["queue"]] == [{"id": "one"}]
+
+
+async def test_the_admin_route_is_in_the_openapi_document(plugin_site, server_dir):
+    install(plugin_site)
+    async with run_server(server_dir) as server:
+        async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=30) as client:
+            document = (await client.get("/zato/api/openapi.json")).json()
+            operation = document["paths"]["/zato/api/listeners"]["get"]
+            assert operation["operationId"] == "listListeners"
+            assert {"200", "401"} <= set(operation["responses"])
+            assert (await client.get("/zato/api/listeners", auth=("admin", "wrong"))).status_code == 401
+
+
+def test_back_off_grows_is_bounded_and_jittered():
+    backoff = Backoff(initial=0.1, maximum=1.0, multiplier=2.0, jitter=0.25)
+    for attempt, base in ((1, 0.1), (2, 0.2), (3, 0.4), (4, 0.8), (5, 1.0), (50, 1.0), (5000, 1.0)):
+        delays = {backoff.delay(attempt) for _ in range(50)}
+        assert all(base * 0.75 <= delay <= base for delay in delays), (attempt, delays)
+        assert len(delays) > 1, "jittered"
+    with pytest.raises(ValueError, match="initial must be > 0.*maximum must be >= initial"):
+        Backoff(initial=0, maximum=-1)
+    with pytest.raises(ValueError, match="jitter must be from 0 to less than 1"):
+        Backoff(jitter=1)
+
+
+async def test_the_failure_policy_retries_with_back_off_then_gives_up_with_the_last_error():
+    policy = FailurePolicy(attempts=3, backoff=Backoff(initial=0.01, maximum=0.02))
+    calls, failures = [], []
+
+    async def attempt():
+        calls.append(trio.current_time())
+        raise ValueError(f"failure {len(calls)}")
+    delivery = await policy.deliver(attempt, on_failure=lambda n, exc, delay: failures.append((n, str(exc), delay)))
+    assert (delivery.ok, delivery.attempts, str(delivery.error)) == (False, 3, "failure 3")
+    assert [(n, text) for n, text, _ in failures] == [(1, "failure 1"), (2, "failure 2"), (3, "failure 3")]
+    assert failures[0][2] > 0 and failures[1][2] > 0 and failures[2][2] is None  # no wait after the last
+    assert calls[1] - calls[0] >= 0.01 * 0.8
+
+    async def second_time_lucky():
+        calls.append(1)
+        if len(calls) < 5:
+            raise ValueError("not yet")
+        return "done"
+    calls.clear()
+    calls.extend([0, 0, 0])
+    assert (await policy.deliver(second_time_lucky)).result == "done"
+    with pytest.raises(ValueError, match="attempts must be an integer >= 1"):
+        FailurePolicy(attempts=0)
+
+
+def test_listener_type_registration_is_checked():
+    with pytest.raises(RegistrationError, match="placement 'everywhere' is not one of every_worker, one_process"):
+        ListenerType("x", "x_type", open=lambda server, definition: None, placement="everywhere")
+    listener = ListenerType("x", "x_type", open=lambda server, definition: None)
+    assert listener.create is not None  # filled in: the core's runtime
+
+
+def test_request_attributes_are_read_as_attributes_and_not_inherited():
+    token = set_next_request_attributes({"ibm_mq": "info"})
+    try:
+        first = Request({"a": 1}, channel="orders")
+        second = Request()  # a service the first one invokes
+    finally:
+        reset_next_request_attributes(token)
+    assert first.ibm_mq == "info" and dict(first.attributes) == {"ibm_mq": "info"}
+    assert dict(second.attributes) == {}
+    with pytest.raises(AttributeError, match="self.request has no attribute 'wsx': channel 'orders' gives ibm_mq"):
+        first.wsx
+    with pytest.raises(ValueError, match="would hide the Request attribute"):
+        set_next_request_attributes({"payload": 1})
+
+
+async def test_the_memory_broker_gives_back_what_a_closed_receiver_did_not_ack():
+    broker = MemoryBroker()
+    for payload in (1, 2, 3):
+        broker.put("q", payload)
+    definition = {"broker": broker.name, "queue": "q", "service": "s"}
+    async with open_memory_receiver(None, definition) as receiver:
+        first, second = await receiver.receive(), await receiver.receive()
+        await receiver.ack(first)
+        assert broker.pending("q") == [2, 3]
+    assert broker.pending("q") == [2, 3] and [m.payload for m in broker.queues["q"]] == [2, 3]
+    broker.stop()
+    with pytest.raises(ConnectionError, match=f"memory broker {broker.name!r} is down"):
+        async with open_memory_receiver(None, definition):
+            pass
