@@ -16,6 +16,10 @@ What a plugin registers (`register(...)` in its `register_<things>` hooks)
     OutgoingConnectionType  a connection type: `create(server, definition)` builds one, services reach
                           it through its accessor (`self.out.redis[name]`)
     ChannelType           a way requests reach services: `create(server)` returns its runtime
+    ListenerType          a channel that listens (a queue, a poller): the plugin opens a receiver per
+                          definition, the core owns the rest (docs/channels.md)
+    Invocation, Backoff, FailurePolicy   what a receiver maps an item to; restart and retry
+                          policies (from `zato.server.listeners`, imported on first use)
     SecurityType, RateLimiterBackend, HTTPRoute, Task
     ServerConfigSection, Setting   a server.conf section and its keys (default, range, choices)
     RegistrationError     what `register` raises for a duplicate name or a bad registration
@@ -43,6 +47,7 @@ The test kit (imported on first use, so a server that loads a plugin does not lo
     create_test_server_dir, set_config_value, admin_auth, ADMIN_PASSWORD
     ServiceTester         runs services without a server, with canned outgoing answers
     OutgoingConnectionConformance   the suite every outgoing connection type passes
+    ListenerConformance   the suite every listener type passes
     conformance           the module `zato.testing.conformance` itself
 """
 
@@ -55,7 +60,7 @@ from zato.common import SERVER_STARTUP
 from zato.config import ConfigError, as_bool, to_bool, to_float, to_int
 from zato.objects import is_env_reference
 from zato.registry import (
-    ChannelType, Field, HTTPRoute, ObjectType, OutgoingConnectionType, RateLimiterBackend, RegistrationError,
+    ChannelType, Field, HTTPRoute, ListenerType, ObjectType, OutgoingConnectionType, RateLimiterBackend, RegistrationError,
     SecurityType, ServerConfigSection, Setting, Task,
 )
 from zato.server.outgoing import (
@@ -68,16 +73,19 @@ _TEST_KIT = {
     "run_server": "zato.testing", "ServerProcess": "zato.testing", "ExternalProcess": "zato.testing",
     "ProcessExited": "zato.testing", "create_test_server_dir": "zato.testing", "set_config_value": "zato.testing",
     "admin_auth": "zato.testing", "ADMIN_PASSWORD": "zato.testing", "ServiceTester": "zato.testing",
-    "OutgoingConnectionConformance": "zato.testing.conformance",
+    "OutgoingConnectionConformance": "zato.testing.conformance", "ListenerConformance": "zato.testing.conformance",
 }
+# name -> the core module it comes from, imported on first use (only listener plugins need it)
+_ON_FIRST_USE = {"Invocation": "zato.server.listeners", "Backoff": "zato.server.listeners",
+                 "FailurePolicy": "zato.server.listeners"}
 
 
 def __getattr__(name: str) -> Any:
     import importlib
     if name == "conformance":
         return importlib.import_module("zato.testing.conformance")
-    if name in _TEST_KIT:
-        return getattr(importlib.import_module(_TEST_KIT[name]), name)
+    if name in _TEST_KIT or name in _ON_FIRST_USE:
+        return getattr(importlib.import_module(_TEST_KIT.get(name) or _ON_FIRST_USE[name]), name)
     raise AttributeError(f"module 'zato.plugin_api' has no attribute {name!r}; what a plugin can import is listed "
                          f"in its __all__ (and in its docstring)")
 
@@ -86,7 +94,7 @@ __all__ = [
     # hooks
     "hookimpl", "SERVER_STARTUP",
     # registrations
-    "ChannelType", "Field", "HTTPRoute", "ObjectType", "OutgoingConnectionType", "RateLimiterBackend",
+    "ChannelType", "Field", "HTTPRoute", "ListenerType", *_ON_FIRST_USE, "ObjectType", "OutgoingConnectionType", "RateLimiterBackend",
     "RegistrationError", "SecurityType", "ServerConfigSection", "Setting", "Task",
     # outgoing connections and blocking libraries
     "BlockingCallError", "BlockingCalls", "ConnectionNotFound", "OutgoingError", "call_plain_or_async",
