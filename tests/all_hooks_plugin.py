@@ -6,7 +6,7 @@ import click
 import trio
 
 from zato import hookimpl
-from zato.registry import ChannelType, Field, ObjectType, OutgoingConnectionType, RateLimiterBackend, SecurityType
+from zato.registry import ChannelType, Connector, Field, ObjectType, OutgoingConnectionType, RateLimiterBackend, SecurityType
 from zato.server.http import HTTPError, HTTPResponse
 from zato.server.notify import LocalTransport
 
@@ -56,6 +56,13 @@ def register_object_types(register):
 
 
 @hookimpl
+def register_connectors(register):
+    register(Connector(ObjectType("allhooks_endpoint", (Field("name", required=True), Field("url"))),
+                       OutgoingConnectionType("allhooks_conn", "allhooks_endpoint", "out.allhooks_conn",
+                                              lambda server, d: object())))
+
+
+@hookimpl
 def register_channel_types(register):
     register(ChannelType("allhooks", "allhooks_thing", Channel, "a test channel"))
 
@@ -91,6 +98,16 @@ def register_http_routes(register):
     register("/allhooks/greet/{name}", greet, methods=("GET",))
 
 
+async def mounted_app(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": f"mounted at {scope['root_path']}".encode()})
+
+
+@hookimpl
+def register_asgi_mounts(register):
+    register("/allhooks-app", mounted_app)
+
+
 @hookimpl
 def register_cli_commands(cli):
     @cli.command("allhooks-hello")
@@ -107,6 +124,16 @@ def register_notification_handlers(register):
 @hookimpl
 def register_migrations(register):
     register("allhooks", MIGRATIONS_DIR)
+
+
+@hookimpl
+def register_request_attributes(register):
+    register("allhooks_note", "what an allhooks channel adds")
+
+
+@hookimpl
+def register_service_attributes(register):
+    register("allhooks_greeter", lambda service: f"greetings to {service.name}")
 
 
 @hookimpl
@@ -150,7 +177,8 @@ class Hello(Service):
     name = "allhooks.hello"
 
     def handle(self):
-        self.response.payload = {"hello": "from allhooks"}
+        self.response.payload = {"hello": "from allhooks", "greeter": self.allhooks_greeter,
+                                 "note": self.request.allhooks_note}
 '''
 
 

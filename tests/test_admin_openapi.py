@@ -18,7 +18,7 @@ from zato.builtin import admin_api
 from zato.builtin.admin_api import PREFIX, openapi_document
 from zato.server.admin_auth import check_admin
 from zato.plugins import DEFAULT_PLUGINS, load_plugins
-from zato.registry import RegistrationError
+from zato.registry import Kind, RegistrationError
 from zato.testing import admin_auth, run_server
 
 RAISED = re.compile(r"HTTPError\(\s*(\d{3})\b")
@@ -42,15 +42,15 @@ async def served(server_dir):
 def _builtin_admin_routes(server) -> list:
     builtin = set(DEFAULT_PLUGINS)
     registry = server.registry
-    return [route for key, route in registry.items("http_routes").items()
-            if route.path.startswith("/zato/") and registry.plugin_of("http_routes", key) in builtin]
+    return [route for key, route in registry.items(Kind.HTTP_ROUTES).items()
+            if route.path.startswith("/zato/") and registry.plugin_of(Kind.HTTP_ROUTES, key) in builtin]
 
 
 def _documented_paths(server, route) -> list[str]:
     """ The document's paths of a route: its own, or one per object type for the object calls. """
     if not route.path.startswith(OBJECTS):
         return [route.path]
-    object_types = server.registry.values("object_types")
+    object_types = server.registry.values(Kind.OBJECT_TYPES)
     if route.path.endswith("/secrets/{field}"):
         object_types = [t for t in object_types if any(f.secret for f in t.fields)]
     return [route.path.replace("{type}", t.name) for t in object_types]
@@ -150,7 +150,8 @@ async def test_every_admin_operation_documents_the_shared_errors(served):
 
 
 async def test_the_scan_finds_what_a_handler_raises():
-    from zato.builtin import pubsub_admin, scheduler
+    from zato.builtin import scheduler
+    from zato.builtin.pubsub import admin as pubsub_admin
     assert raised_statuses(pubsub_admin.purge_dead) == {400, 503}  # _dead_filters, _flag, _runtime
     assert raised_statuses(pubsub_admin.get_topic) == {404, 503}
     assert raised_statuses(scheduler.job_history) == {400, 404}
@@ -179,7 +180,7 @@ def test_a_plugin_route_with_openapi_is_in_the_document_with_the_shared_errors()
                  "responses": {"200": {"description": "The thing"}}}
     loaded = load_plugins(extra=[("openapi_test", _plugin(openapi={"get": operation}))])
     registry = loaded.registry
-    document = openapi_document(registry.values("object_types"), registry.values("http_routes"))
+    document = openapi_document(registry.values(Kind.OBJECT_TYPES), registry.values(Kind.HTTP_ROUTES))
     documented = document["paths"]["/zato/api/thing/{name}"]["get"]
     assert documented["summary"] == "A thing"
     assert {"200", "400", "401", "413"} <= set(documented["responses"])

@@ -26,6 +26,7 @@ import all_hooks_plugin
 from zato.cli import cli
 from zato.enmasse import EnmasseError, ServerConfigStore, apply_plan, export_config, plan_import, secret_variable
 from zato.odb import ODB, sqlite_url
+from zato.registry import Kind
 from zato.testing import ServerProcess, create_test_server_dir, run_server
 
 ZATO = [sys.executable, "-c", "import sys; from zato.cli import main; sys.exit(main())"]
@@ -392,7 +393,7 @@ def _object_type_names(server_dir) -> list[str]:
     from zato.plugins import load_plugins, plugin_switches
     from zato.server.server import ServerPaths, read_server_config
     config = read_server_config(ServerPaths(server_dir))
-    return list(load_plugins(plugin_switches(config.get("plugins"))).registry.items("object_types"))
+    return list(load_plugins(plugin_switches(config.get("plugins"))).registry.items(Kind.OBJECT_TYPES))
 
 
 @pytest.mark.parametrize("kind", list(ERRORS))
@@ -590,7 +591,7 @@ def test_secret_variable_names_are_sanitized_and_unique(new_dir, tmp_path):
 def test_stored_forms_of_secrets_in_a_file(new_dir, tmp_path):
     """ A scrypt hash is taken for a field stored hashed (a file need not hold clear passwords);
     an encrypted value (only its server's key opens it) is refused. """
-    from zato.security import hash_password
+    from zato.passwords import hash_password
     server_dir = new_dir()
     hashed = hash_password(PASSWORD)
     config = write(tmp_path / "config.yaml", FILE.replace(f"password: {PASSWORD}", f"password: {hashed}"))

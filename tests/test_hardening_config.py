@@ -16,7 +16,7 @@ import pytest
 
 from zato.config import ConfigError, apply_schema, read_ini
 from zato.odb import ODB, sqlite_url
-from zato.registry import ServerConfigSection, Setting
+from zato.registry import Kind, ServerConfigSection, Setting
 from zato.server.logs import RotatingLogFile, WatchedLogFile
 from zato.testing import ServerProcess, create_test_server_dir, set_config_value
 
@@ -304,9 +304,9 @@ def test_every_declared_key_is_documented_with_its_allowed_values():
     loaded = load_plugins()
     documented = documented_keys()
     missing, different = [], []
-    for section in loaded.registry.values("server_config"):
-        if loaded.registry.plugin_of("server_config", section.name) not in (
-                "core", "hot_deploy", "metrics", "pubsub", "rate_limit", "scheduler"):
+    for section in loaded.registry.values(Kind.SERVER_CONFIG):
+        if loaded.registry.plugin_of(Kind.SERVER_CONFIG, section.name) not in (
+                "essentials", "hot_deploy", "metrics", "pubsub", "rate_limit", "scheduler"):
             continue  # other plugins document theirs in their README
         for key, declared in section.keys.items():
             allowed = as_setting(declared).describe()

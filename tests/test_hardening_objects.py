@@ -26,7 +26,7 @@ from zato.enmasse import EnmasseError, ServerConfigStore, apply_plan, plan_impor
 from zato import objects
 from zato.objects import ObjectValidationError, validate
 from zato.odb import ODB
-from zato.registry import Field, ObjectType
+from zato.registry import Field, Kind, ObjectType
 from zato.testing import admin_auth, create_test_server_dir, run_server
 
 API = "/zato/api/objects"
@@ -112,7 +112,7 @@ async def test_bad_values_of_a_rest_channel_are_400_listing_every_bad_field(api,
 
 
 async def test_is_active_of_any_type_that_is_not_boolean_like_is_a_field_error(api):
-    for object_type in sorted(api.server.registry.items("object_types")):
+    for object_type in sorted(api.server.registry.items(Kind.OBJECT_TYPES)):
         reply = await api.post(obj_url(object_type), json={"name": "x", **GOOD[object_type], "is_active": {}})
         assert reply.status_code == 400, (object_type, reply.text)
         assert "is_active" in {e["field"] for e in reply.json()["errors"]}, (object_type, reply.json())
@@ -144,7 +144,7 @@ async def test_ranges_of_built_in_and_plugin_types_are_checked(api):
     assert reply.status_code == 201, reply.text
     created = reply.json()
     assert (created["host"], created["port"], created["tls_verify"]) == ("$SMTP_HOST", 587, False)
-    assert created["timeout"] == api.server.registry.get("object_types", "email_smtp").field("timeout").default
+    assert created["timeout"] == api.server.registry.get(Kind.OBJECT_TYPES, "email_smtp").field("timeout").default
 
 
 def test_the_name_rules_are_in_the_openapi_schema_and_null_is_the_default():
@@ -238,7 +238,7 @@ def test_integer_ranges_as_regular_expressions_are_exact():
 
 
 async def test_the_good_objects_cover_every_registered_object_type(api):
-    assert set(GOOD) == set(api.server.registry.items("object_types"))
+    assert set(GOOD) == set(api.server.registry.items(Kind.OBJECT_TYPES))
 
 
 @pytest.mark.parametrize("object_type", sorted(GOOD))

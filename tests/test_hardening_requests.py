@@ -323,7 +323,7 @@ async def test_wrong_admin_passwords_cannot_starve_the_loop(tmp_path):
 
 
 async def test_failed_logins_are_throttled_per_address_and_logged_once_per_burst(hardened_dir, caplog):
-    from zato.security import LoginThrottle
+    from zato.passwords import LoginThrottle
     caplog.set_level(logging.INFO)
     throttle = LoginThrottle()
     async with run_server(hardened_dir) as server:
@@ -354,7 +354,7 @@ async def test_failed_logins_are_throttled_per_address_and_logged_once_per_burst
 
 
 def test_the_throttle_forgets_quiet_addresses_and_its_memory_is_bounded():
-    from zato.security import LoginThrottle
+    from zato.passwords import LoginThrottle
     now = [1000.0]
     throttle = LoginThrottle(clock=lambda: now[0], max_clients=100)
     for _ in range(throttle.free_failures):

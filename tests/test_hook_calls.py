@@ -11,6 +11,7 @@ import pytest
 
 from zato import hookimpl
 from zato.plugins import PluginLoadError, WrapperNotSupported, hook_calls, load_plugins, new_plugin_manager
+from zato.registry import Kind
 from zato.testing import run_server
 
 LOG_MODULE = "zato_test_hook_order_log"
@@ -88,7 +89,7 @@ async def test_one_plugin_at_a_time_in_pluggy_order_with_tryfirst_and_trylast(pl
     calls = install_ordered_plugins(plugin_site)
     async with run_server(server_dir) as server:
         pm = server.pm
-        registered = [name for name in server.registry.items("object_types") if name.startswith("order_")]
+        registered = [name for name in server.registry.items(Kind.OBJECT_TYPES) if name.startswith("order_")]
         phase = names_of(calls, "startup_phase:ON_STARTING")
         tasks = names_of(calls, "task.run")
     stopped = names_of(calls, "shutdown")
@@ -103,7 +104,7 @@ async def test_one_plugin_at_a_time_in_pluggy_order_with_tryfirst_and_trylast(pl
     assert pluggy_order(pm, "shutdown", calls, server=None) == PLUGGY_ORDER
     # ... and each registration is still credited to its own plugin
     for name in PLUGGY_ORDER:
-        assert server.registry.plugin_of("object_types", name) == name
+        assert server.registry.plugin_of(Kind.OBJECT_TYPES, name) == name
     assert [call.plugin_name for call in hook_calls(pm, "shutdown") if call.plugin_name.startswith("order_")] \
         == PLUGGY_ORDER
 

@@ -5,6 +5,8 @@ OpenAPI entry, the back-off and the failure policy, request attributes. """
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import httpx
 import pytest
 import trio
@@ -13,7 +15,7 @@ from zato.odb import ODB, sqlite_url
 from zato.plugins import DEFAULT_PLUGINS
 from zato.registry import ListenerType, RegistrationError
 from zato.server.listeners import Backoff, FailurePolicy
-from zato.server.service import Request, reset_next_request_attributes, set_next_request_attributes
+from zato.server.service import Request, request_attributes
 from zato.testing import admin_auth, create_test_server_dir, run_server
 from zato.testing.conformance import (
     LISTENER_SERVICES, RECORD_SERVICE, ListenerConformance, MemoryBroker, MemorySource, listener_log,
@@ -29,6 +31,11 @@ from zato.testing.conformance import memory_listener_type, memory_object_type
 @hookimpl
 def register_object_types(register):
     register(memory_object_type())
+
+
+@hookimpl
+def register_request_attributes(register):
+    register("memory", "the queue and delivery of the item")
 
 
 @hookimpl
@@ -100,20 +107,40 @@ async def test_definitions_stored_before_the_start_are_started_and_take_what_wai
             assert state["state"] == "running" and state["listener_type"] == "memory"
 
 
-async def test_a_one_process_listener_runs_in_worker_0_only(plugin_site, server_dir):
+async def test_a_one_process_listener_runs_in_one_of_two_servers_and_moves_when_it_stops(plugin_site, tmp_path,
+                                                                                         database_url):
+    """ Two servers sharing one configuration database: the holder of the lease `listener:memory`
+    runs every definition, the other keeps them in standby, and takes over when the holder stops. """
     plugin_site.add("one_process_listener", PLUGIN_SOURCE.replace(
         "restart=Backoff(0.05, 0.3))", "restart=Backoff(0.05, 0.3), placement='one_process')"))
     source = MemorySource()
-    store(server_dir, "single", source.definition("single", RECORD_SERVICE))
-    from zato.server.server import WorkerOptions
-    async with run_server(server_dir, WorkerOptions(worker_index=1, workers=2)) as server:
-        runtime = server.channels["memory"]
-        assert [(s["name"], s["state"]) for s in runtime.states()] == [("single", "standby")]
-        assert source.broker.opened == 0
-    async with run_server(server_dir) as server:
-        runtime = server.channels["memory"]
-        await wait_until(lambda: runtime.states()[0]["state"] == "running", "worker 0 runs it")
-        assert source.broker.opened == 1
+    definition = source.definition("single", RECORD_SERVICE)
+    odb = ODB(database_url)
+    odb.upgrade()
+    odb.put_object("memory_listener", "single", definition)
+    odb.close()
+    dirs = [create_test_server_dir(tmp_path / name, main={"graceful_timeout": 1, "placement_lease_seconds": 1},
+                                   odb={"url": database_url}) for name in ("a", "b")]
+
+    async def serve(base, stop: trio.Event, *, task_status):
+        async with run_server(base) as server:
+            task_status.started(server)
+            await stop.wait()
+
+    def state(server) -> str:
+        return [s["state"] for s in server.channels["memory"].states() if s["name"] == "single"][0]
+
+    async with trio.open_nursery() as nursery:
+        stop_a, stop_b = trio.Event(), trio.Event()
+        server_a = await nursery.start(serve, dirs[0], stop_a)
+        await wait_until(lambda: state(server_a) == "running", "server A runs it")
+        server_b = await nursery.start(serve, dirs[1], stop_b)
+        await trio.sleep(1.5)  # longer than the lease: B competes, A keeps it
+        assert (state(server_a), state(server_b)) == ("running", "standby") and source.broker.opened == 1
+        stop_a.set()  # A's stop releases the lease: B takes over at once
+        await wait_until(lambda: state(server_b) == "running", "server B took it over", timeout=5)
+        assert source.broker.opened == 2  # once by A, then once by B
+        stop_b.set()
 
 
 async def test_listener_counts_and_states_are_prometheus_metrics(plugin_site, server_dir):
@@ -182,6 +209,23 @@ async def test_the_failure_policy_retries_with_back_off_then_gives_up_with_the_l
         FailurePolicy(attempts=0)
 
 
+async def test_the_failure_policy_step_by_step_is_the_schedule_deliver_follows():
+    """ `after_failure(n)`: what callers that keep an item elsewhere between attempts (pub/sub)
+    ask; `backoff=None` retries at once. """
+    policy = FailurePolicy(attempts=3, backoff=Backoff(initial=0.5, maximum=0.8, multiplier=2.0, jitter=0.0))
+    assert [policy.after_failure(n) for n in (1, 2, 3, 4)] == [0.5, 0.8, None, None]
+    at_once = FailurePolicy(attempts=2, backoff=None)
+    assert [at_once.after_failure(n) for n in (1, 2)] == [0.0, None]
+    delays = []
+
+    async def attempt():
+        raise ValueError("no")
+    delivery = await at_once.deliver(attempt, on_failure=lambda n, exc, delay: delays.append(delay))
+    assert (delivery.ok, delivery.attempts, delays) == (False, 2, [0.0, None])
+    with pytest.raises(ValueError, match="backoff must be a Backoff or None"):
+        FailurePolicy(backoff=0.5)
+
+
 def test_listener_type_registration_is_checked():
     with pytest.raises(RegistrationError, match="placement 'everywhere' is not one of every_worker, one_process"):
         ListenerType("x", "x_type", open=lambda server, definition: None, placement="everywhere")
@@ -189,19 +233,26 @@ def test_listener_type_registration_is_checked():
     assert listener.create is not None  # filled in: the core's runtime
 
 
-def test_request_attributes_are_read_as_attributes_and_not_inherited():
-    token = set_next_request_attributes({"ibm_mq": "info"})
-    try:
-        first = Request({"a": 1}, channel="orders")
-        second = Request()  # a service the first one invokes
-    finally:
-        reset_next_request_attributes(token)
-    assert first.ibm_mq == "info" and dict(first.attributes) == {"ibm_mq": "info"}
-    assert dict(second.attributes) == {}
+def test_request_attributes_are_declared_read_as_attributes_and_none_elsewhere():
+    declared = MappingProxyType({"ibm_mq": None, "scheduler_job": None})
+    first = Request({"a": 1}, channel="orders", attributes=request_attributes(declared, {"ibm_mq": "info"}))
+    second = Request(attributes=request_attributes(declared, None))  # a service the first one invokes
+    assert first.ibm_mq == "info" and first.scheduler_job is None
+    assert dict(first.attributes) == {"ibm_mq": "info", "scheduler_job": None}
+    assert second.ibm_mq is None and request_attributes(declared, None) is declared  # nothing made per request
     with pytest.raises(AttributeError, match="self.request has no attribute 'wsx': channel 'orders' gives ibm_mq"):
         first.wsx
-    with pytest.raises(ValueError, match="would hide the Request attribute"):
-        set_next_request_attributes({"payload": 1})
+    with pytest.raises(ValueError, match=r"request attribute\(s\) wsx not declared by any enabled plugin; .* "
+                                         r"register_request_attributes hook \(declared: ibm_mq, scheduler_job\)"):
+        request_attributes(declared, {"wsx": 1})
+
+
+def test_a_request_attribute_cannot_hide_a_request_field():
+    from zato.plugins import _register_request_attribute
+    for name in ("payload", "http", "channel", "_x", "not-a-name"):
+        with pytest.raises(TypeError):
+            _register_request_attribute(name)
+    assert _register_request_attribute("ibm_mq", "what MQ says") == ("ibm_mq", "what MQ says")
 
 
 async def test_the_memory_broker_gives_back_what_a_closed_receiver_did_not_ack():

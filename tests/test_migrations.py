@@ -15,7 +15,7 @@ import all_hooks_plugin
 from zato.config import ConfigError
 from zato.odb import HEAD_REVISION, ODB, branches_of, installed_migrations
 from zato.plugins import PluginLoadError, load_plugins
-from zato.registry import RegistrationError
+from zato.registry import Kind, RegistrationError
 from zato.testing import ServerProcess, create_test_server_dir, run_server, set_config_value
 
 LEGACY = Path(__file__).resolve().parent / "legacy_migrations"
@@ -50,7 +50,7 @@ LEGACY_ROWS = {
         "VALUES ('/t', 'm1', 2, 1)",
     ],
 }
-BUILTIN_HEADS = {"scheduler": {"scheduler_0001"}, "rate_limit": {"rate_limit_0001"}, "pubsub": {"pubsub_0001"}}
+BUILTIN_HEADS = {"scheduler": {"scheduler_0002"}, "rate_limit": {"rate_limit_0001"}, "pubsub": {"pubsub_0001"}}
 
 
 def legacy_database(url: str, revision: str) -> dict[str, list]:
@@ -97,8 +97,10 @@ def test_a_database_of_the_old_chain_is_stamped_keeping_every_row(database_url, 
     assert f"adopted from the core's old revision {old_revision}, every row kept" in done
     assert odb.revisions() == {"zato": {HEAD_REVISION}, **BUILTIN_HEADS}
     after = snapshot(database_url)
+    # The scheduler's lease moved to the core's zato_lease (scheduler_0002), its row with it
+    assert "zato_scheduler_lease" not in after and after["zato_lease"] == before.pop("zato_scheduler_lease")
     assert {table: after[table] for table in before} == before  # the same rows, nothing rebuilt
-    assert set(after) - set(before) == {  # the branches the old revision did not have yet, created
+    assert set(after) - set(before) == {"zato_lease"} | {  # the branches the old revision did not have yet, created
         "0003": {"zato_rate_limit_counter", "zato_pubsub_message", "zato_pubsub_delivery",
                  "zato_pubsub_dead_letter", "zato_pubsub_topic_state"},
         "0004": {"zato_pubsub_message", "zato_pubsub_delivery", "zato_pubsub_dead_letter", "zato_pubsub_topic_state"},
@@ -116,6 +118,7 @@ def test_an_old_database_is_stamped_for_a_plugin_switched_off_and_kept_until_it_
     odb.upgrade(enabled)
     assert odb.revisions({}) == {"zato": {HEAD_REVISION}}
     assert odb.revisions()["pubsub"] == {"pubsub_0001"}  # stamped: its tables are there
+    before["zato_lease"] = before.pop("zato_scheduler_lease")  # the scheduler's lease row moved to the core's table
     assert snapshot(database_url) == before
     assert odb.upgrade().startswith("at revisions")  # switched on again: nothing to do, nothing lost
     assert snapshot(database_url) == before
@@ -127,13 +130,13 @@ def test_a_plugin_switched_off_keeps_its_tables_and_is_upgraded_when_switched_on
     only_scheduler = {"scheduler": installed_migrations()["scheduler"]}
     odb.upgrade(only_scheduler)
     assert "zato_scheduler_run" in tables_of(database_url) and "zato_pubsub_message" not in tables_of(database_url)
-    assert odb.revisions() == {"zato": {HEAD_REVISION}, "scheduler": {"scheduler_0001"},
+    assert odb.revisions() == {"zato": {HEAD_REVISION}, "scheduler": {"scheduler_0002"},
                                "rate_limit": set(), "pubsub": set()}
     assert "rate_limit from nothing to rate_limit_0001" in odb.upgrade()  # switched on: its branch runs
     engine = create_engine(database_url)
     with engine.begin() as conn:
-        for statement in LEGACY_ROWS["0003"] + LEGACY_ROWS["0005"]:
-            conn.execute(text(statement))
+        for statement in LEGACY_ROWS["0003"] + LEGACY_ROWS["0005"]:  # the lease row: in the core's table now
+            conn.execute(text(statement.replace("zato_scheduler_lease", "zato_lease")))
     engine.dispose()
     before = snapshot(database_url)
     assert odb.upgrade({}) == f"at revisions zato {HEAD_REVISION}"  # every plugin off: nothing touched
@@ -233,19 +236,19 @@ def install_bst(plugin_site, revisions=("bst_0001_states.py", "bst_0002_label.py
 def test_a_plugin_registers_its_branch_and_upgrade_creates_then_upgrades_its_table(plugin_site, database_url):
     install_bst(plugin_site, ["bst_0001_states.py"])
     loaded = load_plugins({})
-    assert loaded.registry.plugin_of("migrations", "bst") == "bst"
+    assert loaded.registry.plugin_of(Kind.MIGRATIONS, "bst") == "bst"
     assert "register_migrations" in next(p for p in loaded.plugins if p.name == "bst").hooks
     odb = ODB(database_url)
-    assert ", bst bst_0001, " in odb.upgrade(loaded.registry.items("migrations"))  # an empty database
+    assert ", bst bst_0001, " in odb.upgrade(loaded.registry.items(Kind.MIGRATIONS))  # an empty database
     odb.engine.dispose()
     engine = create_engine(database_url)
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO bst_state (id, object_id) VALUES (1, 42)"))
     engine.dispose()
     install_bst(plugin_site)  # the plugin's next release
-    (branch,) = branches_of({"bst": loaded.registry.items("migrations")["bst"]})
+    (branch,) = branches_of({"bst": loaded.registry.items(Kind.MIGRATIONS)["bst"]})
     assert branch.heads() == {"bst_0002"}  # annotated assignments are read too
-    assert "bst from bst_0001 to bst_0002" in odb.upgrade(load_plugins({}).registry.items("migrations"))
+    assert "bst from bst_0001 to bst_0002" in odb.upgrade(load_plugins({}).registry.items(Kind.MIGRATIONS))
     assert snapshot(database_url)["zato_object"] == []
     engine = create_engine(database_url)
     with engine.connect() as conn:
@@ -293,7 +296,7 @@ async def test_a_server_migrates_the_branches_of_its_enabled_plugins_only(plugin
         tables = set(inspect(server.odb.engine).get_table_names())
         assert "allhooks_note" in tables and "zato_scheduler_run" in tables
         assert "bst_state" not in tables and "zato_pubsub_message" not in tables
-        assert server.registry.plugin_of("migrations", "allhooks") == "allhooks"
+        assert server.registry.plugin_of(Kind.MIGRATIONS, "allhooks") == "allhooks"
 
 
 def test_a_supervisor_migrates_once_before_its_workers_start(plugin_site, tmp_path):
@@ -314,7 +317,9 @@ def test_a_supervisor_migrates_once_before_its_workers_start(plugin_site, tmp_pa
     assert output.count("adopted from the core's old revision 0005") == 1, output  # once: by the supervisor
     after = snapshot(url)
     lease = before.pop("zato_scheduler_lease")[0]
-    assert after.pop("zato_scheduler_lease")[0][2] == lease[2] + 1  # the row was kept: the new leader took it over
+    assert "zato_scheduler_lease" not in after  # moved to the core's zato_lease (scheduler_0002)
+    moved = [row for row in after.pop("zato_lease") if row[0] == "scheduler"][0]
+    assert moved[2] == lease[2] + 1  # the row was kept: the new leader took it over
     assert {table: after[table] for table in before} == before and "bst_state" in tables_of(url)
     odb = ODB(url)
     assert odb.revisions() == {"zato": {HEAD_REVISION}, **BUILTIN_HEADS, "bst": {"bst_0002"}}

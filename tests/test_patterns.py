@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from zato.server.service.patterns import InvokeRetry, RetryFailed, background_calls
-from zato.server.services import ServiceNotFound
+from zato.server.deployment import ServiceNotFound
 from zato.testing import run_server
 
 SERVICES = '''

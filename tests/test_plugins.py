@@ -14,7 +14,7 @@ import all_hooks_plugin
 from zato.hookspecs import hookspec  # noqa: F401  (the contract under test)
 from zato.plugins import DEFAULT_PLUGINS, PluginLoadError, load_plugins, new_plugin_manager, plugin_switches
 from zato.config import ConfigError
-from zato.registry import RegistrationError
+from zato.registry import Kind, RegistrationError
 from zato.testing import admin_auth, run_server, set_config_value
 
 HOOKS = sorted(name for name in dir(__import__("zato.hookspecs").hookspecs)
@@ -29,7 +29,7 @@ def test_default_plugins_load_first_and_are_listed_with_distribution_and_version
     core = loaded.plugins[0]
     assert core.distribution == "zato-core" and core.builtin and core.loaded
     assert "register_http_routes" in core.hooks
-    assert "rest" in loaded.registry.items("channel_types")
+    assert "rest" in loaded.registry.items(Kind.CHANNEL_TYPES)
 
 
 def test_entry_point_plugin_is_found_loaded_and_its_hooks_listed(plugin_site):
@@ -40,13 +40,15 @@ def test_entry_point_plugin_is_found_loaded_and_its_hooks_listed(plugin_site):
     assert info.hooks == HOOKS  # it implements every hook
     registered = loaded.registry.by_plugin("allhooks")
     assert registered["channel_types"] == ["allhooks"]
-    assert registered["outgoing_connection_types"] == ["allhooks_out"]
+    assert registered["outgoing_connection_types"] == ["allhooks_conn", "allhooks_out"]  # register_connectors first
     assert registered["rate_limiter_backends"] == ["allhooks_limiter"]
-    assert registered["object_types"] == ["allhooks_thing"]
+    assert registered["object_types"] == ["allhooks_thing", "allhooks_endpoint"]
     assert registered["server_config"] == ["allhooks"]
     assert registered["notification_handlers"] == ["allhooks.ping"]
     assert registered["security_types"] == ["allhooks_token"]
     assert registered["http_routes"] == ["/allhooks/greet/{name} GET"]
+    assert registered["service_attributes"] == ["allhooks_greeter"]
+    assert registered["request_attributes"] == ["allhooks_note"]
     assert len(registered["internal_services"]) == 1
 
 
@@ -113,9 +115,12 @@ def test_loading_twice_with_the_same_manager_is_safe(plugin_site):
     assert len(pm.get_plugins()) == len(first.enabled_names())
 
 
-def test_core_plugin_cannot_be_switched_off():
-    with pytest.raises(ConfigError, match="cannot be switched off"):
-        plugin_switches({"core": "False"})
+def test_essentials_plugin_cannot_be_switched_off_by_its_old_name_either():
+    with pytest.raises(ConfigError, match="the 'essentials' plugin cannot be switched off"):
+        plugin_switches({"essentials": "False"})
+    with pytest.raises(ConfigError, match="the 'essentials' plugin cannot be switched off"):
+        plugin_switches({"core": "False"})  # its name before
+    assert plugin_switches({"core": "True"}) == {"essentials": True}
     with pytest.raises(ConfigError, match="use True or False"):
         plugin_switches({"cache": "perhaps"})
 
@@ -156,9 +161,12 @@ async def test_every_hook_takes_effect_in_a_running_server(plugin_site, server_d
         # register_tasks: started before AFTER_STARTED
         assert plugin.EVENTS.index(("task.run", server.name)) < plugin.EVENTS.index(("phase", "AFTER_STARTED"))
         # register_object_types / register_outgoing_connection_types / register_rate_limiter_backends
-        assert server.registry.get("object_types", "allhooks_thing").field("size").default == 1
-        assert server.registry.get("outgoing_connection_types", "allhooks_out").accessor == "out.allhooks"
-        assert server.registry.get("rate_limiter_backends", "allhooks_limiter").create(server) is not None
+        assert server.registry.get(Kind.OBJECT_TYPES, "allhooks_thing").field("size").default == 1
+        assert server.registry.get(Kind.OUTGOING_CONNECTION_TYPES, "allhooks_out").accessor == "out.allhooks"
+        # register_connectors: both halves, credited to the plugin
+        assert server.registry.get(Kind.OUTGOING_CONNECTION_TYPES, "allhooks_conn").object_type == "allhooks_endpoint"
+        assert server.registry.plugin_of(Kind.OBJECT_TYPES, "allhooks_endpoint") == "allhooks"
+        assert server.registry.get(Kind.RATE_LIMITER_BACKENDS, "allhooks_limiter").create(server) is not None
         async with httpx.AsyncClient(base_url=server.address) as client:
             # register_http_routes
             reply = await client.get("/allhooks/greet/zato")
@@ -166,12 +174,13 @@ async def test_every_hook_takes_effect_in_a_running_server(plugin_site, server_d
             assert reply.headers["x-zato-cid"] == reply.json()["cid"]
             # register_internal_services
             reply = await client.post("/zato/api/invoke/allhooks.hello", auth=admin_auth())
-            assert reply.json() == {"hello": "from allhooks"}
+            assert reply.json() == {"hello": "from allhooks", "greeter": "greetings to allhooks.hello", "note": None}
             # register_security_types: a REST channel guarded by a definition of the plugin's type
             assert (await client.get("/guarded")).status_code == 401
             assert (await client.get("/guarded", headers={"x-allhooks-token": "wrong"})).status_code == 401
             reply = await client.get("/guarded", headers={"x-allhooks-token": "s3cret"})
-            assert reply.status_code == 200 and reply.json() == {"hello": "from allhooks"}
+            assert reply.status_code == 200 and reply.json() == {
+                "hello": "from allhooks", "greeter": "greetings to allhooks.hello", "note": None}
             assert (await client.get("/misconfigured")).status_code == 401  # refused, never let through
         # register_notification_handlers + notification_transport
         await server.notify("allhooks.ping", {"n": 1})
@@ -207,7 +216,7 @@ def test_plugins_list_shows_enabled_disabled_and_hooks(plugin_site, server_dir):
     rows = {r["name"]: r for r in json.loads(runner.invoke(cli, ["plugins", "list", str(server_dir), "--json"]).output)}
     assert rows["allhooks"]["enabled"] and rows["allhooks"]["distribution"] == "zato-plugin-allhooks"
     assert rows["allhooks"]["version"] == "2.5" and rows["allhooks"]["hooks"] == HOOKS
-    assert rows["core"]["distribution"] == "zato-core"
+    assert rows["essentials"]["distribution"] == "zato-core"
 
     set_config_value(server_dir, "plugins", "allhooks", "False")
     rows = {r["name"]: r for r in json.loads(runner.invoke(cli, ["plugins", "list", str(server_dir), "--json"]).output)}

@@ -24,7 +24,7 @@ import pytest
 import trio
 from sqlalchemy import create_engine, inspect
 
-from zato.builtin.pubsub import make_sub_key
+from zato.builtin.pubsub import RUNTIME, make_sub_key
 from zato.odb import ODB, alembic_config, installed_branch, sqlite_url
 from zato.testing import ADMIN_PASSWORD, ServerProcess, admin_auth, create_test_server_dir, run_server, \
     set_config_value
@@ -43,6 +43,7 @@ class Probe:
 
     def __init__(self) -> None:
         self.got: list[tuple[str, object]] = []
+        self.times: list[tuple[str, float]] = []  # when each delivery started (time.monotonic)
         self.fail: dict[str, int] = {}
         self.gates: dict[str, threading.Event] = {}
         self.lock = threading.Lock()
@@ -50,6 +51,7 @@ class Probe:
     def deliver(self, name: str, message: object) -> None:
         with self.lock:
             self.got.append((name, message))
+            self.times.append((name, time.monotonic()))
             failures = self.fail.get(name, 0)
             if failures:
                 self.fail[name] = failures - 1 if failures > 0 else failures
@@ -63,9 +65,13 @@ class Probe:
         with self.lock:
             return [message for service, message in self.got if service == name]
 
+    def times_of(self, name: str) -> list[float]:
+        with self.lock:
+            return [at for service, at in self.times if service == name]
+
 
 SERVICES = '''
-from zato.builtin.pubsub_message import PublishError
+from zato.builtin.pubsub import PublishError
 from zato.server.service import Service
 
 
@@ -160,7 +166,7 @@ class Env:
 
     @property
     def pubsub(self):
-        return self.server.plugin_state["pubsub"]
+        return RUNTIME.require(self.server)
 
     async def publish(self, name, *, service: str = "test.pubsub.publish", **kwargs):
         return (await self.server.invoke(service, {"name": name, "kwargs": kwargs}))
@@ -394,7 +400,7 @@ async def test_messages_that_expire_while_the_server_is_down_are_not_delivered(p
         await wait_for(lambda: probe.of("test.pubsub.a"), what="the durable one delivered after the restart")
         await trio.sleep(0.5)
         assert [m.data for m in probe.of("test.pubsub.a")] == ["durable"]
-        runtime = server.plugin_state["pubsub"]
+        runtime = RUNTIME.require(server)
         assert (await trio.to_thread.run_sync(runtime.store.get_message, brief["result"]))[0] is None  # cleaned up
         assert runtime.stats["expired"] == 1
 
@@ -449,6 +455,60 @@ async def test_a_failing_subscriber_gets_the_message_again_then_it_is_dead_lette
     replayed = env.probe.of("test.pubsub.a")[3]
     assert (replayed.msg_id, replayed.delivery_count, replayed.data) == (msg_id, 1, {"n": 1})
     assert (await env.api.get(f"{API}/pubsub/dlq", params={"sub_key": sub_key})).json() == []
+
+
+async def test_retries_follow_the_cores_failure_policy_and_are_counted_in_the_admin_api_and_metrics(env):
+    from zato.server.listeners import Backoff, FailurePolicy
+    # Waits of 0.3 s, then 0.3 * 10 = 3 s capped at 0.5 s; three attempts, then the dead-letter queue.
+    sub_key = await env.subscribe("/policy", "test.pubsub.a", max_attempts=3, retry_seconds=0.3, retry_backoff=10.0,
+                                  retry_max_seconds=0.5, delivery_timeout=20.0)
+    assert env.pubsub.subs[sub_key].policy == FailurePolicy(
+        attempts=3, backoff=Backoff(initial=0.3, maximum=0.5, multiplier=10.0, jitter=0.0), timeout=20.0)
+    env.probe.fail["test.pubsub.a"] = -1
+    msg_id = (await env.publish("/policy", data="doomed"))["result"]
+    await wait_for(lambda: env.pubsub.stats["dead_lettered"] == 1, what="dead-lettered after three attempts")
+    assert [m.delivery_count for m in env.probe.of("test.pubsub.a")] == [1, 2, 3]
+    first, second, third = env.probe.times_of("test.pubsub.a")
+    assert second - first >= 0.3 and third - second >= 0.5, (second - first, third - second)
+    assert third - second < 2.5, "the back-off's maximum caps the second wait (0.5 s, not 3 s)"
+    await env.pubsub.flush()
+    dead = (await env.api.get(f"{API}/pubsub/dlq", params={"sub_key": sub_key})).json()
+    assert [(d["msg_id"], d["delivery_count"]) for d in dead] == [(msg_id, 3)]
+    await trio.sleep(0.7)
+    assert len(env.probe.of("test.pubsub.a")) == 3  # no fourth attempt
+
+    # The admin API: the queue's policy and counts, and the worker's counters
+    queue, = [q for q in (await env.api.get(f"{API}/pubsub/subscriptions")).json() if q["sub_key"] == sub_key]
+    assert queue["failure_policy"] == {"attempts": 3, "timeout": 20.0, "backoff": {
+        "initial": 0.3, "maximum": 0.5, "multiplier": 10.0, "jitter": 0.0}}
+    assert queue["counts"] == {"succeeded": 0, "failed": 3, "retried": 2, "dead_lettered": 1, "expired": 0}
+    statistics = (await env.api.get(f"{API}/pubsub/statistics")).json()
+    assert (statistics["failed_attempts"], statistics["retried"], statistics["dead_lettered"]) == (3, 2, 1)
+
+    # Replayed and delivered: counted as succeeded
+    env.probe.fail.clear()
+    assert (await env.api.post(f"{API}/pubsub/dlq/replay", json={"sub_key": sub_key})).json() == {"replayed": 1}
+    await wait_for(lambda: len(env.probe.of("test.pubsub.a")) == 4)
+    await wait_for(lambda: env.pubsub.counts_of(sub_key)["succeeded"] == 1)
+
+    # Prometheus, with the listeners' outcome names
+    text = (await env.api.get("/zato/metrics")).text
+    labels = f'outcome="{{}}",subscription="test.pubsub.a on /policy",topic="/policy"'
+    for outcome, value in (("succeeded", 1), ("failed", 3), ("retried", 2), ("dead_lettered", 1)):
+        line = "zato_pubsub_deliveries_total{" + labels.format(outcome) + f"}} {value}.0"
+        assert line in text, (line, [row for row in text.splitlines() if "pubsub" in row])
+
+
+async def test_a_subscription_without_a_wait_retries_at_once(env):
+    from zato.server.listeners import FailurePolicy
+    sub_key = await env.subscribe("/eager", "test.pubsub.a", max_attempts=2, retry_seconds=0.0)
+    assert env.pubsub.subs[sub_key].policy == FailurePolicy(attempts=2, backoff=None, timeout=None)
+    env.probe.fail["test.pubsub.a"] = -1
+    await env.publish("/eager", data="x", has_gd=False)
+    await wait_for(lambda: env.pubsub.counts_of(sub_key)["dead_lettered"] == 1)
+    assert [m.delivery_count for m in env.probe.of("test.pubsub.a")] == [1, 2]
+    assert env.pubsub.counts_of(sub_key) == {"succeeded": 0, "failed": 2, "retried": 1, "dead_lettered": 1,
+                                             "expired": 0}
 
 
 async def test_the_dead_letter_queue_is_purged_and_its_calls_check_input(env):
@@ -613,7 +673,7 @@ pubsub_topic:
         apply_plan(store, plan_import(store, config))
     async with run_server(pubsub_dir) as server:
         probe = server.plugin_state[PROBE] = Probe()
-        runtime = server.plugin_state["pubsub"]
+        runtime = RUNTIME.require(server)
         # Two queues; /elsewhere is refused by the endpoint's sub= pattern, and the log says why.
         assert sorted(s.topic_name for s in runtime.subs.values()) == ["/demo/topic-01", "/demo/topic-02"]
         assert any("may not subscribe to '/elsewhere'" in p for p in runtime.config_problems)

@@ -27,6 +27,7 @@ from zato.builtin.rest import CHANNEL_REST
 from zato.builtin.security import SECURITY, store_definition
 from zato.objects import ObjectValidationError, validate
 from zato.odb import ODB, alembic_config, installed_branch, sqlite_url
+from zato.registry import Kind
 from zato.server.http import HTTPRequest
 from zato.testing import ServerProcess, admin_auth, create_test_server_dir, run_server, set_config_value
 
@@ -765,7 +766,7 @@ async def test_with_the_plugin_switched_off_nothing_is_limited(server_dir):
     set_config_value(server_dir, "plugins", "rate_limit", "False")
     async with run_server(server_dir) as server:
         assert rate_limits(server) is None and server.service_rate_limits == {}
-        assert "approximate" not in server.registry.items("rate_limiter_backends")
+        assert "approximate" not in server.registry.items(Kind.RATE_LIMITER_BACKENDS)
         async with httpx.AsyncClient(base_url=server.address) as client:
             assert [(await client.get("/api/sample")).status_code for _ in range(3)] == [200] * 3
 

@@ -17,7 +17,8 @@ from zato.builtin.security import (
     DEFAULT_APIKEY_HEADER, SecurityDefinitionError, prepare_secret_fields, security_state, store_definition,
 )
 from zato.odb import ODB, objects_table, sqlite_url
-from zato.security import verify_password
+from zato.registry import Kind
+from zato.passwords import verify_password
 from zato.server.http import HTTPError, HTTPRequest
 from zato.testing import admin_auth, run_server, set_config_value
 
@@ -190,7 +191,7 @@ async def test_definition_of_a_disabled_plugins_type_refuses_every_request(serve
     set_config_value(server_dir, "plugins", "security", "False")
     async with run_server(server_dir) as server:
         assert "security" not in server.plugins.enabled_names()
-        assert "basic_auth" not in server.registry.items("security_types")
+        assert "basic_auth" not in server.registry.items(Kind.SECURITY_TYPES)
         async with httpx.AsyncClient(base_url=server.address) as client:
             reply = await client.get("/api/sample", auth=(USER, PASSWORD))
     assert reply.status_code == 401 and "Hello there" not in reply.text

@@ -38,7 +38,8 @@ async def test_second_start_uses_the_cache_without_importing_service_modules(plu
         assert "allhooks.hello" in server.services and services_module not in sys.modules
         async with httpx.AsyncClient(base_url=server.address) as client:
             reply = await client.post("/zato/api/invoke/allhooks.hello", auth=admin_auth())
-        assert reply.json() == {"hello": "from allhooks"}  # imported on first use
+        assert reply.json() == {"hello": "from allhooks", "greeter": "greetings to allhooks.hello",
+                                "note": None}  # imported on first use
         assert services_module in sys.modules
 
 

@@ -274,7 +274,7 @@ def _nearest(name: str, known: Iterable[str]) -> str:
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
 # The keys the core reads before any plugin is loaded, so before the plugins' declarations are
-# known: the core plugin declares them with these same Settings, and `check_startup_keys` checks
+# known: the essentials plugin declares them with these same Settings, and `check_startup_keys` checks
 # them as soon as server.conf is read.
 STARTUP_SETTINGS: dict[str, dict[str, Setting]] = {
     "main": {

@@ -55,7 +55,7 @@ from zato.objects import (
     ENCRYPTED_PREFIX, HASHED_PREFIX, ObjectValidationError, SecretBox, is_env_reference, storage_of, store_secrets,
     validate,
 )
-from zato.registry import Field, ObjectType, Registry
+from zato.registry import Field, Kind, ObjectType, Registry
 
 # Zato's enmasse top-level keys (shared/reference/zato-facts.md). A key of these that no enabled
 # plugin provides yet is reported as such rather than as a typo.
@@ -263,7 +263,7 @@ class ServerConfigStore:
             skip_broken = as_bool(config.main.get("skip_broken_plugins", False))
             registry = load_plugins(plugin_switches(config.get("plugins")), skip_broken=skip_broken).registry
         self.registry = registry
-        self.object_types: dict[str, ObjectType] = registry.items("object_types")
+        self.object_types: dict[str, ObjectType] = registry.items(Kind.OBJECT_TYPES)
         self.odb = ODB(database_url(self.paths, config))
         self.box = SecretBox(self.paths.config_dir / "secret.key")
 
@@ -707,7 +707,7 @@ def _same_secret(store: ServerConfigStore, given: str, stored: Any) -> bool:
     if is_env_reference(given) or is_env_reference(stored) or SCRYPT_HASH.match(given):
         return given == stored
     if SCRYPT_HASH.match(stored):
-        from zato.security import verify_password
+        from zato.passwords import verify_password
         return verify_password(given, stored)
     if stored.startswith(ENCRYPTED_PREFIX):
         if not store.box.key_file.exists():

@@ -63,6 +63,23 @@ def register_object_types(register):
 
 
 @hookspec
+def register_connectors(register):
+    """ Declare outgoing connectors, each in one call: the object type its definitions are stored
+    as and the connection type built from them. The way to add an outgoing connection type;
+    `register_object_types` stays for object types without one.
+
+    Called once after loading, after `register_object_types`. `register(connector)` with a
+    `zato.registry.Connector(object_type, connection_type)`: `object_type` is a
+    `zato.registry.ObjectType` (as in `register_object_types`), `connection_type` a
+    `zato.registry.OutgoingConnectionType` (as in `register_outgoing_connection_types`) whose
+    `object_type` is that ObjectType's name. The core records them under `Kind.OBJECT_TYPES` and
+    `Kind.OUTGOING_CONNECTION_TYPES`, credited to the plugin; a connection type for another
+    object type, or a name already registered, stops loading with a `RegistrationError` naming
+    the plugin and the names. Returns nothing.
+    """
+
+
+@hookspec
 def register_channel_types(register):
     """ Declare channel types: the ways requests reach services (REST, WebSockets, queues...).
 
@@ -99,7 +116,9 @@ def register_channel_types(register):
 
 @hookspec
 def register_outgoing_connection_types(register):
-    """ Declare outgoing connection types: the ways services reach other systems.
+    """ Declare outgoing connection types: the ways services reach other systems. A new
+    connector registers its object type and connection type together through
+    `register_connectors`; this hook stays for compatibility.
 
     `register(outconn_type)` with a `zato.registry.OutgoingConnectionType`: `name`, the
     `object_type` its definitions are stored as, the `accessor` path through which services
@@ -157,6 +176,36 @@ def register_http_routes(register):
 
 
 @hookspec
+def register_asgi_mounts(register):
+    """ Serve a whole ASGI application (a dashboard, a Starlette or Django app, a catch-all)
+    under a path prefix, with streaming responses and WebSockets.
+
+    Called once after loading. `register(prefix, app, *, description="")`:
+
+    * `prefix` - where the application lives, e.g. `"/dashboard"` (a trailing `/` is dropped).
+      It takes `prefix` and every path under `prefix + "/"`, for HTTP and WebSocket
+      connections, before the core's routes are looked at; the longest prefix wins. `"/"` is a
+      catch-all: it gets what no route and no other mount takes, except paths under `/zato/`.
+      A prefix that is or is under `/zato` is refused (the admin API lives there), and so is one
+      with `{parameters}`, `?`, `#`, empty, `.` or `..` segments.
+    * `app` - an ASGI 3 application, `async def app(scope, receive, send)`. Its scope is the
+      server's with `root_path` set to the prefix (`""` for `"/"`); `path` stays the full path,
+      as the ASGI spec says, so the app routes on `path[len(root_path):]`.
+      `scope["extensions"]["zato"]` holds `cid`, `server` and `prefix`. Every
+      `http.response.body` message reaches the client as it is sent (`more_body=True` streams).
+      The core adds `X-Zato-CID` to the response; an exception is logged with the cid and the
+      prefix and answered with a 500 if no response started (the connection is closed if one
+      did); the server goes on. Lifespan events are not passed on: start what the app needs in
+      `startup_phase` or `register_tasks`.
+
+    Two plugins mounting one prefix stop loading with a `RegistrationError` naming both; each
+    mount is in the registry as a `zato.registry.ASGIMount` (`Kind.ASGI_MOUNTS`, by prefix).
+    A WebSocket connection under no mount is refused (a 404 denial response, or
+    `websocket.close` code 1008 where the server cannot send one). Returns nothing.
+    """
+
+
+@hookspec
 def register_cli_commands(cli):
     """ Add commands to the `zato` command line.
 
@@ -175,6 +224,29 @@ def register_notification_handlers(register):
     every worker, including the one that sent it, when any worker calls
     `await server.notify(action, payload)`; `payload` is JSON-serialisable. This is how a
     change made through one worker (config, deployed code) reaches all of them. Returns nothing.
+    """
+
+
+@hookspec
+def register_service_attributes(register):
+    """ Give every service an attribute of the plugin's own, as `self.pubsub` or `self.kvdb`.
+
+    `register(name, provide)`: `provide(service)` returns what `self.<name>` is in that service
+    (called on each access, so it can depend on the invocation, e.g. `runtime.api_for(service)`);
+    it raises AttributeError, saying why, when the attribute cannot be given (its backend is
+    switched off...). `name` must not be an attribute every service already has. Returns nothing.
+    """
+
+
+@hookspec
+def register_request_attributes(register):
+    """ Declare what the plugin's channels add to the requests they make, as `self.request.ibm_mq`.
+
+    `register(name, description="")`: a channel of the plugin may then pass `name` in
+    `attributes` (`Server.invoke_service(..., attributes={name: value})`, or a listener's
+    `Invocation(attributes=...)`); in requests of other channels `self.request.<name>` is None.
+    Two plugins declaring one name is a start-up error naming both, and a channel passing an
+    undeclared name is refused. Returns nothing.
     """
 
 
@@ -237,7 +309,19 @@ def register_tasks(register, server):
     Called once per worker after services are deployed, before `AFTER_STARTED`.
     `register(name, run)` with `async def run(*, task_status=trio.TASK_STATUS_IGNORED)`;
     the core starts it with `nursery.start(run)`, so a failure before `task_status.started()`
-    stops start-up, and cancels it on shutdown. Returns nothing.
+    stops start-up. Tasks live in the worker's longest lifetime: at stop they are cancelled last,
+    after intake stopped, background work drained, `shutdown` hooks ran and outgoing connections
+    closed (docs/architecture.md). Returns nothing.
+
+    `register(name, run, placement="one_process")` runs the task in exactly one process among
+    all the workers of all the servers sharing the configuration database: the holder of the
+    fenced lease `task:<plugin>.<name>` (`zato.server.placement`). Elsewhere it waits, competing
+    for the lease; the core starts `run` in whichever process takes it over (at once when the
+    holder stops, within `[main] placement_lease_seconds` when it dies) and cancels it where
+    the lease is lost. Its writes that must not outlive the lease go through the fenced
+    transaction `zato.server.placement.placements_of(server)["task:<plugin>.<name>"].fenced()`
+    (in a worker thread), which commits only while the lease is held. The default,
+    `"every_worker"`, runs it in every worker.
     """
 
 
@@ -262,8 +346,9 @@ def config_objects_changed(server, object_types):
 def shutdown(server):
     """ Release what the plugin holds (connections, files) when a worker stops.
 
-    Called once, after the HTTP server stopped accepting requests and in-flight requests
-    finished or timed out. May return an awaitable; it runs shielded from cancellation within
+    Called once, after intake stopped (HTTP and listener channels: requests and items in hand
+    finished or timed out) and background work drained, last loaded plugin first, and before
+    outgoing connections close and plugin tasks are cancelled. May return an awaitable; it runs shielded from cancellation within
     the server's shutdown deadline. Exceptions are logged and do not stop other plugins'
     shutdown.
     """

@@ -536,7 +536,7 @@ def store_secret(field: Field, value: Any, box: SecretBox | None, data: Mapping[
     if is_env_reference(value):
         return value
     if storage_of(field, data) == "hash":
-        from zato.security import hash_password
+        from zato.passwords import hash_password
         return hash_password(value)
     if box is None:
         raise ValueError(f"the secret {field.name!r} is stored encrypted: a key (SecretBox) is needed")

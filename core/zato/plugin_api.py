@@ -15,14 +15,24 @@ What a plugin registers (`register(...)` in its `register_<things>` hooks)
                           description, default, example, choices, ranges)
     OutgoingConnectionType  a connection type: `create(server, definition)` builds one, services reach
                           it through its accessor (`self.out.redis[name]`)
+    Connector             an ObjectType and its OutgoingConnectionType in one registration
+                          (`register_connectors`), the way to add an outgoing connector
     ChannelType           a way requests reach services: `create(server)` returns its runtime
     ListenerType          a channel that listens (a queue, a poller): the plugin opens a receiver per
                           definition, the core owns the rest (docs/channels.md)
     Invocation, Backoff, FailurePolicy   what a receiver maps an item to; restart and retry
                           policies (from `zato.server.listeners`, imported on first use)
     SecurityType, RateLimiterBackend, HTTPRoute, Task
+    ASGIMount             a whole ASGI application under a path prefix (`register_asgi_mounts`)
     ServerConfigSection, Setting   a server.conf section and its keys (default, range, choices)
     RegistrationError     what `register` raises for a duplicate name or a bad registration
+    Kind                  the registry's kinds (`server.registry.items(Kind.OBJECT_TYPES)`)
+
+A plugin's runtime objects
+    PluginState           one slot per runtime object, declared at module level:
+                          `STATE = PluginState[MyRuntime]("my_plugin")`, then `STATE.set(server, obj)`,
+                          `STATE.get(server)`, `STATE.require(server)`, `STATE.get_or_create(server, make)`
+    PluginStateMissing    what `require` raises when the plugin has not started in that server
 
 Outgoing connections and blocking libraries
     BlockingCalls         a resource's worker threads: `call(fn, *args)` blocks in a plain `def`
@@ -60,12 +70,13 @@ from zato.common import SERVER_STARTUP
 from zato.config import ConfigError, as_bool, to_bool, to_float, to_int
 from zato.objects import is_env_reference
 from zato.registry import (
-    ChannelType, Field, HTTPRoute, ListenerType, ObjectType, OutgoingConnectionType, RateLimiterBackend, RegistrationError,
+    ASGIMount, ChannelType, Connector, Field, HTTPRoute, Kind, ListenerType, ObjectType, OutgoingConnectionType, RateLimiterBackend, RegistrationError,
     SecurityType, ServerConfigSection, Setting, Task,
 )
 from zato.server.outgoing import (
     BlockingCallError, BlockingCalls, ConnectionNotFound, OutgoingError, call_plain_or_async,
 )
+from zato.server.plugin_state import PluginState, PluginStateMissing
 from zato.server.service import in_trio_thread
 
 # name -> the test-kit module it comes from, imported on first use
@@ -94,8 +105,10 @@ __all__ = [
     # hooks
     "hookimpl", "SERVER_STARTUP",
     # registrations
-    "ChannelType", "Field", "HTTPRoute", "ListenerType", *_ON_FIRST_USE, "ObjectType", "OutgoingConnectionType", "RateLimiterBackend",
-    "RegistrationError", "SecurityType", "ServerConfigSection", "Setting", "Task",
+    "ASGIMount", "ChannelType", "Connector", "Field", "HTTPRoute", "ListenerType", *_ON_FIRST_USE, "ObjectType", "OutgoingConnectionType", "RateLimiterBackend",
+    "RegistrationError", "SecurityType", "ServerConfigSection", "Setting", "Task", "Kind",
+    # a plugin's runtime objects
+    "PluginState", "PluginStateMissing",
     # outgoing connections and blocking libraries
     "BlockingCallError", "BlockingCalls", "ConnectionNotFound", "OutgoingError", "call_plain_or_async",
     "in_trio_thread",

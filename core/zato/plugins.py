@@ -20,7 +20,7 @@ import pluggy
 
 from zato import PROJECT_NAME, __version__, hookspecs
 from zato.registry import (
-    ChannelType, HTTPRoute, ObjectType, OutgoingConnectionType, RateLimiterBackend, Registry,
+    ASGIMount, ChannelType, Connector, HTTPRoute, Kind, ObjectType, OutgoingConnectionType, RateLimiterBackend, Registry,
     RegistrationError, SecurityType, ServerConfigSection, Task,
 )
 
@@ -31,7 +31,7 @@ CORE_DISTRIBUTION = "zato-core"
 
 # name -> module; the order is the order they are registered in
 DEFAULT_PLUGINS: dict[str, str] = {
-    "core": "zato.builtin.core",
+    "essentials": "zato.builtin.essentials",
     "cache": "zato.builtin.cache",
     "rest": "zato.builtin.rest",
     "hot_deploy": "zato.builtin.hot_deploy",
@@ -47,7 +47,10 @@ DEFAULT_PLUGINS: dict[str, str] = {
 }
 
 # Plugins the server cannot work without; server.conf cannot switch them off.
-REQUIRED_PLUGINS = frozenset(("core",))
+REQUIRED_PLUGINS = frozenset(("essentials",))
+
+# Plugins that were renamed: the old name in [plugins] of server.conf -> the name now
+RENAMED_PLUGINS = {"core": "essentials"}
 
 
 class PluginLoadError(Exception):
@@ -134,6 +137,10 @@ def plugin_switches(plugins_section: dict[str, Any] | None) -> dict[str, bool]:
     from zato.config import ConfigError, as_bool
     switches: dict[str, bool] = {}
     for name, value in (plugins_section or {}).items():
+        if name in RENAMED_PLUGINS:
+            logger.warning("[plugins] %s: the plugin is now called %r; rename the key in server.conf",
+                           name, RENAMED_PLUGINS[name])
+            name = RENAMED_PLUGINS[name]
         try:
             switches[name] = as_bool(value)
         except ValueError:
@@ -253,8 +260,58 @@ def _register_route(path: str, handler: Callable[..., Any], *, methods: Iterable
     return f"{path} {','.join(methods)}", HTTPRoute(path, handler, methods, openapi)
 
 
+def _register_asgi_mount(prefix: str, app: Callable[..., Any], *, description: str = "") -> tuple[str, Any]:
+    try:
+        mount = ASGIMount(prefix, app, description)
+    except RegistrationError as exc:
+        raise TypeError(str(exc)) from None  # `register` says which plugin
+    return mount.prefix, mount  # by prefix: two plugins mounting one prefix is a duplicate name
+
+
 def _register_notification_handler(action: str, handler: Callable[..., Any]) -> tuple[str, Any]:
     return action, handler
+
+
+def _register_service_attribute(name: str, provide: Callable[[Any], Any]) -> tuple[str, Any]:
+    if not name.isidentifier() or name.startswith("_"):
+        raise TypeError(f"a service attribute is a public Python identifier, not {name!r}")
+    service_class = _service_class()
+    if hasattr(service_class, name) or name in service_class.__annotations__:
+        raise TypeError(f"{name!r} is already an attribute of every service (zato.server.service.Service); "
+                        f"choose another name")
+    if not callable(provide):
+        raise TypeError(f"provide for {name!r} is called with the service and returns the attribute; got {provide!r}")
+    return name, provide
+
+
+def _register_request_attribute(name: str, description: str = "") -> tuple[str, Any]:
+    from zato.server.service import Request  # not at import: the service module brings trio
+    if not name.isidentifier() or name.startswith("_"):
+        raise TypeError(f"a request attribute is a public Python identifier, not {name!r}")
+    if name in Request.__slots__ or hasattr(Request, name):
+        raise TypeError(f"{name!r} is already an attribute of every request (zato.server.service.Request); "
+                        f"name a channel's attribute after its plugin (self.request.ibm_mq)")
+    return name, description
+
+
+def _service_class() -> type:
+    from zato.server.service import Service  # not at import: the service module brings trio
+    return Service
+
+
+def _register_connector(connector: Any) -> list[tuple[Kind, str, Any]]:
+    """ A `Connector` is two registrations, each under its own kind. """
+    if not isinstance(connector, Connector):
+        raise TypeError(f"expected a zato.registry.Connector(object_type, connection_type), got {connector!r}")
+    if not isinstance(connector.object_type, ObjectType) or not isinstance(connector.connection_type,
+                                                                            OutgoingConnectionType):
+        raise TypeError(f"a Connector holds a zato.registry.ObjectType and a zato.registry.OutgoingConnectionType, "
+                        f"got {connector.object_type!r} and {connector.connection_type!r}")
+    problem = connector.mismatch()
+    if problem:
+        raise TypeError(problem)
+    return [(Kind.OBJECT_TYPES, connector.object_type.name, connector.object_type),
+            (Kind.OUTGOING_CONNECTION_TYPES, connector.connection_type.name, connector.connection_type)]
 
 
 def _register_migrations(branch_label: str, directory: Any) -> tuple[str, Any]:
@@ -262,18 +319,23 @@ def _register_migrations(branch_label: str, directory: Any) -> tuple[str, Any]:
     return check_branch(branch_label, directory)
 
 
-REGISTER_HOOKS: dict[str, tuple[str, Callable[..., tuple[str, Any]]]] = {
-    # hook name: (registry kind, builder of (name, value) from register's arguments)
-    "register_server_config": ("server_config", _register_server_config),
-    "register_object_types": ("object_types", _register_typed(ObjectType)),
-    "register_channel_types": ("channel_types", _register_typed(ChannelType)),
-    "register_outgoing_connection_types": ("outgoing_connection_types", _register_typed(OutgoingConnectionType)),
-    "register_rate_limiter_backends": ("rate_limiter_backends", _register_typed(RateLimiterBackend)),
-    "register_security_types": ("security_types", _register_typed(SecurityType)),
-    "register_internal_services": ("internal_services", _register_module),
-    "register_http_routes": ("http_routes", _register_route),
-    "register_notification_handlers": ("notification_handlers", _register_notification_handler),
-    "register_migrations": ("migrations", _register_migrations),
+REGISTER_HOOKS: dict[str, tuple[str | None, Callable[..., Any]]] = {
+    # hook name: (registry kind, builder of (name, value) from register's arguments); a hook that
+    # registers under several kinds has None, and its builder returns a list of (kind, name, value)
+    "register_server_config": (Kind.SERVER_CONFIG, _register_server_config),
+    "register_object_types": (Kind.OBJECT_TYPES, _register_typed(ObjectType)),
+    "register_connectors": (None, _register_connector),
+    "register_channel_types": (Kind.CHANNEL_TYPES, _register_typed(ChannelType)),
+    "register_outgoing_connection_types": (Kind.OUTGOING_CONNECTION_TYPES, _register_typed(OutgoingConnectionType)),
+    "register_rate_limiter_backends": (Kind.RATE_LIMITER_BACKENDS, _register_typed(RateLimiterBackend)),
+    "register_security_types": (Kind.SECURITY_TYPES, _register_typed(SecurityType)),
+    "register_internal_services": (Kind.INTERNAL_SERVICES, _register_module),
+    "register_http_routes": (Kind.HTTP_ROUTES, _register_route),
+    "register_asgi_mounts": (Kind.ASGI_MOUNTS, _register_asgi_mount),
+    "register_notification_handlers": (Kind.NOTIFICATION_HANDLERS, _register_notification_handler),
+    "register_migrations": (Kind.MIGRATIONS, _register_migrations),
+    "register_service_attributes": (Kind.SERVICE_ATTRIBUTES, _register_service_attribute),
+    "register_request_attributes": (Kind.REQUEST_ATTRIBUTES, _register_request_attribute),
 }
 
 
@@ -361,10 +423,11 @@ def _register_for(plugin_name: str, hook_name: str, kind: str, build: Callable[.
     """ The `register` one plugin's `register_*` hook is called with. """
     def register(*args: Any, **kwargs: Any) -> None:
         try:
-            name, value = build(*args, **kwargs)
+            built = build(*args, **kwargs)
         except TypeError as exc:
             raise RegistrationError(f"plugin {plugin_name!r}: bad call to register() in {hook_name}: {exc}") from None
-        registry.add(kind, name, value, plugin_name)
+        for item_kind, name, value in (built if isinstance(built, list) else [(kind, *built)]):
+            registry.add(item_kind, name, value, plugin_name)
     return register
 
 
@@ -373,12 +436,22 @@ def register_tasks(pm: pluggy.PluginManager, server: Any) -> list[Task]:
     tasks: list[Task] = []
     seen: set[str] = set()
     for call in hook_calls(pm, "register_tasks"):
-        def register(name: str, run: Callable[..., Any], _plugin: str = call.plugin_name) -> None:
+        def register(name: str, run: Callable[..., Any], placement: str = "every_worker",
+                     _plugin: str = call.plugin_name) -> None:
             full_name = f"{_plugin}.{name}"
             if full_name in seen:
                 raise RegistrationError(f"plugin {_plugin!r} registered task {name!r} twice")
+            if placement not in ("every_worker", "one_process"):
+                raise RegistrationError(f"plugin {_plugin!r}: task {name!r}: placement {placement!r} is not one of "
+                                        f"every_worker (the default: it runs in every worker) or one_process (in one "
+                                        f"process among all sharing the configuration database)")
             seen.add(full_name)
-            tasks.append(Task(full_name, run))
+            if placement == "one_process":  # runs only where the lease task:<plugin>.<name> is held
+                from functools import partial
+
+                from zato.server.placement import run_in_one_process, task_lease_name
+                run = partial(run_in_one_process, server, task_lease_name(full_name), run)
+            tasks.append(Task(full_name, run, placement))
         call(register=register, server=server)
     return tasks
 

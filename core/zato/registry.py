@@ -7,6 +7,7 @@ rejects duplicates naming both plugins, and remembers which plugin registered wh
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Callable
 
 
@@ -108,12 +109,36 @@ class ListenerType(ChannelType):
 
 @dataclass(frozen=True)
 class OutgoingConnectionType:
-    """ A way services reach other systems. `create(server, definition)` returns a connection. """
+    """ A way services reach other systems. `create(server, definition)` returns a connection.
+
+    Services reach the connections through `accessor` (`"out.redis"`: `self.out.redis[name]`).
+    `facade(connections)`, optional, is what the accessor gives instead of the map of connections
+    by name: a call such as `self.outgoing.ibm_mq.send(msg, conn_name, queue)`; `connections` is
+    that map (`[name]`, `.get(name)`, `names()`), kept up to date as definitions change. """
     name: str
     object_type: str
     accessor: str
     create: Callable[[Any, dict], Any]
     description: str = ""
+    facade: Callable[[Any], Any] | None = None
+
+
+@dataclass(frozen=True)
+class Connector:
+    """ An outgoing connector in one registration (`register_connectors`): the object type its
+    definitions are stored as and the connection type built from them. `register` records each
+    under its own kind (`Kind.OBJECT_TYPES`, `Kind.OUTGOING_CONNECTION_TYPES`), credited to the
+    plugin, and refuses a connection type whose `object_type` is not `object_type.name`. """
+    object_type: ObjectType
+    connection_type: OutgoingConnectionType
+
+    def mismatch(self) -> str | None:
+        """ Why the two parts do not fit together, or None. """
+        if self.connection_type.object_type == self.object_type.name:
+            return None
+        return (f"connector {self.connection_type.name!r}: its OutgoingConnectionType is for object type "
+                f"{self.connection_type.object_type!r}, but its ObjectType is {self.object_type.name!r}; "
+                f"give OutgoingConnectionType the ObjectType's name (object_type={self.object_type.name!r})")
 
 
 @dataclass(frozen=True)
@@ -142,6 +167,44 @@ class HTTPRoute:
     handler: Callable[..., Any]
     methods: tuple[str, ...] = ("GET",)
     openapi: dict[str, dict[str, Any]] | None = field(default=None, compare=False)
+
+
+# A mount may not take these paths: the core's admin API and its other routes live there.
+ADMIN_PREFIX = "/zato"
+
+
+@dataclass(frozen=True)
+class ASGIMount:
+    """ A whole ASGI application a plugin serves under a path prefix (`register_asgi_mounts`).
+
+    `app` is an ASGI 3 application, `async def app(scope, receive, send)`. It gets every HTTP
+    and WebSocket connection whose path is `prefix` or under `prefix + "/"` (segment by
+    segment: `/dashboard` takes `/dashboard/x`, never `/dashboards`), before the core's routes
+    are looked at. `prefix="/"` is a catch-all: it gets what no route and no other mount takes,
+    except paths under `/zato/`. `prefix` is kept without its trailing `/`; it may not be, or be
+    under, `/zato`, and it holds no `{parameters}`, `?`, `#`, empty, `.` or `..` segments. """
+    prefix: str
+    app: Callable[..., Any]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        prefix = self.prefix
+        if not isinstance(prefix, str) or not prefix.startswith("/"):
+            raise RegistrationError(f"ASGI mount prefix {prefix!r} must be a text starting with '/', e.g. '/dashboard'")
+        normalised = prefix.rstrip("/") or "/"
+        segments = normalised.strip("/").split("/") if normalised != "/" else []
+        bad = [segment for segment in segments if segment in ("", ".", "..") or any(c in segment for c in "{}?#")]
+        if bad:
+            raise RegistrationError(f"ASGI mount prefix {prefix!r} has the segment {bad[0]!r}; a prefix is plain "
+                                    f"segments without '{{}}', '?', '#', empty, '.' or '..' ones, e.g. '/dashboard'")
+        if normalised == ADMIN_PREFIX or normalised.startswith(ADMIN_PREFIX + "/"):
+            raise RegistrationError(f"ASGI mount prefix {prefix!r} is under {ADMIN_PREFIX}/, which belongs to the "
+                                    f"core's admin routes; mount the application under a prefix of its own, e.g. "
+                                    f"'/{segments[-1] if len(segments) > 1 else 'dashboard'}'")
+        if not callable(self.app):
+            raise RegistrationError(f"ASGI mount {prefix!r}: app must be an ASGI application, "
+                                    f"async def app(scope, receive, send); got {self.app!r}")
+        object.__setattr__(self, "prefix", normalised)
 
 
 @dataclass(frozen=True)
@@ -222,6 +285,33 @@ class ServerConfigSection:
 class Task:
     name: str
     run: Callable[..., Any]
+    placement: str = "every_worker"  # or "one_process": only in the holder of the lease task:<name>
+
+
+class Kind(StrEnum):
+    """ The kinds of things the registry keeps, one per `register_<kind>` hook. A misspelt kind
+    is an error (`Registry` refuses it) rather than an empty answer. """
+    SERVER_CONFIG = "server_config"
+    OBJECT_TYPES = "object_types"
+    CHANNEL_TYPES = "channel_types"
+    OUTGOING_CONNECTION_TYPES = "outgoing_connection_types"
+    RATE_LIMITER_BACKENDS = "rate_limiter_backends"
+    SECURITY_TYPES = "security_types"
+    INTERNAL_SERVICES = "internal_services"
+    HTTP_ROUTES = "http_routes"
+    ASGI_MOUNTS = "asgi_mounts"
+    NOTIFICATION_HANDLERS = "notification_handlers"
+    MIGRATIONS = "migrations"
+    SERVICE_ATTRIBUTES = "service_attributes"
+    REQUEST_ATTRIBUTES = "request_attributes"
+
+
+def _kind(kind: str) -> Kind:
+    try:
+        return Kind(kind)
+    except ValueError:
+        raise ValueError(f"unknown registry kind {kind!r}; the kinds are "
+                         f"{', '.join(k.value for k in Kind)} (zato.registry.Kind)") from None
 
 
 @dataclass
@@ -232,11 +322,11 @@ class Registered:
 
 @dataclass
 class Registry:
-    """ Everything plugins registered, by kind ("channel_types", "object_types"...) and name. """
-    kinds: dict[str, dict[str, Registered]] = field(default_factory=dict)
+    """ Everything plugins registered, by kind (`Kind.CHANNEL_TYPES`...) and name. """
+    kinds: dict[Kind, dict[str, Registered]] = field(default_factory=dict)
 
-    def add(self, kind: str, name: str, value: Any, plugin: str) -> None:
-        items = self.kinds.setdefault(kind, {})
+    def add(self, kind: Kind, name: str, value: Any, plugin: str) -> None:
+        items = self.kinds.setdefault(_kind(kind), {})
         if name in items:
             other = items[name].plugin
             raise RegistrationError(
@@ -244,17 +334,17 @@ class Registry:
                 f"disable one of them in the [plugins] section of server.conf")
         items[name] = Registered(value, plugin)
 
-    def get(self, kind: str, name: str) -> Any:
-        return self.kinds[kind][name].value
+    def get(self, kind: Kind, name: str) -> Any:
+        return self.kinds[_kind(kind)][name].value
 
-    def values(self, kind: str) -> list[Any]:
-        return [item.value for item in self.kinds.get(kind, {}).values()]
+    def values(self, kind: Kind) -> list[Any]:
+        return [item.value for item in self.kinds.get(_kind(kind), {}).values()]
 
-    def items(self, kind: str) -> dict[str, Any]:
-        return {name: item.value for name, item in self.kinds.get(kind, {}).items()}
+    def items(self, kind: Kind) -> dict[str, Any]:
+        return {name: item.value for name, item in self.kinds.get(_kind(kind), {}).items()}
 
-    def plugin_of(self, kind: str, name: str) -> str:
-        return self.kinds[kind][name].plugin
+    def plugin_of(self, kind: Kind, name: str) -> str:
+        return self.kinds[_kind(kind)][name].plugin
 
     def by_plugin(self, plugin: str) -> dict[str, list[str]]:
         """ What one plugin registered: kind -> names. """

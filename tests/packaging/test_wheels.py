@@ -340,8 +340,8 @@ def test_plugin_is_found_by_entry_point(installed: Installed) -> None:
     assert row["hooks"] == ["register_cli_commands", "register_internal_services"]
     assert row["registered"] == {"internal_services": ["zato_plugin_testdist.services"]}
     # The core's own plugins are there too, from the installed core.
-    assert plugins["core"]["distribution"] == CORE_DISTRIBUTION
-    assert plugins["core"]["version"] == installed.wheels[CORE_DISTRIBUTION].version
+    assert plugins["essentials"]["distribution"] == CORE_DISTRIBUTION
+    assert plugins["essentials"]["version"] == installed.wheels[CORE_DISTRIBUTION].version
 
 
 def test_plugin_adds_its_cli_command(installed: Installed) -> None:

@@ -32,6 +32,7 @@ from zato.objects import (
     IS_ACTIVE, NAME_FIELD, ObjectValidationError, field_schema, public_view, store_secret, validate,
 )
 from zato.odb import ObjectExists, ObjectNotFound, VersionConflict
+from zato.registry import Kind
 from zato.server.admin_auth import check_admin
 from zato.server.config_objects import CHANGED, secret_box
 from zato.server.http import HTTPError, HTTPRequest, HTTPResponse
@@ -43,7 +44,7 @@ PREFIX = "/zato/api"
 
 def _object_type(request: HTTPRequest) -> Any:
     name = request.path_params["type"]
-    types = request.server.registry.items("object_types")
+    types = request.server.registry.items(Kind.OBJECT_TYPES)
     if name not in types:
         raise HTTPError(404, f"Error 404 Not Found: no object type {name!r}; known: {', '.join(sorted(types))}")
     return types[name]
@@ -89,7 +90,7 @@ async def _check_references(request: HTTPRequest, object_type: Any, data: dict[s
 
 def _check_channels(request: HTTPRequest, object_type: Any, data: dict[str, Any]) -> None:
     """ Channel runtimes may say why a definition cannot work beside the others (a route clash). """
-    for channel_type in request.server.registry.values("channel_types"):
+    for channel_type in request.server.registry.values(Kind.CHANNEL_TYPES):
         runtime = request.server.channels.get(channel_type.name)
         if channel_type.object_type == object_type.name and hasattr(runtime, "validate"):
             problems = runtime.validate(data)
@@ -110,7 +111,7 @@ def _reply(object_type: Any, obj: dict[str, Any], status: int = 200) -> HTTPResp
 
 async def list_types(request: HTTPRequest) -> HTTPResponse:
     await check_admin(request)
-    return HTTPResponse.json([_describe_type(t) for t in request.server.registry.values("object_types")])
+    return HTTPResponse.json([_describe_type(t) for t in request.server.registry.values(Kind.OBJECT_TYPES)])
 
 
 async def list_objects(request: HTTPRequest) -> HTTPResponse:
@@ -214,7 +215,7 @@ async def delete_object(request: HTTPRequest) -> HTTPResponse:
 
 def _referrers(server: Any, object_type: str, name: str) -> list[str]:
     found = []
-    for other in server.registry.values("object_types"):
+    for other in server.registry.values(Kind.OBJECT_TYPES):
         fields = [f.name for f in other.fields if f.references == object_type]
         if not fields:
             continue
@@ -254,7 +255,7 @@ async def reload_config(request: HTTPRequest) -> HTTPResponse:
         raise HTTPError(400, 'Error 400 Bad Request: the body must be a JSON object such as '
                              '{"types": ["channel_rest"]} (or empty to reload every type)')
     types = (body or {}).get("types")
-    known = request.server.registry.items("object_types")
+    known = request.server.registry.items(Kind.OBJECT_TYPES)
     if types is not None and (not isinstance(types, list) or not all(isinstance(t, str) and t in known for t in types)):
         raise HTTPError(400, f"Error 400 Bad Request: types must be a list of object type names; known: "
                              f"{', '.join(sorted(known))}", extra={"errors": [{"field": "types", "error": (
@@ -278,7 +279,7 @@ async def ping_connection(request: HTTPRequest) -> HTTPResponse:
 async def openapi(request: HTTPRequest) -> HTTPResponse:
     await check_admin(request)
     registry = request.server.registry
-    return HTTPResponse.json(openapi_document(registry.values("object_types"), registry.values("http_routes")))
+    return HTTPResponse.json(openapi_document(registry.values(Kind.OBJECT_TYPES), registry.values(Kind.HTTP_ROUTES)))
 
 
 # ################################################################################################

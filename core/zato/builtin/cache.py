@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zato import hookimpl
+from zato.server.plugin_state import PluginState
 
 PLUGIN = "cache"
+CACHES = PluginState["dict[str, Cache]"](PLUGIN)
 
 
 @dataclass
@@ -33,7 +35,7 @@ class Cache:
 
 
 def caches_of(server: Any) -> dict[str, Cache]:
-    return server.plugin_state.setdefault(PLUGIN, {})
+    return CACHES.get_or_create(server, dict)
 
 
 FIELDS = ("max_size", "max_item_size", "extend_expiry_on_get", "extend_expiry_on_set", "is_active", "is_default")

@@ -44,11 +44,13 @@ from zato import hookimpl
 from zato.common import SERVER_STARTUP
 from zato.server.admin_auth import SOURCE_BODY, check_admin
 from zato.server.http import HTTPError, HTTPRequest, HTTPResponse
-from zato.server.services import DeploymentError
+from zato.server.plugin_state import PluginState
+from zato.server.deployment import DeploymentError
 
 logger = logging.getLogger("zato.hot_deploy")
 
 PLUGIN = "hot_deploy"
+DEPLOYER = PluginState["HotDeployer"](PLUGIN)
 SYNC = "hot_deploy.sync"
 DEPLOYED_DIR_NAME = "deployed"  # under work/
 DEFAULT_POLL_INTERVAL = 0.2
@@ -500,10 +502,7 @@ def _saved_names(deployed_dir: Path) -> set[str]:
 
 
 def deployer_of(server: Any) -> HotDeployer:
-    deployer = server.plugin_state.get(PLUGIN)
-    if deployer is None:
-        deployer = server.plugin_state[PLUGIN] = HotDeployer(server)
-    return deployer
+    return DEPLOYER.get_or_create(server, lambda: HotDeployer(server))
 
 
 def poll_interval_of(server: Any) -> float:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from zato import hookimpl
-from zato.registry import Field, ObjectType, OutgoingConnectionType
+from zato.registry import Connector, Field, ObjectType, OutgoingConnectionType
 from zato.server.outgoing import BlockingCalls, OutgoingError
 
 if TYPE_CHECKING:
@@ -33,19 +33,20 @@ OBJECT_TYPE = "outgoing_rest"
 PATH_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 OUTGOING_REST = ObjectType(OBJECT_TYPE, (
-    Field("name", required=True),
+    Field("name", required=True, description="What services look the connection up by: self.out.plain_http[name]"),
     Field("address", required=True, description="Scheme, host and port, e.g. https://api.example.com; may be $NAME",
           example="http://127.0.0.1:8080"),
-    Field("url_path", default="/", description="Path with optional {param} segments filled from params",
-          example="/api/user/{user_id}"),
-    Field("data_format", default="json", choices=("json", "text", "form"), description="json, text or form: how request data is sent and the "
-                                                     "response's .data is read"),
+    Field("url_path", default="/", example="/api/user/{user_id}",
+          description="Path with optional {param} segments filled from params; the other params go to the query string"),
+    Field("data_format", default="json", choices=("json", "text", "form"),
+          description="How request data is sent and the reply read: json (dicts and lists are sent as JSON; the "
+                      "reply's .data is the parsed body), text or form"),
     Field("timeout", "float", default=10.0, minimum=0, description="Seconds to wait for a connection and for each read"),
     Field("tls_verify", "bool", default=True, description="Verify the server's TLS certificate"),
     Field("security", references="security",
           description="A security definition with direction: outgoing (basic_auth or apikey) to authenticate with"),
     Field("pool_size", "int", default=10, minimum=1, description="Connections kept open to the address"),
-    Field("is_active", "bool", default=True),
+    Field("is_active", "bool", default=True, description="An inactive connection is not built"),
 ), description="A plain HTTP outgoing connection")
 
 
@@ -210,11 +211,6 @@ class PlainHTTPConnection:
 
 
 @hookimpl
-def register_object_types(register):
-    register(OUTGOING_REST)
-
-
-@hookimpl
-def register_outgoing_connection_types(register):
-    register(OutgoingConnectionType("plain_http", OBJECT_TYPE, "out.plain_http", PlainHTTPConnection,
-                                    "Plain HTTP (REST) connections"))
+def register_connectors(register):
+    register(Connector(OUTGOING_REST, OutgoingConnectionType(
+        "plain_http", OBJECT_TYPE, "out.plain_http", PlainHTTPConnection, "Plain HTTP (REST) connections")))

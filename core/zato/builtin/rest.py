@@ -12,7 +12,7 @@ from typing import Any
 from zato import hookimpl
 from zato.common.rate_limiting import RATE_LIMIT_FIELDS, check_rate_limit_fields
 from zato.registry import ChannelType, Field, ObjectType
-from zato.server.channel import invoke_from_http
+from zato.server.http_channel import invoke_from_http
 from zato.server.http import HTTPRequest, HTTPResponse, Router
 
 logger = logging.getLogger("zato.rest")
@@ -112,7 +112,7 @@ class RESTChannels:
                 user = await server.authenticate(request, security)
                 definition = server.config_objects.get("security", {}).get(security, {})
                 sec_def = {"name": security, "type": definition.get("type"), "username": definition.get("username")}
-            rate_limits = server.plugin_state.get("rate_limit")  # the rate_limit plugin, if enabled
+            rate_limits = server.http_rate_limits  # the rate_limit plugin's, if it is enabled
             if rate_limits is not None and rate_limits.is_active:  # the user's limits, then this channel's
                 await rate_limits.check_http(request, OBJECT_TYPE, name, security)
             return await invoke_from_http(request, service, channel=name, data_format=data_format, timeout=timeout,

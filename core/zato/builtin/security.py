@@ -14,11 +14,11 @@ start, after each configuration change and on each refused request.
 
 Checking a request: a credential header sent more than once is refused (400); user names are
 compared with `hmac.compare_digest`; passwords and keys are verified with scrypt in a worker
-thread under the process's one `zato.security.hashing_limiter()` (shared with the admin API),
-and a success is remembered by `zato.security.Verifier` under an HMAC of (identity, secret,
+thread under the process's one `zato.passwords.hashing_limiter()` (shared with the admin API),
+and a success is remembered by `zato.passwords.Verifier` under an HMAC of (identity, secret,
 stored hash), so the next request with the same credentials costs a lookup on the loop.
 Failures are never remembered; a new hash makes the old entries unreachable. Failed attempts
-count in the server's `zato.security.LoginThrottle`, per client address.
+count in the server's `zato.passwords.LoginThrottle`, per client address.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from zato.common import SERVER_STARTUP
 from zato.objects import ENCRYPTED_PREFIX, ObjectValidationError, is_env_reference, store_secret, validate
 from zato.common.rate_limiting import RATE_LIMIT_FIELDS, check_rate_limit_fields
 from zato.registry import Field, ObjectType, SecurityType
-from zato.security import (
+from zato.passwords import (
     PREFIX as HASH_PREFIX, Verifier, client_address, hashing_limiter, login_throttle, parse_basic_auth, verify_off_loop,
     verify_password,
 )
@@ -46,6 +46,7 @@ from zato.server.credentials import (
     outgoing_credentials,
 )
 from zato.server.http import HTTPError, HTTPRequest
+from zato.server.plugin_state import PluginState
 
 logger = logging.getLogger("zato.security")
 
@@ -89,7 +90,7 @@ class SecurityDefinitionError(ValueError):
 
 
 def is_password_hash(value: Any) -> bool:
-    """ True if `value` has the form `zato.security.hash_password` produces. """
+    """ True if `value` has the form `zato.passwords.hash_password` produces. """
     if not isinstance(value, str):
         return False
     parts = value.split("$")
@@ -188,11 +189,11 @@ class SecurityState:
     env_references: dict[str, str] = field(default_factory=dict)  # definition name -> variable
 
 
+STATE = PluginState[SecurityState]("security")
+
+
 def security_state(server: Any) -> SecurityState:
-    state = server.plugin_state.get("security")
-    if state is None:
-        state = server.plugin_state["security"] = SecurityState()
-    return state
+    return STATE.get_or_create(server, SecurityState)
 
 
 def _scan_stored(server: Any) -> dict[str, str]:

@@ -26,10 +26,12 @@ import trio
 
 from zato import hookimpl
 from zato.config import Bunch, ConfigError, read_ini
+from zato.server.plugin_state import PluginState
 
 logger = logging.getLogger("zato.user_config")
 
 PLUGIN = "user_config"
+FILES = PluginState["UserConfigFiles"](PLUGIN)
 RELOAD = "user_config.reload"
 POLL_SECONDS = 0.5
 
@@ -75,14 +77,14 @@ class UserConfigFiles:
 
 
 def files_of(server: Any) -> UserConfigFiles:
-    return server.plugin_state[PLUGIN]
+    return FILES.require(server)
 
 
 @hookimpl
 def startup_phase(phase, ctx):
     if phase == "ON_STARTING":
         server = ctx.kwargs["server"]
-        files = server.plugin_state[PLUGIN] = UserConfigFiles(server)
+        files = FILES.set(server, UserConfigFiles(server))
         loaded = files.load_all()
         if loaded:
             logger.info("user config loaded: %s", ", ".join(loaded))

@@ -54,7 +54,7 @@ def quickstart_create(base_dir: str, port: int, workers: int, name: str, admin_p
     """ Make a server directory: config/server.conf, pickup/ with a demo service, logs/, work/
     with a SQLite configuration database holding a REST channel for the demo service. """
     from zato.cli.quickstart import QuickstartError, create_server_dir
-    from zato.security import new_password
+    from zato.passwords import new_password
 
     console = _console()
     generated = admin_password is None
@@ -200,7 +200,7 @@ def status(base_dir: str) -> None:
 def set_admin_password(base_dir: str, password: str) -> None:
     """ Set the admin API password (stored as a scrypt hash in server.conf; restart to apply). """
     import re
-    from zato.security import hash_password
+    from zato.passwords import hash_password
     paths = _paths(base_dir)
     text = paths.server_conf.read_text("utf-8")
     new_line = f"password_hash = {hash_password(password)}"

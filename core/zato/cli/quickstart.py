@@ -8,7 +8,7 @@ from zato.common.files import LOG_DIR, PRIVATE_DIR, SHARED_DIR, make_dir, write_
 from zato.objects import SecretBox
 from zato.odb import ODB, sqlite_url
 from zato.plugins import discover_plugins
-from zato.security import hash_password
+from zato.passwords import hash_password
 from zato.server.server import ServerPaths
 
 SERVER_CONF = """\
@@ -45,7 +45,7 @@ startup_callable =
 
 [plugins]
 # Each plugin by name: True or False. A plugin switched off is never imported.
-# `zato plugins list {base_dir}` shows them all. 'core' cannot be switched off.
+# `zato plugins list {base_dir}` shows them all. 'essentials' cannot be switched off.
 {plugins}
 
 [component_enabled]

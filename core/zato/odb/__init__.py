@@ -35,7 +35,7 @@ logger = logging.getLogger("zato.odb")
 
 # The newest revision of the core's own chain, zato/odb/migrations/versions (a test checks they
 # agree). The built-ins' tables are in branches of their own (zato/odb/_migrations.py).
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0006"  # 0003-0005 belonged to the old single chain (LEGACY_REVISIONS)
 
 metadata = MetaData()
 

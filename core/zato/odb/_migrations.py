@@ -25,6 +25,7 @@ from typing import Any, Mapping
 
 from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, inspect, text
 from sqlalchemy.engine import Connection
+from zato.registry import Kind
 
 logger = logging.getLogger("zato.odb")
 
@@ -117,7 +118,7 @@ def check_branch(label: Any, directory: Any) -> tuple[str, Path]:
 
 
 def branches_of(migrations: Mapping[str, Any]) -> list[Branch]:
-    """ `migrations`: branch label -> versions directory, as `registry.items("migrations")`. """
+    """ `migrations`: branch label -> versions directory, as `registry.items(Kind.MIGRATIONS)`. """
     branches = []
     for label, directory in migrations.items():
         label, path = check_branch(label, directory)
@@ -129,7 +130,7 @@ def installed_migrations() -> dict[str, Path]:
     """ The branches of every installed plugin, none switched off (what a new server directory
     enables): what `ODB.upgrade()` migrates when not told which. """
     from zato.plugins import load_plugins
-    return load_plugins().registry.items("migrations")
+    return load_plugins().registry.items(Kind.MIGRATIONS)
 
 
 def installed_branch(label: str) -> Branch:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hmac
 import logging
 
-from zato.security import Verifier, client_address, login_throttle, parse_basic_auth, verify_off_loop
+from zato.passwords import Verifier, client_address, login_throttle, parse_basic_auth, verify_off_loop
 from zato.server.http import HTTPError, HTTPRequest
 
 logger = logging.getLogger("zato.admin")

@@ -19,7 +19,9 @@ from typing import Any, Iterable
 import trio
 
 from zato.objects import ObjectEnvError, ObjectValidationError, SecretBox, runtime_view, validate
-from zato.plugins import await_maybe
+from zato.plugins import await_maybe, hook_calls
+from zato.registry import Kind
+from zato.server.plugin_state import PluginState
 
 logger = logging.getLogger("zato.config")
 
@@ -27,16 +29,16 @@ CHANGED = "config.objects.changed"  # the notification every worker handles
 ADMIN_OBJECTS = "/zato/api/objects"
 
 
+SECRET_BOX = PluginState[SecretBox]("secret_box", missing="the secret box is made on first use")
+
+
 def secret_box(server: Any) -> SecretBox:
-    box = server.plugin_state.get("core.secret_box")
-    if box is None:
-        box = server.plugin_state["core.secret_box"] = SecretBox(server.paths.config_dir / "secret.key")
-    return box
+    return SECRET_BOX.get_or_create(server, lambda: SecretBox(server.paths.config_dir / "secret.key"))
 
 
 def read_objects(server: Any, types: set[str] | None = None) -> tuple[dict[str, dict[str, dict]], dict[str, str]]:
     """ Blocking: every active object (of `types`, or all) as runtimes use it, and the errors. """
-    schemas = server.registry.items("object_types")
+    schemas = server.registry.items(Kind.OBJECT_TYPES)
     box = secret_box(server)
     objects: dict[str, dict[str, dict]] = {name: {} for name in (types or ())}
     errors: dict[str, str] = {}
@@ -95,7 +97,7 @@ async def reload(server: Any, types: Iterable[str] | None = None) -> None:
     objects, errors = await trio.to_thread.run_sync(read_objects, server, wanted)
     if wanted is None:
         server.config_objects, server.config_errors = objects, errors
-        changed = set(objects) | {t.object_type for t in server.registry.values("channel_types")}
+        changed = set(objects) | {t.object_type for t in server.registry.values(Kind.CHANNEL_TYPES)}
     else:
         current = dict(server.config_objects)
         for object_type in wanted:
@@ -104,7 +106,7 @@ async def reload(server: Any, types: Iterable[str] | None = None) -> None:
         server.config_errors = {k: v for k, v in server.config_errors.items()
                                 if k.split(":", 1)[0] not in wanted} | errors
         changed = wanted
-    for channel_type in server.registry.values("channel_types"):
+    for channel_type in server.registry.values(Kind.CHANNEL_TYPES):
         if channel_type.object_type in changed:
             runtime = server.channels.get(channel_type.name)
             if runtime is not None:
@@ -127,23 +129,22 @@ async def apply_channel_type(server: Any, channel_type: Any, runtime: Any) -> bo
     except Exception:
         logger.exception("channel type %r (plugin %s) could not apply its %d %s object(s); they are not in use "
                          "until the plugin or the objects are fixed", channel_type.name,
-                         _plugin_of(server, "channel_types", channel_type.name), len(objects), channel_type.object_type)
+                         _plugin_of(server, Kind.CHANNEL_TYPES, channel_type.name), len(objects), channel_type.object_type)
         return False
     return True
 
 
 async def _call_changed_hooks(server: Any, object_types: list[str]) -> None:
     """ Every `config_objects_changed` implementation, one failing not stopping the others. """
-    for impl in reversed(server.pm.hook.config_objects_changed.get_hookimpls()):  # pluggy's LIFO order
+    for call in hook_calls(server.pm, "config_objects_changed"):  # pluggy's order
         try:
-            given = {"server": server, "object_types": object_types}
-            await await_maybe(impl.function(**{arg: given[arg] for arg in impl.argnames}))
+            await await_maybe(call(server=server, object_types=object_types))
         except Exception:
             logger.exception("the config_objects_changed hook of plugin %s failed after a change of %s; the "
-                             "other plugins were told", impl.plugin_name, ", ".join(object_types))
+                             "other plugins were told", call.plugin_name, ", ".join(object_types))
 
 
-def _plugin_of(server: Any, kind: str, name: str) -> str:
+def _plugin_of(server: Any, kind: Kind, name: str) -> str:
     try:
         return server.registry.plugin_of(kind, name)
     except KeyError:

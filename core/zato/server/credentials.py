@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from zato.objects import ENCRYPTED_PREFIX
-from zato.security import PREFIX as HASH_PREFIX
+from zato.passwords import PREFIX as HASH_PREFIX
 
 SECURITY = "security"  # the object type of security definitions
 APIKEY = "apikey"

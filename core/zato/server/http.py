@@ -1,5 +1,6 @@
 """ The server's HTTP face: request and response objects, the router and the ASGI application
-that hypercorn serves.
+that hypercorn serves, which also hands HTTP and WebSocket connections to the ASGI applications
+plugins mount (`register_asgi_mounts`).
 
 Kept small and direct on purpose: every request goes through `ASGIApp.__call__`, so each
 allocation here is paid per request. Every reply carries `X-Zato-CID`; errors use Zato's JSON
@@ -18,6 +19,7 @@ from time import perf_counter
 from urllib.parse import parse_qsl, unquote
 
 from zato.common.util import new_cid
+from zato.registry import ADMIN_PREFIX
 
 logger = logging.getLogger("zato.http")
 
@@ -248,13 +250,37 @@ class ASGIApp:
         self.max_body_size = max_body_size
         # observer(trace, method, path, status, seconds, cid): called after every reply
         self.observer = observer
+        # Mounted ASGI applications (`set_mounts`), longest prefix first; empty when there are
+        # none, so that an ordinary request pays one truth test for them
+        self._mounts: tuple[Mount, ...] = ()
+        self._catch_all: Mount | None = None  # the mount at "/": what no route takes
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         kind = scope["type"]
         if kind == "http":
+            if self._mounts:
+                mount = self._mount_for(scope["path"])
+                if mount is not None:
+                    return await self._serve_mount(mount, scope, receive, send)
             await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
+
+    def set_mounts(self, mounts: list[tuple[str, Callable, str]]) -> None:
+        """ Swaps in the mounted ASGI applications, as (prefix, app, plugin) with prefixes as
+        `zato.registry.ASGIMount` keeps them (no trailing `/`; `/` is the catch-all). """
+        by_prefix = [Mount(prefix, app, plugin) for prefix, app, plugin in mounts]
+        self._catch_all = next((mount for mount in by_prefix if mount.prefix == "/"), None)
+        self._mounts = tuple(sorted((mount for mount in by_prefix if mount.prefix != "/"),
+                                    key=lambda mount: len(mount.prefix), reverse=True))
+
+    def _mount_for(self, path: str) -> Mount | None:
+        for mount in self._mounts:
+            if path.startswith(mount.under) or path == mount.prefix:
+                return mount
+        return None
 
     async def _lifespan(self, receive: Callable, send: Callable) -> None:
         while True:
@@ -271,6 +297,8 @@ class ASGIApp:
         trace = RequestTrace()
         try:
             response = await self._dispatch(scope, receive, cid, trace)
+        except _ToCatchAll:
+            return await self._serve_mount(self._catch_all, scope, receive, send, cid)
         except HTTPError as exc:
             response = error_response(exc.status, cid, exc.details, exc.headers, exc.extra)
         except Exception:
@@ -291,6 +319,8 @@ class ASGIApp:
     async def _dispatch(self, scope: dict[str, Any], receive: Callable, cid: str, trace: RequestTrace) -> HTTPResponse:
         route, params = self.router.match(scope["path"], scope.get("raw_path"))
         if route is None:
+            if self._catch_all is not None and not _is_admin_path(scope["path"]):
+                raise _ToCatchAll
             raise HTTPError(404)
         method = scope["method"]
         handler = route.handlers.get(method)
@@ -329,6 +359,145 @@ class ASGIApp:
             if not message.get("more_body"):
                 break
         return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+    # ############################################################################################
+    # Mounted ASGI applications and WebSockets
+
+    async def _websocket(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        """ A WebSocket goes to the mount its path is under, or to the catch-all; any other is
+        refused before the handshake completes. """
+        path = scope["path"]
+        mount = self._mount_for(path) if self._mounts else None
+        if mount is None and self._catch_all is not None and not _is_admin_path(path):
+            mount = self._catch_all
+        if mount is not None:
+            return await self._serve_mount(mount, scope, receive, send)
+        cid = new_cid()
+        logger.info("cid=%s WebSocket %s refused: no application is mounted there", cid, path)
+        await _deny_websocket(scope, send, 404, cid, f"Error 404 Not Found: no WebSocket endpoint at {path}; "
+                                                     f"WebSockets are served by the applications plugins mount")
+
+    async def _serve_mount(self, mount: Mount, scope: dict[str, Any], receive: Callable, send: Callable,
+                           cid: str | None = None) -> None:
+        """ Hands one connection to a mounted application, and answers for it if it fails:
+        nothing it raises reaches hypercorn. """
+        cid = cid or new_cid()
+        started = perf_counter()
+        child = dict(scope)
+        child["root_path"] = scope.get("root_path", "") + mount.root_path
+        extensions = dict(scope.get("extensions") or {})
+        extensions["zato"] = {"cid": cid, "server": self.server, "prefix": mount.prefix}
+        child["extensions"] = extensions
+        reply = _MountReply(send, cid)
+        try:
+            await mount.app(child, receive, reply.send)
+        except Exception:
+            logger.exception("cid=%s the ASGI application mounted at %s by plugin %r failed on %s %s", cid,
+                             mount.prefix, mount.plugin, scope.get("method", "WebSocket"), scope["path"])
+            await self._answer_for_failed_mount(scope, reply, cid)
+        else:
+            if reply.status == 0:
+                logger.error("cid=%s the ASGI application mounted at %s by plugin %r returned without answering "
+                             "%s %s", cid, mount.prefix, mount.plugin, scope.get("method", "WebSocket"), scope["path"])
+                await self._answer_for_failed_mount(scope, reply, cid)
+        if self.observer is not None and scope["type"] == "http":
+            trace = RequestTrace()
+            trace.channel = mount.channel
+            self.observer(trace, scope["method"], scope["path"], reply.status, perf_counter() - started, cid)
+
+    async def _answer_for_failed_mount(self, scope: dict[str, Any], reply: "_MountReply", cid: str) -> None:
+        """ A 500 if nothing was answered yet; once a response started, hypercorn closes the
+        connection when the application is done, so a client sees the body is cut short. """
+        try:
+            if scope["type"] == "http":
+                if reply.status == 0:
+                    reply.status = 500
+                    await _send_response(reply.raw_send, error_response(500, cid), cid)
+            elif reply.status == 0:
+                reply.status = 500
+                await _deny_websocket(scope, reply.raw_send, 500, cid)
+            elif reply.status == 101 and not reply.closed:
+                await reply.raw_send({"type": "websocket.close", "code": 1011})  # internal error
+        except Exception:  # the client went away or the application left the stream in a state we cannot answer in
+            logger.warning("cid=%s could not answer for the failed ASGI application (response already started)", cid)
+
+
+@dataclass(slots=True)
+class Mount:
+    """ One mounted ASGI application, as `ASGIApp` matches it. """
+    prefix: str
+    app: Callable
+    plugin: str
+    under: str = ""  # prefix + "/": what paths under it start with
+    root_path: str = ""  # what the app's scope["root_path"] gets ("" for the catch-all)
+    channel: str = ""  # the channel name in request logs and metrics
+
+    def __post_init__(self) -> None:
+        self.root_path = "" if self.prefix == "/" else self.prefix
+        self.under = self.root_path + "/"
+        self.channel = f"asgi_mount:{self.prefix}"
+
+
+class _ToCatchAll(Exception):
+    """ No route matched and a catch-all application is mounted: `_http` hands it the request. """
+
+
+class _MountReply:
+    """ The `send` a mounted application gets: adds X-Zato-CID to its response and remembers
+    what was answered (the status: 0 before any answer, 101 for an accepted WebSocket). """
+    __slots__ = ("raw_send", "cid", "status", "closed")
+
+    def __init__(self, send: Callable, cid: str) -> None:
+        self.raw_send = send
+        self.cid = cid
+        self.status = 0
+        self.closed = False
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind in _ANSWERS:
+            if kind == "websocket.close":
+                self.closed = True
+                self.status = self.status or 403  # closed before accept: the handshake is refused with 403
+            else:
+                self.status = 101 if kind == "websocket.accept" else int(message.get("status", 200))
+                message = {**message, "headers": [*message.get("headers", ()), (b"x-zato-cid", self.cid.encode())]}
+        await self.raw_send(message)
+
+
+_ANSWERS = frozenset(("http.response.start", "websocket.accept", "websocket.http.response.start", "websocket.close"))
+
+
+def _is_admin_path(path: str) -> bool:
+    return path == ADMIN_PREFIX or path.startswith(ADMIN_UNDER)
+
+
+ADMIN_UNDER = ADMIN_PREFIX + "/"  # zato.registry refuses mounts there; the catch-all never gets these paths
+
+
+async def _send_response(send: Callable, response: HTTPResponse, cid: str) -> None:
+    headers = [(b"content-type", response.content_type.encode("latin-1")),
+               (b"content-length", str(len(response.body)).encode()), (b"x-zato-cid", cid.encode())]
+    headers.extend((name.lower().encode("latin-1"), str(value).encode("latin-1")) for name, value in response.headers.items())
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+async def _deny_websocket(scope: dict[str, Any], send: Callable, status: int, cid: str, details: str | None = None) -> None:
+    """ Refuses a WebSocket handshake: an HTTP denial response with Zato's JSON error where the
+    server supports the ASGI extension for it, else `websocket.close` (code 1008, policy
+    violation), which servers answer with a 403. """
+    try:
+        if "websocket.http.response" in (scope.get("extensions") or {}):
+            response = error_response(status, cid, details)
+            await send({"type": "websocket.http.response.start", "status": status, "headers": [
+                (b"content-type", response.content_type.encode("latin-1")),
+                (b"content-length", str(len(response.body)).encode()), (b"x-zato-cid", cid.encode())]})
+            await send({"type": "websocket.http.response.body", "body": response.body})
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+    except Exception:  # the client is gone: nothing to refuse any more
+        logger.info("cid=%s could not refuse WebSocket %s: the connection is gone", cid, scope.get("path"))
 
 
 def _repeated(raw_headers: list[tuple[bytes, bytes]]) -> frozenset[str]:

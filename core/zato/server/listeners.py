@@ -39,8 +39,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
 import trio
 
 from zato.common.util import new_cid
-from zato.registry import ListenerType
-from zato.server.service import reset_next_request_attributes, set_next_request_attributes
+from zato.registry import Kind, ListenerType
 
 logger = logging.getLogger("zato.listeners")
 
@@ -104,20 +103,33 @@ class Delivery:
 
 @dataclass(frozen=True)
 class FailurePolicy:
-    """ The one failure policy for everything that delivers items to services: an item whose
-    service fails is tried again after `backoff.delay(n)`, at most `attempts` times in all; then
-    the caller puts it in its dead-letter destination. `timeout` (seconds, None: none) bounds each
-    attempt (`Server.invoke_service(timeout=...)`). Every `Exception` counts as a failure
-    (`trio.Cancelled` and other BaseExceptions are not caught). """
+    """ The one failure policy for everything that delivers items to services (listener channels,
+    pub/sub subscriptions): an item whose service fails is tried again after `backoff.delay(n)`
+    (`backoff` None: at once), at most `attempts` times in all; then the caller puts it in its
+    dead-letter destination. `timeout` (seconds, None: none) bounds each attempt
+    (`Server.invoke_service(timeout=...)`). Every `Exception` counts as a failure
+    (`trio.Cancelled` and other BaseExceptions are not caught).
+
+    `deliver` runs the whole schedule in one task; a caller that keeps an item elsewhere between
+    attempts (pub/sub stores its retries) asks `after_failure(n)` after each failure instead. """
     attempts: int = 3
-    backoff: Backoff = field(default_factory=lambda: Backoff(initial=0.2, maximum=5.0))
+    backoff: Backoff | None = field(default_factory=lambda: Backoff(initial=0.2, maximum=5.0))
     timeout: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.attempts, int) or self.attempts < 1:
             raise ValueError(f"FailurePolicy: attempts must be an integer >= 1 (got {self.attempts!r})")
+        if self.backoff is not None and not isinstance(self.backoff, Backoff):
+            raise ValueError(f"FailurePolicy: backoff must be a Backoff or None (got {self.backoff!r})")
         if self.timeout is not None and not self.timeout > 0:
             raise ValueError(f"FailurePolicy: timeout must be > 0 or None (got {self.timeout!r})")
+
+    def after_failure(self, attempt: int) -> float | None:
+        """ After failed attempt number `attempt` (1: the first): the seconds to wait before the
+        next one, or None if it was the last (the item goes to its dead-letter destination). """
+        if attempt >= self.attempts:
+            return None
+        return self.backoff.delay(attempt) if self.backoff is not None else 0.0
 
     async def deliver(self, attempt: Callable[[], Awaitable[Any]], *,
                       on_failure: Callable[[int, Exception, float | None], None] | None = None) -> Delivery:
@@ -129,7 +141,7 @@ class FailurePolicy:
                 result = await attempt()
             except Exception as exc:
                 error = exc
-                delay = self.backoff.delay(number) if number < self.attempts else None
+                delay = self.after_failure(number)
                 if on_failure is not None:
                     on_failure(number, exc, delay)
                 if delay is None:
@@ -267,6 +279,8 @@ class ListenerRuntime:
         self._records: dict[str, ListenerState] = {}
         self._nursery: trio.Nursery | None = None
         self._stopped = False  # run has ended: definitions are kept, nothing starts
+        self._holding = False  # placement "one_process": this process holds the listener type's lease
+        self.placement: Any = None  # and that lease's zato.server.placement.Placement, while `run` runs
 
     # The channel runtime's interface (zato.server.config_objects, the admin API, server.py)
 
@@ -315,6 +329,8 @@ class ListenerRuntime:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self._reconcile()
+            if self.type.placement == "one_process":
+                self._start_placement(nursery)
             task_status.started()
             try:
                 await trio.sleep_forever()
@@ -348,7 +364,7 @@ class ListenerRuntime:
     def _problems(self, definition: dict[str, Any]) -> list[dict[str, str]]:
         """ The object type's own check (stored objects skip it when loaded) and the listener type's. """
         problems: list[dict[str, str]] = []
-        object_type = self.server.registry.items("object_types").get(self.type.object_type)
+        object_type = self.server.registry.items(Kind.OBJECT_TYPES).get(self.type.object_type)
         if object_type is not None and object_type.check is not None:
             data = {key: value for key, value in definition.items() if not str(key).startswith("_")}
             try:
@@ -359,8 +375,29 @@ class ListenerRuntime:
         return problems + self._type_problems(definition)
 
     def _standby(self) -> bool:
-        # Until the fenced cross-process lease exists, "one_process" means worker 0 of each server.
-        return self.type.placement == "one_process" and getattr(self.server.options, "worker_index", 0) != 0
+        """ Placement "one_process": this process does not hold the listener type's lease (another
+        process among all sharing the configuration database runs its definitions). """
+        return self.type.placement == "one_process" and not self._holding
+
+    def _start_placement(self, nursery: trio.Nursery) -> None:
+        """ Competes for the lease `listener:<type>`: while held, every definition runs here;
+        when it is lost (or its holder stops or dies, elsewhere) they stop here and start there. """
+        from zato.server.placement import Placement, lease_seconds_of, listener_lease_name
+        self.placement = Placement(self.server.odb.engine, listener_lease_name(self.type.name),
+                                   lease_seconds=lease_seconds_of(self.server))
+
+        async def while_held(epoch: int) -> None:
+            self._holding = True
+            try:
+                if not self._stopped:
+                    self._reconcile()
+                await trio.sleep_forever()
+            finally:
+                self._holding = False
+                if not self._stopped and self._nursery is not None:
+                    self._reconcile()  # back to standby: the slots stop once their item in hand is done
+
+        nursery.start_soon(self.placement.run, while_held, name=f"placement of listener type {self.type.name}")
 
     def _record(self, name: str) -> ListenerState:
         record = self._records.get(name)
@@ -412,7 +449,8 @@ class ListenerRuntime:
         finally:
             slot.scope = None
             if record.state != INVALID:  # an edit it cannot run stopped it: say why, not just "stopped"
-                record.set(STOPPED, next_attempt_at=None)
+                standby = self._standby() and not self._stopped and slot.name in self._wanted  # lease lost
+                record.set(STANDBY if standby else STOPPED, next_attempt_at=None)
             _metrics(self.server).running(self.type.name, slot.name, False)
             if self._slots.get(slot.name) is slot:
                 del self._slots[slot.name]
@@ -512,13 +550,9 @@ class ListenerRuntime:
         return invocation
 
     async def _invoke(self, invocation: Invocation, cid: str, channel: str) -> Any:
-        token = set_next_request_attributes(invocation.attributes) if invocation.attributes else None
-        try:
-            return await self.server.invoke_service(invocation.service, invocation.payload, cid=cid, channel=channel,
-                                                    raw_request=invocation.raw_request, timeout=self.policy.timeout)
-        finally:
-            if token is not None:
-                reset_next_request_attributes(token)
+        return await self.server.invoke_service(invocation.service, invocation.payload, cid=cid, channel=channel,
+                                                raw_request=invocation.raw_request, timeout=self.policy.timeout,
+                                                attributes=invocation.attributes)
 
     async def _dead_letter(self, slot: _Slot, receiver: Any, item: Any, error: BaseException | None, cid: str,
                            service: str | None) -> None:

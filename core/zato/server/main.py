@@ -16,7 +16,7 @@ from zato.plugins import PluginLoadError
 from zato.registry import RegistrationError
 from zato.server.logs import setup_logging
 from zato.server.server import ServerPaths, WorkerOptions, read_server_config, serve_worker
-from zato.server.services import DeploymentError
+from zato.server.deployment import DeploymentError
 from zato.server.startup_callable import StartupError
 
 logger = logging.getLogger("zato.server")

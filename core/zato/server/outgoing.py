@@ -10,7 +10,8 @@ Each outgoing connection type names its accessor path (`OutgoingConnectionType.a
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+from zato.registry import Kind
 
 logger = logging.getLogger("zato.outgoing")
 
@@ -61,15 +62,22 @@ class Namespace:
     def __init__(self, name: str) -> None:
         self._name = name
         self._maps: dict[str, ConnectionMap] = {}
+        self._facades: dict[str, Any] = {}  # type -> what its accessor gives instead of the map
 
     def map(self, type_name: str) -> ConnectionMap:
         if type_name not in self._maps:
             self._maps[type_name] = ConnectionMap(f"{self._name}.{type_name}")
         return self._maps[type_name]
 
-    def __getattr__(self, type_name: str) -> ConnectionMap:
+    def set_facade(self, type_name: str, facade: Any) -> None:
+        self._facades[type_name] = facade
+
+    def __getattr__(self, type_name: str) -> Any:
         if type_name.startswith("_"):
             raise AttributeError(type_name)
+        facade = self._facades.get(type_name)
+        if facade is not None:
+            return facade
         try:
             return self._maps[type_name]
         except KeyError:
@@ -82,7 +90,6 @@ class Outgoing:
 
     def __init__(self) -> None:
         self.namespaces: dict[str, Namespace] = {}
-        self.kvdb: Any = None  # set by the plugin that provides the server's key-value database
 
     def namespace(self, name: str) -> Namespace:
         if name == "outgoing":
@@ -93,10 +100,20 @@ class Outgoing:
 
     def map(self, accessor: str) -> ConnectionMap:
         """ `"out.plain_http"` -> the map of plain HTTP connections. """
+        namespace, type_name = self._split(accessor)
+        return self.namespace(namespace).map(type_name)
+
+    def install_facade(self, accessor: str, make: Callable[[ConnectionMap], Any]) -> None:
+        """ What `accessor` gives services from now on: `make(the map of its connections)`. """
+        namespace, type_name = self._split(accessor)
+        self.namespace(namespace).set_facade(type_name, make(self.map(accessor)))
+
+    @staticmethod
+    def _split(accessor: str) -> tuple[str, str]:
         namespace, _, type_name = accessor.partition(".")
         if not type_name:
             raise ValueError(f"an accessor is `namespace.type`, e.g. out.plain_http, not {accessor!r}")
-        return self.namespace(namespace).map(type_name)
+        return namespace, type_name
 
 
 # ################################################################################################
@@ -127,10 +144,16 @@ class OutgoingConnections:
         self._stopping: Any = None  # a trio.Event, made on first use (in the trio thread)
 
     def types(self) -> dict[str, Any]:
-        return self.server.registry.items("outgoing_connection_types")
+        return self.server.registry.items(Kind.OUTGOING_CONNECTION_TYPES)
 
     async def apply_all(self) -> None:
         for outconn_type in self.types().values():
+            if outconn_type.facade is not None:
+                try:
+                    self.server.outgoing.install_facade(outconn_type.accessor, outconn_type.facade)
+                except Exception:
+                    logger.exception("outgoing %s connections: the facade of %s could not be made; services reach "
+                                     "the connections by name instead", outconn_type.name, outconn_type.accessor)
             await self._apply_isolated(outconn_type)
 
     async def apply_object_types(self, object_types: set[str]) -> None:

@@ -18,7 +18,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, NoReturn
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, NoReturn
 
 import trio
 
@@ -28,13 +29,14 @@ from zato.common.util import new_cid
 from zato.config import Bunch, apply_schema, as_bool, read_ini
 from zato.odb import ODB, sqlite_url
 from zato.plugins import LoadedPlugins, await_maybe, hook_calls, load_plugins, plugin_switches, register_tasks
+from zato.registry import Kind
 from zato.server import config_objects, startup_cache
 from zato.server.http import ASGIApp, Handler, HTTPError, Router
 from zato.server.notify import LocalTransport, SupervisorLinkTransport
 from zato.server.observability import RequestObserver
 from zato.server.outgoing import Outgoing, OutgoingConnections
-from zato.server.service import HTTPRequestInfo, Request, Response, Service, in_trio_thread
-from zato.server.services import DeploymentError, ServiceNotFound, ServiceStore
+from zato.server.service import HTTPRequestInfo, Request, Response, Service, in_trio_thread, request_attributes
+from zato.server.deployment import DeploymentError, ServiceNotFound, ServiceStore
 from zato.server.startup_callable import PhaseCtx, StartupError, load_startup_callables, run_user_callables
 
 logger = logging.getLogger("zato.server")
@@ -103,6 +105,10 @@ class Server:
         self.plugins = plugins
         self.pm = plugins.pm
         self.registry = plugins.registry
+        # self.<name> of services that plugins provide (self.pubsub, self.kvdb): name -> provide(service)
+        self.service_attributes: dict[str, Any] = self.registry.items(Kind.SERVICE_ATTRIBUTES)
+        # self.request.<name> that plugins' channels add (self.request.scheduler_job): name -> None
+        self.request_attributes = MappingProxyType(dict.fromkeys(self.registry.items(Kind.REQUEST_ATTRIBUTES)))
         self.user_callables = user_callables
         self.cluster_id = 1
         self.name = config.main.get("name", "server1")
@@ -124,6 +130,9 @@ class Server:
         self.cli_token = ""  # lets the local CLI (work/cli-token) use the admin API
         self.plugin_state: dict[str, Any] = {}  # a place for plugins to keep per-server objects, by plugin name
         self.service_rate_limits: dict[str, Callable[[str, str], Any]] = {}  # service -> async check(cid, channel)
+        # What HTTP channels check before invoking, set by a rate-limiting plugin: `.is_active` and
+        # `async check_http(request, object_type, name, security)`; None without one
+        self.http_rate_limits: Any = None
         self.sync_limiter = trio.CapacityLimiter(int(config.main.get("sync_service_threads", 64)))
         # Each plain `def` service gets a share of those threads (half by default)
         self.max_threads_per_service = int(config.main.get("max_threads_per_service", 0)) or \
@@ -173,7 +182,7 @@ class Server:
 
     async def invoke_service(self, name: str, payload: Any = None, *, cid: str | None = None, channel: str = "invoke",
                              raw_request: Any = None, http: HTTPRequestInfo | None = None,
-                             timeout: float | None = None, scheduler_job: Any = None) -> Response:
+                             timeout: float | None = None, attributes: Mapping[str, Any] | None = None) -> Response:
         """ Runs one service and returns its `Response`; the service's exceptions propagate,
         except those that would stop the server (`SystemExit`, `KeyboardInterrupt`...), which
         come out as `ServiceAborted`.
@@ -186,6 +195,8 @@ class Server:
         the server (`self.invoke`...), and its result is discarded (logged when it finishes). A
         plain `def` service runs in at most `[main] max_threads_per_service` threads at once;
         a call that cannot get one within `[main] thread_wait_timeout` raises `ServiceBusy` (503).
+        `attributes` are what the calling channel adds to the request (`self.request.<name>`;
+        names its plugin declared in `register_request_attributes`, else ValueError).
         """
         entry = self.services.entries.get(name)
         if entry is None:
@@ -207,7 +218,8 @@ class Server:
         service.name = entry.name
         service.logger = _service_logger(entry.name)
         service.cid = cid
-        service.request = request = Request(payload, raw_request, http, channel, scheduler_job)
+        service.request = request = Request(payload, raw_request, http, channel,
+                                            request_attributes(self.request_attributes, attributes))
         service.response = response = Response()
         sio = entry.sio
         if sio is not None:
@@ -296,7 +308,7 @@ class Server:
             logger.error("cid=%s security definition %r does not exist or is inactive; request refused",
                          request.cid, security_name)
             raise HTTPError(401)
-        security_type = self.registry.items("security_types").get(definition.get("type", ""))
+        security_type = self.registry.items(Kind.SECURITY_TYPES).get(definition.get("type", ""))
         if security_type is None:
             logger.error("cid=%s security definition %r has type %r, which no enabled plugin provides; request "
                          "refused", request.cid, security_name, definition.get("type"))
@@ -308,7 +320,7 @@ class Server:
 
     async def notify(self, action: str, payload: Any = None) -> None:
         """ Runs the handlers of `action` in this worker, then in every other worker. """
-        handlers = self.registry.items("notification_handlers")
+        handlers = self.registry.items(Kind.NOTIFICATION_HANDLERS)
         if action not in handlers:
             raise KeyError(f"no notification handler for {action!r}; known: {', '.join(sorted(handlers))}")
         message = json.dumps({"action": action, "payload": payload, "origin": self.pid}).encode()
@@ -320,7 +332,7 @@ class Server:
         await self._handle_notification(data["action"], data.get("payload"))
 
     async def _handle_notification(self, action: str, payload: Any) -> None:
-        handler = self.registry.items("notification_handlers").get(action)
+        handler = self.registry.items(Kind.NOTIFICATION_HANDLERS).get(action)
         if handler is None:
             logger.warning("no handler for notification %r (is the plugin that sends it enabled in every worker?)", action)
             return
@@ -501,7 +513,7 @@ def load_configured_plugins(config: Bunch, *, skip_broken: bool) -> LoadedPlugin
     """ Loads the plugins server.conf switches on, then types server.conf by what they declare. """
     skip_broken = skip_broken or as_bool(config.main.get("skip_broken_plugins", False))
     plugins = load_plugins(plugin_switches(config.get("plugins")), skip_broken=skip_broken)
-    for warning in apply_schema(config, plugins.registry.values("server_config")):
+    for warning in apply_schema(config, plugins.registry.values(Kind.SERVER_CONFIG)):
         logger.warning(warning)
     return plugins
 
@@ -575,7 +587,7 @@ async def _start(server: Server, lifetimes: Lifetimes, started: float) -> None:
     paths, options, config = server.paths, server.options, server.config
 
     server.odb = ODB(database_url(paths, config))
-    await trio.to_thread.run_sync(server.odb.upgrade, server.registry.items("migrations"))  # enabled plugins' branches
+    await trio.to_thread.run_sync(server.odb.upgrade, server.registry.items(Kind.MIGRATIONS))  # enabled plugins' branches
     await config_objects.load_all(server)
     await server.run_phase(PHASE.ON_STARTING, server=server)
 
@@ -586,9 +598,11 @@ async def _start(server: Server, lifetimes: Lifetimes, started: float) -> None:
     await trio.to_thread.run_sync(deploy_internal_services, server)
     await trio.to_thread.run_sync(deploy_user_services, server)
 
-    for route in server.registry.values("http_routes"):
+    for route in server.registry.values(Kind.HTTP_ROUTES):
         server.set_routes(f"route:{route.path}:{','.join(route.methods)}", [(route.path, route.methods, route.handler, route.path)])
-    for channel_type in server.registry.values("channel_types"):
+    server.app.set_mounts([(prefix, mount.app, server.registry.plugin_of(Kind.ASGI_MOUNTS, prefix))
+                           for prefix, mount in server.registry.items(Kind.ASGI_MOUNTS).items()])
+    for channel_type in server.registry.values(Kind.CHANNEL_TYPES):
         runtime = channel_type.create(server)
         server.channels[channel_type.name] = runtime
         await config_objects.apply_channel_type(server, channel_type, runtime)  # a failure is logged, start goes on
@@ -728,7 +742,7 @@ async def _stop(server: Server, lifetimes: Lifetimes) -> None:
 
 def deploy_internal_services(server: Server) -> None:
     started = time.perf_counter()
-    modules = list(server.registry.items("internal_services"))
+    modules = list(server.registry.items(Kind.INTERNAL_SERVICES))
     key = startup_cache.cache_key(server.plugins.fingerprint(), modules)
     entries, source = (None, "--sync-internal given") if server.options.sync_internal else \
         startup_cache.load(server.paths.startup_cache, key)

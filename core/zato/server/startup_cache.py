@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from zato import __version__
-from zato.server.services import ServiceEntry
+from zato.server.deployment import ServiceEntry
 
 FORMAT = 1
 

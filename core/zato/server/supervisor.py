@@ -21,6 +21,7 @@ import trio
 
 from zato.common import SERVER_STARTUP
 from zato.config import Bunch
+from zato.registry import Kind
 from zato.server.logs import relay_logger
 from zato.server.notify import Hub, read_lines
 from zato.odb import ODB
@@ -165,7 +166,7 @@ class Supervisor:
         self.host, self.port, self.graceful_timeout = main.host, main.port, main.graceful_timeout
         self.sock = bind_socket(self.host, self.port)
         # once, before the workers: the core's chain and the branches of the plugins switched on
-        await trio.to_thread.run_sync(prepare_database, self.paths, self.config, plugins.registry.items("migrations"))
+        await trio.to_thread.run_sync(prepare_database, self.paths, self.config, plugins.registry.items(Kind.MIGRATIONS))
         write_cli_token(self.paths)  # the workers read it
         address = f"http://{self.host}:{self.sock.getsockname()[1]}"
         ctx = PhaseCtx(SERVER_STARTUP.PHASE.BEFORE_POST_FORK, (), {"supervisor": self, "server_config": self.config})

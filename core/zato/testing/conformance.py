@@ -20,7 +20,8 @@ Listener channels (`zato.registry.ListenerType`) pass `ListenerConformance` the 
 `source` fixture (a `ListenerSource`) around their real backend: start, live edit, delete,
 backend down then back, bad definitions, a failing service, a stop with an item in hand. The
 reference listener type, on queues in RAM (`MemoryBroker`, like trio's `MemoryListener`), is
-`memory_listener_type()`; tests/test_listeners.py runs the suite against it.
+`memory_listener_type()`; tests/test_listeners.py runs the suite against it. A listener plugin
+declares the request attribute it adds (`register_request_attributes`: `self.request.memory`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import httpx
 import pytest
 import trio
 
+from zato.registry import Kind
 from zato.testing._servers import admin_auth, create_test_server_dir, run_server
 
 
@@ -105,7 +107,7 @@ class OutgoingConnectionConformance:
 
     def connection(self, zato: Any, name: str | None = None) -> Any:
         server = zato.server
-        outconn_type = server.registry.get("outgoing_connection_types", self.connection_type)
+        outconn_type = server.registry.get(Kind.OUTGOING_CONNECTION_TYPES, self.connection_type)
         return server.outgoing.map(outconn_type.accessor)[name or self.name]
 
     async def ping(self, zato: Any, name: str | None = None) -> dict[str, Any]:
@@ -449,7 +451,7 @@ class Nested(Service):
     name = {RECORD_SERVICE + ".nested"!r}
 
     async def handle(self):
-        self.response.payload = sorted(self.request.attributes)
+        self.response.payload = sorted(name for name, value in self.request.attributes.items() if value is not None)
 
 
 class Fail(Service):
@@ -599,7 +601,8 @@ class ListenerConformance:
     def delivery_wait(self, zato: Any) -> float:
         """ Long enough for every attempt of the listener type's failure policy. """
         policy = self.runtime(zato).policy
-        return 5 + policy.attempts * (policy.backoff.maximum + (policy.timeout or 1))
+        wait = policy.backoff.maximum if policy.backoff is not None else 0.0
+        return 5 + policy.attempts * (wait + (policy.timeout or 1))
 
     # The suite
 

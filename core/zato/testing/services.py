@@ -39,10 +39,11 @@ import trio
 from zato.common.util import new_cid
 from zato.config import Bunch, apply_schema
 from zato.plugins import discover_plugins, load_plugins
+from zato.registry import Kind
 from zato.server.server import Server, ServerPaths, WorkerOptions
 from zato.server.service import HTTPRequestInfo, Service, in_trio_thread
 from zato.server.service.simpleio import SIOError
-from zato.server.services import ServiceEntry, ServiceNotFound, service_name
+from zato.server.deployment import ServiceEntry, ServiceNotFound, service_name
 
 __all__ = [
     "CannedHTTP", "CannedResponse", "CannedSMTP", "HTTPCall", "ServiceResult", "ServiceTester", "UnknownService",
@@ -167,7 +168,7 @@ class ServiceTester:
 
     def set_kvdb(self, kvdb: Any) -> Any:
         """ What services get as `self.kvdb` (they use `self.kvdb.conn`). """
-        self.server.outgoing.kvdb = kvdb
+        self.server.service_attributes["kvdb"] = lambda service: kvdb
         return kvdb
 
     # ############################################################################################
@@ -244,7 +245,7 @@ def _build_server(base_dir: Path, config: dict[str, dict[str, Any]], user_config
     server_config.setdefault("main", Bunch())
     server_config.setdefault("misc", Bunch())
     server_config["__path__"] = "ServiceTester(config=...)"
-    warnings = apply_schema(server_config, loaded.registry.values("server_config"))
+    warnings = apply_schema(server_config, loaded.registry.values(Kind.SERVER_CONFIG))
     if warnings:
         raise ValueError("; ".join(warnings))
     server = _TesterServer(ServerPaths(base_dir), server_config, loaded, WorkerOptions(write_runtime_file=False), [])

@@ -15,6 +15,7 @@ from zato.config import ConfigError
 from zato.server.service import Service
 from zato.server.startup_callable import StartupError
 from zato.testing import create_test_server_dir, run_server, set_config_value
+from zato_plugin_redis import KVDB
 from zato_plugin_redis.connection import BlockingCallError, KVDBDisabledError, RedisConnection
 
 from redis_fixtures import PASSWORD, client_ids, eventually, redis_server, redis_with_password, start_redis, \
@@ -112,7 +113,7 @@ async def test_redis_going_away_and_coming_back(tmp_path):
     try:
         base_dir = make_server_dir(tmp_path, port=redis_server.port)
         async with run_server(base_dir) as server:
-            kvdb = server.outgoing.kvdb
+            kvdb = KVDB.get(server)
             assert await server.invoke("t.redis.sync", {"data": "before"}) == {"stored": "before"}
             await trio.to_thread.run_sync(redis_server.stop)
             with pytest.raises(redis.ConnectionError, match=rf"self\.kvdb: redis://127\.0\.0\.1:{redis_server.port} "
@@ -132,7 +133,7 @@ async def test_unix_socket(tmp_path):
     try:
         base_dir = make_server_dir(tmp_path, unix_socket_path=redis_server.unix_socket_path, port=1)
         async with run_server(base_dir) as server:
-            assert server.outgoing.kvdb.address == f"unix socket {redis_server.unix_socket_path} db 0"
+            assert KVDB.get(server).address == f"unix socket {redis_server.unix_socket_path} db 0"
             assert await server.invoke("t.redis.sync", {"data": "via socket"}) == {"stored": "via socket"}
         assert redis_server.client().get("sync.data") == "via socket"
     finally:
@@ -144,7 +145,7 @@ async def test_tls_with_a_ca_file_and_refused_without_it(tmp_path):
     try:
         base_dir = make_server_dir(tmp_path, port=redis_server.port, use_tls=True, tls_ca_file=redis_server.ca_file)
         async with run_server(base_dir) as server:
-            assert server.outgoing.kvdb.address.startswith("rediss://127.0.0.1:")
+            assert KVDB.get(server).address.startswith("rediss://127.0.0.1:")
             assert await server.invoke("t.redis.sync", {"data": "over tls"}) == {"stored": "over tls"}
         assert redis_server.client().get("sync.data") == "over tls"
 
@@ -183,7 +184,7 @@ async def test_kvdb_switched_off_says_how_to_switch_it_on(tmp_path, redis_server
         with pytest.raises(KVDBDisabledError, match=r"self\.kvdb is switched off: \[kvdb\] enabled = False in "
                                                     r".*server\.conf; set enabled = True there"):
             await server.invoke("t.redis.sync", {"data": "x"})
-        assert not isinstance(server.outgoing.kvdb, RedisConnection)
+        assert not isinstance(KVDB.get(server), RedisConnection)
         assert await trio.to_thread.run_sync(client_ids, redis_server) == before  # nothing connected
 
 
@@ -191,7 +192,7 @@ async def test_nothing_connects_at_start_up_and_the_kvdb_closes_at_shutdown(tmp_
     base_dir = make_server_dir(tmp_path, port=redis_server.port)
     before = await trio.to_thread.run_sync(client_ids, redis_server)
     async with run_server(base_dir) as server:
-        kvdb = server.outgoing.kvdb
+        kvdb = KVDB.get(server)
         assert await trio.to_thread.run_sync(client_ids, redis_server) == before  # lazy: no connection yet
         await server.invoke("t.redis.sync", {"data": "x"})
         used = await trio.to_thread.run_sync(client_ids, redis_server) - before
@@ -208,7 +209,7 @@ async def test_run_uses_at_most_its_own_threads(tmp_path, redis_server):
     from zato_plugin_redis.connection import RUN_THREADS
     base_dir = make_server_dir(tmp_path, port=redis_server.port)
     async with run_server(base_dir) as server:
-        kvdb = server.outgoing.kvdb
+        kvdb = KVDB.get(server)
         popped = []
 
         async def pop():

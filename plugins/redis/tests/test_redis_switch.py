@@ -53,11 +53,12 @@ def test_switched_off_it_leaves_no_trace_and_self_kvdb_names_the_plugin(tmp_path
     (base_dir / "logs" / "server.log").unlink()
     result, object_type, types, log = probe(base_dir)
     assert result["imported"] == []
-    assert result["kvdb"] == "error: self.kvdb needs the redis plugin: install zato-plugin-redis and enable it"
+    assert result["kvdb"] == ("error: self.kvdb needs the redis plugin: install zato-plugin-redis and enable it "
+                              "([plugins] redis = True in server.conf)")
     assert object_type.status_code == 404 and "no object type 'outgoing_redis'" in object_type.text
     assert "outgoing_redis" not in types
     own_requests = "/zato/api/objects/outgoing_redis"  # this test's request, in the request log
     traces = [line for line in log.splitlines() if ("redis" in line.lower() or "kvdb" in line.lower())
               and own_requests not in line]
     assert not traces, traces
-    assert "(plugins: core, " in log  # the log is the server's (the list of enabled plugins has no redis)
+    assert "(plugins: essentials, " in log  # the log is the server's (the list of enabled plugins has no redis)

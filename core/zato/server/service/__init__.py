@@ -7,7 +7,6 @@ API: `self.request`, `self.response`, `self.invoke`, `self.logger`, `self.server
 
 from __future__ import annotations
 
-import contextvars
 import logging
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -105,52 +104,43 @@ class HTTPRequestInfo:
 
 _NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})
 
-# What the next `Request` made in this context takes as its `attributes` (then cleared, so that a
-# service the channel's service invokes does not see them): how a listener channel passes its
-# own attributes through `Server.invoke_service` (zato.server.listeners).
-_next_attributes: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
-    "zato_next_request_attributes", default=None)
+# Attributes of Zato's services that plugins provide here, and what to do when one is missing
+PLUGIN_ATTRIBUTES = {
+    "pubsub": "the pubsub plugin: it is switched off ([plugins] pubsub = False in server.conf)",
+    "kvdb": "the redis plugin: install zato-plugin-redis and enable it ([plugins] redis = True in server.conf)",
+}
 
-
-def set_next_request_attributes(attributes: Mapping[str, Any]) -> contextvars.Token:
-    """ The channel's attributes for the next `Request` made in this context (the service it is
-    about to invoke); `reset_next_request_attributes(token)` afterwards. """
-    clash = sorted(set(attributes) & set(Request.__slots__))
-    if clash:
-        raise ValueError(f"request attribute(s) {', '.join(clash)} would hide the Request attribute(s) of that "
-                         f"name; name a channel's attribute after its plugin (self.request.ibm_mq)")
-    return _next_attributes.set(MappingProxyType(dict(attributes)))
-
-
-def reset_next_request_attributes(token: contextvars.Token) -> None:
-    """ Undoes `set_next_request_attributes` (whether or not a `Request` took them). """
-    _next_attributes.reset(token)
+def request_attributes(declared: Mapping[str, Any], given: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """ The attributes of one request: each name plugins declared (`register_request_attributes`)
+    as None, then what the channel gives. `declared` is the server's mapping of every declared
+    name to None, shared by the requests to which no channel adds anything. """
+    if not given:
+        return declared
+    undeclared = sorted(set(given) - set(declared))
+    if undeclared:
+        raise ValueError(f"request attribute(s) {', '.join(undeclared)} not declared by any enabled plugin; a "
+                         f"channel's plugin declares the attributes it adds in its register_request_attributes hook "
+                         f"(declared: {', '.join(sorted(declared)) or 'none'})")
+    return MappingProxyType({**declared, **given})
 
 
 class Request:
-    """ `self.request`: what the service was invoked with. `scheduler_job` describes the job that
-    started it when `channel == "scheduler"` (name, id, job_type, due_time, kind), else None.
+    """ `self.request`: what the service was invoked with.
 
     `attributes` holds what the channel that invoked the service adds about itself, each one also
-    readable as an attribute: a listener channel of the ibm_mq plugin gives `self.request.ibm_mq`
-    (docs/channels.md). Services invoked by other services get none. """
-    __slots__ = ("payload", "raw_request", "input", "http", "channel", "scheduler_job", "attributes")
+    readable as an attribute: a listener channel of the ibm_mq plugin gives `self.request.ibm_mq`,
+    the scheduler `self.request.scheduler_job` (docs/channels.md). Each name a plugin declares
+    (`register_request_attributes`) is None in requests of other channels, and services invoked
+    by other services get none of them. """
+    __slots__ = ("payload", "raw_request", "input", "http", "channel", "attributes")
 
     def __init__(self, payload: Any = None, raw_request: Any = None, http: HTTPRequestInfo | None = None,
-                 channel: str = "invoke", scheduler_job: Any = None,
-                 attributes: Mapping[str, Any] | None = None) -> None:
+                 channel: str = "invoke", attributes: Mapping[str, Any] = _NO_ATTRIBUTES) -> None:
         self.payload = payload
         self.raw_request = raw_request if raw_request is not None else payload
         self.input = Bunch(payload) if isinstance(payload, dict) else Bunch()
         self.http = http or HTTPRequestInfo()
         self.channel = channel
-        self.scheduler_job = scheduler_job
-        if attributes is None:
-            attributes = _next_attributes.get()
-            if attributes is None:
-                attributes = _NO_ATTRIBUTES
-            else:
-                _next_attributes.set(None)  # taken: the services this one invokes do not inherit them
         self.attributes = attributes
 
     def __getattr__(self, name: str) -> Any:
@@ -162,7 +152,7 @@ class Request:
         try:
             return attributes[name]
         except KeyError:
-            given = ", ".join(sorted(attributes)) or "none"
+            given = ", ".join(sorted(key for key, value in attributes.items() if value is not None)) or "none"
             try:
                 channel = object.__getattribute__(self, "channel")
             except AttributeError:
@@ -250,25 +240,23 @@ class Service:
         """ `self.cloud.dropbox[name].conn.client` """
         return self.server.outgoing.namespace("cloud")
 
-    @property
-    def kvdb(self) -> Any:
-        """ `self.kvdb.conn`: the server's key-value database (the Redis plugin). """
-        kvdb = self.server.outgoing.kvdb
-        if kvdb is None:
-            raise AttributeError("self.kvdb needs the redis plugin: install zato-plugin-redis and enable it")
-        return kvdb
-
-    @property
-    def pubsub(self) -> Any:
-        """ `self.pubsub.publish(topic_or_service, data=...)`: durable publish/subscribe (the
-        pubsub plugin, zato.builtin.pubsub; docs/pubsub.md). The core imports no plugin: the
-        plugin keeps its runtime in `server.plugin_state["pubsub"]` from ON_STARTING on, and that
-        runtime's `api_for(service)` is what services get. """
-        runtime = getattr(self.server, "plugin_state", {}).get("pubsub")
-        if runtime is None:
-            raise AttributeError("self.pubsub needs the pubsub plugin: it is switched off ([plugins] pubsub = False in "
-                                 "server.conf) or the server has not reached the ON_STARTING phase")
-        return runtime.api_for(self)
+    def __getattr__(self, name: str) -> Any:
+        # Called only for names a service does not have: one a plugin provides (self.pubsub from
+        # the pubsub plugin, self.kvdb from zato-plugin-redis; the register_service_attributes hook)
+        provide = getattr(self.server, "service_attributes", _NO_ATTRIBUTES).get(name)
+        if provide is None:
+            if name.startswith("__"):
+                raise AttributeError(name)
+            for klass in type(self).__mro__:
+                if name in klass.__dict__:
+                    # The class has it, and it raised AttributeError itself (a property reading an
+                    # attribute that is missing): run it again so that its own error is what is seen
+                    return klass.__dict__[name].__get__(self, type(self))
+            needs = PLUGIN_ATTRIBUTES.get(name)
+            if needs:
+                raise AttributeError(f"self.{name} needs {needs}")
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return provide(self)
 
     # Invocation patterns (zato.server.service.patterns)
 

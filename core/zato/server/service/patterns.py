@@ -33,7 +33,7 @@ import trio
 from zato.common.exception import ZatoException
 from zato.common.util import new_cid
 from zato.server.service import Service, in_trio_thread
-from zato.server.services import ServiceNotFound
+from zato.server.deployment import ServiceNotFound
 
 logger = logging.getLogger("zato.patterns")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zato.plugin_api import SERVER_STARTUP, Field, ObjectType, OutgoingConnectionType, Setting, hookimpl
+from zato.plugin_api import SERVER_STARTUP, Connector, Field, ObjectType, OutgoingConnectionType, PluginState, Setting, hookimpl
 
 PHASE = SERVER_STARTUP.PHASE
 
@@ -26,6 +26,9 @@ OBJECT_TYPE = "outgoing_redis"
 CONNECTION_TYPE = "redis"
 ACCESSOR = "out.redis"
 KVDB_SECTION = "kvdb"
+
+# The server's own Redis (self.kvdb): a RedisConnection, or a DisabledKVDB saying why there is none
+KVDB = PluginState[Any]("redis.kvdb", missing="self.kvdb is not ready: the redis plugin has not started in this server")
 
 # [kvdb] in server.conf: key -> default (its type is the key's type). README.md describes each.
 KVDB_DEFAULTS: dict[str, Any] = {
@@ -44,7 +47,8 @@ KVDB_DEFAULTS: dict[str, Any] = {
 }
 
 OUTGOING_REDIS = ObjectType(OBJECT_TYPE, (
-    Field("name", required=True),
+    Field("name", required=True, description="What services look the connection up by: self.out.redis[name] (or "
+                                             "self.outgoing.redis.get(name))"),
     Field("host", required=True, description="Host name or address of the Redis server; may be $NAME",
           example="redis.example.com"),
     Field("port", "int", default=6379, description="TCP port, 1-65535; may be $NAME"),
@@ -57,7 +61,7 @@ OUTGOING_REDIS = ObjectType(OBJECT_TYPE, (
                                                  "system's"),
     Field("tls_verify", "bool", default=True, description="Verify the server's certificate and host name"),
     Field("decode_responses", "bool", default=True, description="Replies as text (str); False: as bytes"),
-    Field("is_active", "bool", default=True),
+    Field("is_active", "bool", default=True, description="An inactive connection is not built"),
 ), description="A Redis outgoing connection: self.out.redis[name].conn is a redis-py client")
 
 
@@ -75,14 +79,9 @@ def register_server_config(register):
 
 
 @hookimpl
-def register_object_types(register):
-    register(OUTGOING_REDIS)
-
-
-@hookimpl
-def register_outgoing_connection_types(register):
-    register(OutgoingConnectionType(CONNECTION_TYPE, OBJECT_TYPE, ACCESSOR, create_outgoing,
-                                    "Redis connections (redis-py clients)"))
+def register_connectors(register):
+    register(Connector(OUTGOING_REDIS, OutgoingConnectionType(
+        CONNECTION_TYPE, OBJECT_TYPE, ACCESSOR, create_outgoing, "Redis connections (redis-py clients)")))
 
 
 def create_outgoing(server: Any, definition: dict[str, Any]) -> Any:
@@ -104,12 +103,24 @@ async def _start_kvdb(server: Any) -> None:
     import trio
 
     from zato_plugin_redis.connection import create_kvdb
-    server.outgoing.kvdb = await trio.to_thread.run_sync(create_kvdb, server)
+    KVDB.set(server, await trio.to_thread.run_sync(create_kvdb, server))
+
+
+@hookimpl
+def register_service_attributes(register):
+    register("kvdb", _kvdb_of)
+
+
+def _kvdb_of(service: Any) -> Any:
+    kvdb = KVDB.get(service.server)
+    if kvdb is None:
+        raise AttributeError(KVDB.missing)
+    return kvdb
 
 
 @hookimpl
 def shutdown(server):
-    kvdb = server.outgoing.kvdb
+    kvdb = KVDB.get(server)
     close = getattr(type(kvdb), "close", None)
     if close is None:
         return None

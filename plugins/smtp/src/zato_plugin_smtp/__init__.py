@@ -16,7 +16,7 @@ See README.md for every field of a connection.
 
 from __future__ import annotations
 
-from zato.plugin_api import Field, ObjectType, OutgoingConnectionType, hookimpl
+from zato.plugin_api import Connector, Field, ObjectType, OutgoingConnectionType, hookimpl
 
 from zato_plugin_smtp.connection import (
     DEFAULT_PORT, DEFAULT_TIMEOUT, DEFAULT_TLS_MODE, TLS_MODES, SMTPConnection,
@@ -29,8 +29,9 @@ CONNECTION_TYPE = "smtp"
 ACCESSOR = "email.smtp"
 
 EMAIL_SMTP = ObjectType(OBJECT_TYPE, (
-    Field("name", required=True),
-    Field("host", required=True, description="The SMTP server's host name or IP address; may be $NAME",
+    Field("name", required=True, description="What services look the connection up by: self.email.smtp[name]"),
+    Field("host", required=True, description="The SMTP server's host name or IP address; may be $NAME (read from "
+                                             "the environment)",
           example="smtp.example.com"),
     Field("port", "int", default=DEFAULT_PORT, minimum=1, maximum=65535, description="TCP port: 25 or 587 for starttls and none, 465 for ssl",
           example=587),
@@ -49,16 +50,11 @@ EMAIL_SMTP = ObjectType(OBJECT_TYPE, (
     Field("tls_ca_file", description="PEM file with the CA certificate(s) to trust instead of the system's "
                                      "(for servers with certificates from a private CA)",
           example="/etc/zato/smtp-ca.pem"),
-    Field("is_active", "bool", default=True),
+    Field("is_active", "bool", default=True, description="Inactive connections are not built"),
 ), description="An outgoing SMTP connection for sending e-mail")
 
 
 @hookimpl
-def register_object_types(register):
-    register(EMAIL_SMTP)
-
-
-@hookimpl
-def register_outgoing_connection_types(register):
-    register(OutgoingConnectionType(CONNECTION_TYPE, OBJECT_TYPE, ACCESSOR, SMTPConnection,
-                                    "SMTP e-mail (self.email.smtp[name].conn.send(message))"))
+def register_connectors(register):
+    register(Connector(EMAIL_SMTP, OutgoingConnectionType(
+        CONNECTION_TYPE, OBJECT_TYPE, ACCESSOR, SMTPConnection, "SMTP e-mail (self.email.smtp[name].conn.send(message))")))

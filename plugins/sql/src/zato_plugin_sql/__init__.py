@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from zato.plugin_api import Field, ObjectType, OutgoingConnectionType, hookimpl
+from zato.plugin_api import Connector, Field, ObjectType, OutgoingConnectionType, hookimpl
 from zato_plugin_sql._config import (
     DEFAULT_POOL_SIZE, ENGINES, OBJECT_TYPE, SQLConfigError, check_definition, check_object, engine_settings,
     parse_extra, valid_engine_arguments,
@@ -27,8 +27,8 @@ __all__ = ["ENGINES", "OBJECT_TYPE", "OUTGOING_SQL", "SQLConfigError", "SQLConne
            "check_definition", "check_object", "connect", "engine_settings", "parse_extra", "valid_engine_arguments"]
 
 FIELDS = (
-    Field("name", required=True),
-    Field("is_active", "bool", default=True),
+    Field("name", required=True, description="The name services use: self.outgoing.sql.get(name), self.out.sql[name]"),
+    Field("is_active", "bool", default=True, description="An inactive pool is not built"),
     Field("engine", required=True, example="postgresql",
           description=f"{', '.join(ENGINES)}, or a SQLAlchemy dialect+driver name such as postgresql+psycopg2"),
     Field("host", example="127.0.0.1", description="Where the database runs (not used by sqlite)"),
@@ -66,10 +66,6 @@ def __getattr__(name: str) -> Any:
 
 
 @hookimpl
-def register_object_types(register):
-    register(OUTGOING_SQL)
-
-
-@hookimpl
-def register_outgoing_connection_types(register):
-    register(OutgoingConnectionType("sql", OBJECT_TYPE, "out.sql", connect, "SQL connection pools (SQLAlchemy)"))
+def register_connectors(register):
+    register(Connector(OUTGOING_SQL, OutgoingConnectionType(
+        "sql", OBJECT_TYPE, "out.sql", connect, "SQL connection pools (SQLAlchemy)")))

@@ -15,7 +15,7 @@ from zato.common.exception import ClientHTTPError
 from zato.server.http import HTTPError, HTTPRequest, HTTPResponse
 from zato.server.service import HTTPRequestInfo
 from zato.server.service.simpleio import InputError, OutputError
-from zato.server.services import ServiceNotFound
+from zato.server.deployment import ServiceNotFound
 
 logger = logging.getLogger("zato.channel")
 

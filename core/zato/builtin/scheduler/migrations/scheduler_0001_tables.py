@@ -1,7 +1,7 @@
 """ Scheduler job state and run history: the lease of the process that schedules, the next due
 time of each job, and each job's runs (one row per claimed firing, unique per job and due time,
 which is what keeps a firing from running twice). The same tables are defined with SQLAlchemy
-Core in zato/builtin/scheduler.py (a test checks they agree).
+Core in zato/builtin/scheduler/store.py (a test checks they agree).
 
 The first revision of the `scheduler` plugin's branch (`register_migrations`). Until the tables
 moved here they were the core's revision 0003: a database at 0003, 0004 or 0005 is stamped with

@@ -1,36 +1,6 @@
-""" The `pubsub` plugin: durable publish/subscribe, as Zato's `self.pubsub.publish` offers it.
-
-    msg_id = self.pubsub.publish('my.target', data={'abc': 'Hello World'})   # to a service
-    msg_id = self.pubsub.publish('/orders/new', data=order, priority=7)        # to a topic
-    ids = self.pubsub.publish('/orders/new', data_list=[{'data': a}, {'data': b, 'priority': 9}])
-
-From a plain `def handle` this blocks until the messages are stored (guaranteed-delivery ones
-committed to disk); from an `async def handle` it returns an awaitable:
-`msg_id = await self.pubsub.publish(...)`, the same convention as `self.invoke`.
-
-What lives where (see docs/pubsub.md):
-
-* Topics, endpoints and subscriptions are configuration objects (`pubsub_topic`,
-  `pubsub_endpoint`, `pubsub_subscription`: admin API, enmasse). Publishing to a service name
-  creates its topic (`/zato/s/to/<name>`) and subscription on first use, as Zato does.
-* Guaranteed-delivery (GD, the default) messages are stored in the configuration database
-  (`zato.builtin.pubsub_store`) before `publish` returns; non-GD ones live in this worker's RAM.
-* Writes are group-committed (`PubSubStore.submit`): whichever thread finds the database free
-  writes everything waiting - concurrent publications, acknowledgements, retries, claims - in
-  one transaction. A plain `def` service publishes from its own worker thread, with no round
-  trip to the trio loop; messages for queues this worker can take at once are stored already
-  claimed by it and handed to their runner right after the commit.
-* Each worker runs one delivery runtime (`PubSub.serve`): a writer task for delivery
-  bookkeeping, a poller noticing what other processes published, and one runner per
-  subscription queue delivering in order of priority, then publication time. A runner whose
-  subscriber raises retries with back-off and, after `max_attempts`, moves the message to the
-  dead-letter queue; other queues go on.
-* Deliveries are claimed with a lease, so several workers and servers sharing the database never
-  deliver one message to two consumers at once. Delivery is at-least-once: a message whose
-  delivery was under way when a server was killed is delivered again.
-* Delivery targets are a registry by endpoint type (`PubSub.register_target`): services now;
-  WebSocket and REST subscribers are other plugins' targets later.
-"""
+""" The pub/sub runtime of one worker (`PubSub`): the writer task for delivery bookkeeping, the
+poller noticing what other processes published, one runner per subscription queue, publishing
+from both kinds of service, and the delivery targets by endpoint type. """
 
 from __future__ import annotations
 
@@ -41,33 +11,29 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
+import weakref
 from functools import partial
-from hashlib import sha256
 from typing import Any, Awaitable, Callable
 
 import trio
 
-from zato import hookimpl
-from zato.builtin.pubsub_message import (
-    SERVICE_ENDPOINT, SERVICE_TOPIC_PREFIX, PublishError, PubSubMessage, SUB_KEY_PREFIX, TopicFull, build_row,
-    message_from_row, normalise_options, service_topic_name,
+from zato.builtin.pubsub.api import PubSubAPI
+from zato.builtin.pubsub.message import (
+    PublishError, PubSubMessage, TopicFull, build_row, message_from_row, normalise_options, service_topic_name,
 )
-from zato.builtin.pubsub_store import (
+from zato.builtin.pubsub.objects import (
+    ENDPOINT_SERVICE, OBJECT_TYPES, SubscriptionConfig, TopicConfig, build_config, create_service_objects,
+)
+from zato.builtin.pubsub.store import (
     MESSAGE_COLUMNS, Publication, PubSubStore, Settlement, StoreError, WriteBatch, WriteResult,
 )
 from zato.common.util import new_cid
-from zato.registry import Field, ObjectType
-from zato.server.service import in_trio_thread
 
 logger = logging.getLogger("zato.pubsub")
 
-PLUGIN = "pubsub"
-TOPIC, ENDPOINT, SUBSCRIPTION = "pubsub_topic", "pubsub_endpoint", "pubsub_subscription"
-OBJECT_TYPES = (TOPIC, ENDPOINT, SUBSCRIPTION)
 CHANNEL = "pubsub"  # `self.request.channel` of services that get messages
-ENDPOINT_SERVICE = "service"
+# A queue's delivery outcomes, as the listener channels name theirs (zato.server.listeners.COUNTS)
+COUNTS = ("succeeded", "failed", "retried", "dead_lettered", "expired")
 LEASE_MARGIN = 1.0  # seconds: a claim closer than this to its end is not started
 FULL_PROBE_SECONDS = 5.0  # how often every queue is checked (at most; or every half lease), e.g. for claims
 # of servers that stopped
@@ -78,188 +44,6 @@ LAST_MESSAGE_SECONDS = 1.0  # a worker writes a topic's last message to the data
 
 # Delivers one message to one subscriber: raises to say it was not delivered.
 DeliveryTarget = Callable[[Any, "SubscriptionConfig", PubSubMessage, str], Awaitable[None]]
-
-
-# ################################################################################################
-# Object types
-
-
-def _at_least(data: dict[str, Any], limits: dict[str, float]) -> list[dict[str, str]]:
-    errors = []
-    for name, minimum in limits.items():
-        value = data.get(name)
-        if isinstance(value, (int, float)) and value < minimum:
-            errors.append({"field": name, "error": f"must be {minimum:g} or more, not {value!r}"})
-    return errors
-
-
-def check_topic(data: dict[str, Any], partial: bool = False) -> list[dict[str, str]]:
-    return _at_least(data, {"max_depth_gd": 0, "max_depth_non_gd": 0})
-
-
-def check_endpoint(data: dict[str, Any], partial: bool = False) -> list[dict[str, str]]:
-    patterns = data.get("topic_patterns")
-    if not isinstance(patterns, str) or patterns.startswith("$"):
-        return []
-    bad = [line.strip() for line in patterns.splitlines()
-           if line.strip() and not line.strip().startswith(("pub=", "sub="))]
-    if bad:
-        return [{"field": "topic_patterns", "error": f"each line is pub=PATTERN or sub=PATTERN (as in Zato), not "
-                                                     f"{', '.join(repr(line) for line in bad)}"}]
-    return []
-
-
-def check_subscription(data: dict[str, Any], partial: bool = False) -> list[dict[str, str]]:
-    errors = _at_least(data, {"max_attempts": 1, "retry_seconds": 0, "retry_backoff": 1, "retry_max_seconds": 0,
-                              "delivery_timeout": 0})
-    topics = data.get("topic_list")
-    if topics is not None and not (partial and "topic_list" not in data):
-        if not topics or not all(isinstance(topic, str) and topic.strip() for topic in topics):
-            errors.append({"field": "topic_list", "error": "must name at least one topic, each a non-empty string"})
-    return errors
-
-
-TOPIC_TYPE = ObjectType(TOPIC, (
-    Field("has_gd", "bool", default=True,
-          description="Messages published without has_gd are guaranteed delivery (stored in the database) if True, "
-                      "kept in RAM only if False"),
-    Field("max_depth_gd", "int", default=10000, minimum=0,
-          description="At most this many GD messages wait in the topic; publishing more fails (0: no limit)",
-          example=10000),
-    Field("max_depth_non_gd", "int", default=1000, minimum=0,
-          description="At most this many non-GD messages wait in a worker's RAM (0: no limit)", example=1000),
-    Field("description", "str", default=""),
-), "A pub/sub topic: publishers send messages to it by name, its subscriptions get them.", check=check_topic)
-
-ENDPOINT_TYPE = ObjectType(ENDPOINT, (
-    Field("endpoint_type", "str", default=ENDPOINT_SERVICE,
-          description="How its subscriptions get messages: 'service' (more types come with other plugins)",
-          example=ENDPOINT_SERVICE),
-    Field("service_name", "str", references="service",
-          description="For service endpoints: the service that gets the messages (empty: the service each "
-                      "message was published to)", example="my.target"),
-    Field("topic_patterns", "str", default="",
-          description="One per line, as in Zato: 'sub=/orders/*' lets its subscriptions name matching topics "
-                      "(empty: any topic); 'pub=' lines are kept for REST and WebSocket publishers",
-          example="sub=/orders/*"),
-    Field("description", "str", default=""),
-), "Who takes part in pub/sub: a subscriber (and later, a publisher) of a given type.", check=check_endpoint)
-
-SUBSCRIPTION_TYPE = ObjectType(SUBSCRIPTION, (
-    Field("endpoint_name", "str", required=True, references=ENDPOINT, description="The endpoint that subscribes"),
-    Field("endpoint_type", "str", default=ENDPOINT_SERVICE, description="The endpoint's type (as in Zato's enmasse)"),
-    Field("topic_list", "list", required=True, item_type="str", description="The topics subscribed to", example=["/orders/new"]),
-    Field("delivery_method", "str", default="notify", choices=("notify",),
-          description="'notify': messages are delivered as they come (the only method so far)"),
-    Field("max_attempts", "int", default=10, minimum=1,
-          description="Delivery attempts (the first included) before a message goes to the dead-letter queue",
-          example=10),
-    Field("retry_seconds", "float", default=1.0, minimum=0, description="Wait after the first failed attempt", example=1.0),
-    Field("retry_backoff", "float", default=2.0, minimum=1, description="Each further wait is the previous one times this"),
-    Field("retry_max_seconds", "float", default=60.0, minimum=0, description="No wait between attempts is longer"),
-    Field("delivery_timeout", "float", default=0.0, minimum=0,
-          description="Seconds a delivery may take before it counts as failed (0: no limit)"),
-), "A subscription of an endpoint to topics; each topic gets its own queue, named by its sub_key.",
-   check=check_subscription)
-
-
-# ################################################################################################
-# Runtime configuration, built from the objects
-
-
-@dataclass
-class SubscriptionConfig:
-    sub_key: str
-    name: str
-    topic_name: str
-    endpoint_name: str
-    endpoint_type: str
-    service_name: str  # the endpoint's, may be empty
-    max_attempts: int
-    retry_seconds: float
-    retry_backoff: float
-    retry_max_seconds: float
-    delivery_timeout: float
-
-    def retry_wait(self, failed_attempts: int) -> float:
-        """ The wait after the `failed_attempts`-th failure. """
-        wait = self.retry_seconds * self.retry_backoff ** max(failed_attempts - 1, 0)
-        return min(wait, self.retry_max_seconds)
-
-
-@dataclass
-class TopicConfig:
-    name: str
-    has_gd: bool
-    max_depth_gd: int
-    max_depth_non_gd: int
-    sub_keys: list[str] = field(default_factory=list)
-
-
-def make_sub_key(endpoint_type: str, subscription: str, topic: str) -> str:
-    """ Stable across restarts and servers: a subscription's queue for one topic. """
-    kind = "srv" if endpoint_type == ENDPOINT_SERVICE else endpoint_type
-    return f"{SUB_KEY_PREFIX}{kind}." + sha256(f"{subscription}\0{topic}".encode()).hexdigest()[:24]
-
-
-def _patterns(text: str, kind: str) -> list[str]:
-    out = []
-    for line in (text or "").splitlines():
-        line = line.strip()
-        if line.startswith(f"{kind}="):
-            out.append(line[len(kind) + 1:].strip())
-    return out
-
-
-def build_config(objects: dict[str, dict[str, dict[str, Any]]], delivery_types: set[str]) \
-        -> tuple[dict[str, TopicConfig], dict[str, SubscriptionConfig], list[str]]:
-    """ Topics and subscription queues from the active objects; `problems` says what was left out. """
-    problems: list[str] = []
-    topics = {name: TopicConfig(name, bool(obj.get("has_gd", True)), int(obj.get("max_depth_gd") or 0),
-                                int(obj.get("max_depth_non_gd") or 0))
-              for name, obj in objects.get(TOPIC, {}).items()}
-    endpoints = objects.get(ENDPOINT, {})
-    subs: dict[str, SubscriptionConfig] = {}
-    for name, obj in objects.get(SUBSCRIPTION, {}).items():
-        endpoint = endpoints.get(obj.get("endpoint_name") or "")
-        where = f"pubsub_subscription {name!r}"
-        if endpoint is None:
-            problems.append(f"{where}: its endpoint {obj.get('endpoint_name')!r} does not exist or is inactive; "
-                            f"no message is delivered to it until that is fixed")
-            continue
-        endpoint_type = endpoint.get("endpoint_type") or ENDPOINT_SERVICE
-        if obj.get("endpoint_type") and obj["endpoint_type"] != endpoint_type:
-            problems.append(f"{where}: endpoint_type is {obj['endpoint_type']!r} but its endpoint "
-                            f"{endpoint['name']!r} is of type {endpoint_type!r}; make them agree")
-            continue
-        if endpoint_type not in delivery_types:
-            problems.append(f"{where}: no enabled plugin delivers to endpoints of type {endpoint_type!r} (known: "
-                            f"{', '.join(sorted(delivery_types))}); its messages stay queued until one does")
-            continue
-        if (obj.get("delivery_method") or "notify") != "notify":
-            problems.append(f"{where}: delivery_method {obj['delivery_method']!r} is not supported (only 'notify'); "
-                            f"its messages stay queued")
-            continue
-        allowed = _patterns(endpoint.get("topic_patterns", ""), "sub")
-        for topic_name in obj.get("topic_list") or []:
-            if topic_name not in topics:
-                problems.append(f"{where}: topic {topic_name!r} does not exist or is inactive; create it first")
-                continue
-            if allowed and not any(fnmatchcase(topic_name, pattern) for pattern in allowed):
-                problems.append(f"{where}: endpoint {endpoint['name']!r} may not subscribe to {topic_name!r} (its "
-                                f"sub= patterns: {', '.join(allowed)})")
-                continue
-            sub_key = make_sub_key(endpoint_type, name, topic_name)
-            subs[sub_key] = SubscriptionConfig(
-                sub_key=sub_key, name=name, topic_name=topic_name, endpoint_name=endpoint["name"],
-                endpoint_type=endpoint_type, service_name=endpoint.get("service_name") or "",
-                max_attempts=max(int(obj.get("max_attempts") or 1), 1),
-                retry_seconds=max(float(obj.get("retry_seconds") or 0.0), 0.0),
-                retry_backoff=max(float(obj.get("retry_backoff") or 1.0), 1.0),
-                retry_max_seconds=max(float(obj.get("retry_max_seconds") or 0.0), 0.0),
-                delivery_timeout=max(float(obj.get("delivery_timeout") or 0.0), 0.0))
-            topics[topic_name].sub_keys.append(sub_key)
-    return topics, subs, problems
 
 
 # ################################################################################################
@@ -279,7 +63,7 @@ async def deliver_to_service(server: Any, sub: SubscriptionConfig, message: PubS
         raise DeliveryError(f"endpoint {sub.endpoint_name!r} names no service and the message was not published to "
                             f"one; set service_name on the endpoint")
     await server.invoke_service(target, message.data, raw_request=message, channel=CHANNEL, cid=cid,
-                                timeout=sub.delivery_timeout or None)
+                                timeout=sub.policy.timeout)
 
 
 # ################################################################################################
@@ -385,7 +169,7 @@ class QueueRunner:
 
 
 class PubSub:
-    """ Pub/sub in one worker process: `server.plugin_state["pubsub"]`. """
+    """ Pub/sub in one worker process: `RUNTIME`. """
 
     def __init__(self, server: Any) -> None:
         self.server = server
@@ -425,7 +209,8 @@ class PubSub:
         self._last_recorded: dict[str, float] = {}  # topic -> when this worker last wrote its last message
         self.last_published: dict[str, dict[str, Any]] = {}  # topic -> the last message this worker published
         self.stats = {"published_gd": 0, "published_non_gd": 0, "delivered": 0, "failed_attempts": 0,
-                      "dead_lettered": 0, "expired": 0, "writer_transactions": 0}
+                      "retried": 0, "dead_lettered": 0, "expired": 0, "writer_transactions": 0}
+        self.counts: dict[str, dict[str, int]] = {}  # sub_key -> outcome -> count (`COUNTS`), this worker's
 
     # ############################################################################################
     # Delivery targets (a registry other plugins add to)
@@ -706,7 +491,7 @@ class PubSub:
         """ (topic name, target service or None) for what a publisher names: a topic, or a
         service by name or class. """
         from zato.server.service import Service
-        from zato.server.services import service_name
+        from zato.server.deployment import service_name
         if isinstance(name, Service):
             name = type(name)
         if isinstance(name, type) and issubclass(name, Service):
@@ -931,6 +716,7 @@ class PubSub:
             logger.info("pub/sub: message %s of topic %r expired before delivery to %s; it is not delivered",
                         message.msg_id, message.topic_name, sub.sub_key)
             self.stats["expired"] += 1
+            self._count(sub, "expired")
             self._drop_item(item, "expired")
             return
         if item.delivery_id is not None:
@@ -939,7 +725,7 @@ class PubSub:
                 # server may deliver it now, so this one must not.
                 self._skip_lapsed_claim(item)
                 return
-            if message.delivery_count > sub.max_attempts:
+            if message.delivery_count > sub.policy.attempts:
                 self._dead(runner, item, f"delivery was started {message.delivery_count - 1} times and never "
                                          f"finished (the server stopped during each attempt?)")
                 return
@@ -952,20 +738,27 @@ class PubSub:
             self._failed(runner, item, exc, cid)
         else:
             self.stats["delivered"] += 1
+            self._count(sub, "succeeded")
             self._drop_item(item, "delivered")
 
     def _failed(self, runner: QueueRunner, item: Item, exc: Exception, cid: str) -> None:
+        """ The core's failure policy decides: another attempt after its back-off, or the
+        dead-letter queue. The retry waits in the database (GD) or in the runner (non-GD), not
+        in this task, so the queue's other messages go on meanwhile. """
         sub, message = runner.sub, item.message
         self.stats["failed_attempts"] += 1
+        self._count(sub, "failed")
         error = _describe(exc, sub.delivery_timeout)
         attempt = message.delivery_count
-        if attempt >= sub.max_attempts:
+        wait = sub.policy.after_failure(attempt)
+        if wait is None:
             self._dead(runner, item, error, cid)
             return
-        wait = sub.retry_wait(attempt)
+        self.stats["retried"] += 1
+        self._count(sub, "retried")
         logger.warning("cid=%s pub/sub: delivery of message %s (topic %r) to %s failed, attempt %d of %d: %s; next "
                        "attempt in %.1f s", cid, message.msg_id, message.topic_name, _target_name(sub, message),
-                       attempt, sub.max_attempts, error, wait, exc_info=not isinstance(exc, DeliveryError))
+                       attempt, sub.policy.attempts, error, wait, exc_info=not isinstance(exc, DeliveryError))
         now = time.time()
         if item.delivery_id is not None:
             self._settlements.append(Settlement(item.delivery_id, message.msg_id, "retry", next_attempt_at=now + wait,
@@ -979,6 +772,7 @@ class PubSub:
     def _dead(self, runner: QueueRunner, item: Item, error: str, cid: str = "") -> None:
         sub, message = runner.sub, item.message
         self.stats["dead_lettered"] += 1
+        self._count(sub, "dead_lettered")
         logger.error("%spub/sub: message %s (topic %r) could not be delivered to %s in %d attempts; the last one: "
                      "%s. It is in the dead-letter queue: GET /zato/api/pubsub/dlq/%s/%s, replay it with "
                      "POST /zato/api/pubsub/dlq/replay", f"cid={cid} " if cid else "", message.msg_id,
@@ -1028,9 +822,54 @@ class PubSub:
     def ram_depth(self, topic_name: str) -> int:
         return self._ram_depth.get(topic_name, 0)
 
+    def _count(self, sub: SubscriptionConfig, outcome: str) -> None:
+        """ One delivery outcome of a queue: in its counts (the admin API) and in the metrics. """
+        counts = self.counts.get(sub.sub_key)
+        if counts is None:
+            counts = self.counts[sub.sub_key] = dict.fromkeys(COUNTS, 0)
+        counts[outcome] += 1
+        _metrics(self.server).count(sub.topic_name, sub.name, outcome)
+
+    def counts_of(self, sub_key: str) -> dict[str, int]:
+        """ A queue's delivery counts in this worker since it started (`COUNTS`). """
+        return dict(self.counts.get(sub_key) or dict.fromkeys(COUNTS, 0))
+
     def statistics(self) -> dict[str, Any]:
         return {**self.stats, "queues": len(self.runners), "held": sum(r.gd_held for r in self.runners.values()),
                 "non_gd_waiting": sum(self._ram_depth.values())}
+
+
+class _PubSubMetrics:
+    """ `zato_pubsub_deliveries_total{topic, subscription, outcome}` (outcome: succeeded, failed,
+    retried, dead_lettered, expired), the outcomes named as `zato_listener_items_total` names them. """
+
+    def __init__(self, metrics: Any) -> None:
+        from prometheus_client import Counter
+        self.deliveries = Counter("zato_pubsub_deliveries", "Deliveries of pub/sub messages to subscribers by outcome",
+                                  ("topic", "subscription", "outcome"), registry=metrics.registry)
+
+    def count(self, topic: str, subscription: str, outcome: str) -> None:
+        self.deliveries.labels(topic, subscription, outcome).inc()
+
+
+class _NoMetrics:
+    def count(self, topic: str, subscription: str, outcome: str) -> None:
+        pass
+
+
+_NO_METRICS = _NoMetrics()
+_pubsub_metrics: weakref.WeakKeyDictionary[Any, _PubSubMetrics] = weakref.WeakKeyDictionary()
+
+
+def _metrics(server: Any) -> _PubSubMetrics | _NoMetrics:
+    """ The pub/sub metrics of this process's Prometheus registry, or a no-op while metrics are off. """
+    metrics = getattr(getattr(getattr(server, "app", None), "observer", None), "metrics", None)
+    if metrics is None:
+        return _NO_METRICS
+    found = _pubsub_metrics.get(metrics)
+    if found is None:
+        found = _pubsub_metrics[metrics] = _PubSubMetrics(metrics)
+    return found
 
 
 def _describe(exc: BaseException, timeout: float) -> str:
@@ -1042,162 +881,3 @@ def _describe(exc: BaseException, timeout: float) -> str:
 def _target_name(sub: SubscriptionConfig, message: PubSubMessage) -> str:
     target = sub.service_name or (message.zato_ctx or {}).get("target_service_name")
     return f"service {target!r} ({sub.sub_key})" if target else sub.sub_key
-
-
-def create_service_objects(server: Any, service: str, topic_name: str) -> list[str]:
-    """ Blocking: the objects through which messages reach a service, those missing created:
-    Zato's shared service endpoint, the service's topic and its subscription. """
-    from zato.objects import validate
-    from zato.odb import ObjectExists
-    schemas = server.registry.items("object_types")
-    wanted = [
-        (ENDPOINT, SERVICE_ENDPOINT, {"endpoint_type": ENDPOINT_SERVICE, "service_name": "",
-                                      "topic_patterns": f"sub={SERVICE_TOPIC_PREFIX}*",
-                                      "description": "Delivers messages published to services"}),
-        (TOPIC, topic_name, {"has_gd": True, "description": f"Messages published to service {service}"}),
-        (SUBSCRIPTION, topic_name, {"endpoint_name": SERVICE_ENDPOINT, "endpoint_type": ENDPOINT_SERVICE,
-                                    "topic_list": [topic_name]}),
-    ]
-    created = []
-    for object_type, name, data in wanted:
-        data = validate(schemas[object_type], {"name": name, **data})
-        try:
-            server.odb.create_object(object_type, name, data)
-        except ObjectExists:
-            continue
-        created.append(f"{object_type} {name!r}")
-    return created
-
-
-# ################################################################################################
-# What services see as `self.pubsub`
-
-
-class PubSubAPI:
-    """ `self.pubsub` in a service. """
-
-    def __init__(self, runtime: PubSub, service: Any) -> None:
-        self._runtime = runtime
-        self._service = service
-
-    def publish(self, name: Any, *args: Any, **kwargs: Any) -> Any:
-        """ Publishes to a topic, or to a service by its name (or class), and returns the msg_id
-        (`data_list=[{...}, ...]`: the list of them, in order).
-
-        Options, per message: `data`, `priority` (1-9, higher first; default 5), `expiration`
-        (milliseconds), `has_gd` (True: stored before this returns; False: RAM only), `mime_type`,
-        `correl_id` (or `correlation_id`), `in_reply_to`, `msg_id`, `ext_client_id`, `user_ctx`.
-        With `data_list`, each element is a dict of these, and options given beside `data_list`
-        are defaults for every element. A full topic raises `TopicFull`, bad options
-        `PublishError`, and nothing is published.
-
-        From a plain `def handle` this blocks until the messages are stored; from an
-        `async def handle` it returns an awaitable: `msg_id = await self.pubsub.publish(...)`.
-        """
-        published_by = getattr(self._service, "name", None)
-        if in_trio_thread():
-            return self._runtime.publish(name, args, kwargs, published_by=published_by)
-        return self._runtime.publish_blocking(name, args, kwargs, published_by=published_by)
-
-    def wait_for_topic(self, name: str, timeout: float = 10.0) -> Any:
-        """ True once this worker knows the topic (False after `timeout` seconds), as in Zato. """
-        async def wait() -> bool:
-            with trio.move_on_after(timeout):
-                while name not in self._runtime.topics:
-                    await trio.sleep(0.05)
-                return True
-            return False
-        return self._runtime.server.run_trio(wait)
-
-    def __repr__(self) -> str:
-        return f"<PubSubAPI of {self._service!r}>"
-
-
-# ################################################################################################
-# Hooks
-
-
-@hookimpl
-def register_server_config(register):
-    from zato.registry import Setting
-    register(PLUGIN, {
-        "poll_interval": Setting(0.2, exclusive_minimum=0, maximum=3600,
-                                 doc="Seconds between two looks for messages published by other processes"),
-        "lease_seconds": Setting(30.0, exclusive_minimum=0, maximum=86400,
-                                 doc="Seconds a claimed delivery is reserved for this server"),
-        "claim_batch": Setting(50, minimum=1, maximum=100_000, doc="Messages a queue holds in RAM"),
-        "cleanup_interval": Setting(10.0, exclusive_minimum=0, maximum=86400,
-                                    doc="Seconds between two removals of expired messages"),
-    },
-             doc="Publish/subscribe: how often to look for messages published by other processes (seconds), how "
-                 "long a claimed delivery is reserved for this server, how many messages a queue holds in RAM, "
-                 "how often expired messages are removed.")
-
-
-@hookimpl
-def register_migrations(register):
-    """ The tables of this plugin: messages, deliveries, dead letters, topic state. """
-    from pathlib import Path
-    register("pubsub", Path(__file__).resolve().parent / "migrations" / "pubsub")
-
-
-@hookimpl
-def register_object_types(register):
-    register(TOPIC_TYPE)
-    register(ENDPOINT_TYPE)
-    register(SUBSCRIPTION_TYPE)
-
-
-@hookimpl
-def startup_phase(phase, ctx):
-    if phase == "ON_STARTING":
-        server = ctx.kwargs["server"]
-        runtime = PubSub(server)
-        server.plugin_state[PLUGIN] = runtime
-        return trio.to_thread.run_sync(runtime.store.check_schema)
-
-
-@hookimpl
-def register_tasks(register, server):
-    runtime = server.plugin_state.get(PLUGIN)
-    if runtime is not None:
-        register("delivery", runtime.serve)
-
-
-@hookimpl
-def config_objects_changed(server, object_types):
-    runtime = server.plugin_state.get(PLUGIN)
-    if runtime is not None and set(object_types) & set(OBJECT_TYPES):
-        runtime.apply_config()
-
-
-@hookimpl
-def register_http_routes(register):
-    from zato.builtin.pubsub_admin import ROUTES
-    for path, handler, methods, openapi in ROUTES:
-        register(path, handler, methods=methods, openapi=openapi)
-
-
-@hookimpl
-def register_internal_services(register):
-    register("zato.builtin.services_pubsub")
-
-
-@hookimpl
-def shutdown(server):
-    runtime = server.plugin_state.get(PLUGIN)
-    if runtime is not None:
-        return runtime.stop()
-
-
-def runtime_of(server: Any) -> PubSub:
-    """ The worker's pub/sub, or an error saying why there is none. """
-    runtime = getattr(server, "plugin_state", {}).get(PLUGIN)
-    if runtime is None:
-        raise AttributeError("self.pubsub needs the pubsub plugin: it is switched off ([plugins] pubsub = False in "
-                             "server.conf) or the server has not reached the ON_STARTING phase")
-    return runtime
-
-
-__all__ = ["DeliveryError", "PubSub", "PubSubAPI", "PubSubMessage", "PublishError", "TopicFull", "runtime_of"]
-

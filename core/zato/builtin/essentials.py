@@ -1,4 +1,4 @@
-""" The `core` plugin: server.conf sections of the core, `GET /zato/ping`, the admin invoke
+""" The `essentials` plugin (called `core` before): server.conf sections of the core, `GET /zato/ping`, the admin invoke
 endpoint `POST /zato/api/invoke/{service}` and the core's internal services. It cannot be
 switched off.
 """
@@ -14,9 +14,9 @@ from zato import __version__, hookimpl
 from zato.common import ZATO_OK
 from zato.config import STARTUP_SETTINGS
 from zato.registry import Setting
-from zato.security import PREFIX as PASSWORD_HASH_PREFIX
+from zato.passwords import PREFIX as PASSWORD_HASH_PREFIX
 from zato.server.admin_auth import check_admin
-from zato.server.channel import invoke_from_http
+from zato.server.http_channel import invoke_from_http
 from zato.server.http import HTTPError, HTTPRequest, HTTPResponse
 
 
@@ -45,6 +45,9 @@ def register_server_config(register):
                                                              "service may use at once; 0: half of them"),
         "thread_wait_timeout": Setting(5.0, minimum=0, doc="Seconds a call waits for a thread of its service's "
                                                            "share before it gets 503 with Retry-After"),
+        "placement_lease_seconds": Setting(10.0, minimum=0.3, maximum=3600, doc="Seconds a process holds the "
+                                           "lease of a one_process task or listener (renewed every third); a "
+                                           "successor takes over within this time when its holder dies"),
     }, doc="Where and how the server listens.")
     register("misc", {"startup_callable": Setting([], doc="Dotted names of functions called in each start-up "
                                                           "phase, in this order")}, doc="User start-up callables.")
@@ -112,7 +115,7 @@ def _check_password_hash(stored: str) -> None:
 
 @hookimpl
 def register_internal_services(register):
-    register("zato.builtin.services_core")
+    register("zato.builtin.services_essentials")
 
 
 @hookimpl

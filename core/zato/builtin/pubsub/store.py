@@ -1,5 +1,5 @@
 """ Where guaranteed-delivery (GD) pub/sub messages live: the tables of the `pubsub` migration branch
-(core/zato/builtin/migrations/pubsub) in the configuration database (SQLite or PostgreSQL), and every statement the `pubsub` plugin runs.
+(core/zato/builtin/pubsub/migrations) in the configuration database (SQLite or PostgreSQL), and every statement the `pubsub` plugin runs.
 
 Everything here is blocking; the plugin calls it from worker threads. Delivery writes go through
 `PubSubStore.submit`: whichever thread finds the database free writes every batch waiting
@@ -365,7 +365,7 @@ class PubSubStore:
             if depth is None:
                 depth = sql.query("SELECT COUNT(*) FROM zato_pubsub_message WHERE topic_name = ?", (topic_name,))[0][0]
             if depth + len(rows) > publication.max_depth:
-                from zato.builtin.pubsub_message import TopicFull
+                from zato.builtin.pubsub.message import TopicFull
                 depths[topic_name] = depth
                 return TopicFull(topic_name, depth, publication.max_depth, len(rows), True)
             depths[topic_name] = depth + len(rows)

@@ -1,4 +1,4 @@
-""" Durable publish/subscribe messages and deliveries (the `pubsub` plugin, zato/builtin/pubsub*.py).
+""" Durable publish/subscribe messages and deliveries (the `pubsub` plugin, zato/builtin/pubsub/).
 
 * `zato_pubsub_message` - one row per guaranteed-delivery (GD) message still waiting: for at least
   one subscription, or in a topic that had no subscription when it was published; deleted when

@@ -1,8 +1,9 @@
-""" Internal services of the pub/sub plugin (`zato.builtin.pubsub`). """
+""" Internal services of the pub/sub plugin (`zato.builtin.pubsub`), registered by name through
+`register_internal_services`. """
 
 from __future__ import annotations
 
-from zato.builtin.pubsub_message import PublishError
+from zato.builtin.pubsub.message import PublishError
 from zato.server.http import HTTPError
 from zato.server.service import Service
 

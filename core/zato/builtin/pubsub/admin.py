@@ -5,7 +5,8 @@ paths percent-encoded (`/orders/new` is `%2Forders%2Fnew`).
     GET    /zato/api/pubsub/topics                               topics: depth, last message, queues
     GET    /zato/api/pubsub/topics/{topic}                       one topic
     GET    /zato/api/pubsub/topics/{topic}/messages              messages waiting in a topic
-    GET    /zato/api/pubsub/subscriptions                        queues (one per subscription and topic)
+    GET    /zato/api/pubsub/subscriptions                        queues (one per subscription and topic),
+                                                                 their failure policy and delivery counts
     GET    /zato/api/pubsub/subscriptions/{sub_key}/messages     browse a queue, in delivery order
     DELETE /zato/api/pubsub/subscriptions/{sub_key}/messages     empty a queue
     DELETE /zato/api/pubsub/subscriptions/{sub_key}/messages/{msg_id}   delete one message from a queue
@@ -30,7 +31,9 @@ from typing import Any
 
 import trio
 
-from zato.builtin.pubsub_message import message_from_row
+from zato.builtin.pubsub import RUNTIME
+from zato.builtin.pubsub.message import message_from_row
+from zato.builtin.pubsub.runtime import COUNTS
 from zato.server.admin_auth import check_admin
 from zato.server.http import HTTPError, HTTPRequest, HTTPResponse
 
@@ -42,7 +45,7 @@ TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
 async def _runtime(request: HTTPRequest) -> Any:
     await check_admin(request)
-    runtime = request.server.plugin_state.get("pubsub")
+    runtime = RUNTIME.get(request.server)
     if runtime is None:
         raise HTTPError(503, "Error 503 Service Unavailable: pub/sub is not running in this server")
     return runtime
@@ -85,10 +88,17 @@ def _message(row: dict[str, Any], with_data: bool = True, **extra: Any) -> dict[
     return out
 
 
-def _sub_info(sub: Any, depths: dict[str, dict[str, int]]) -> dict[str, Any]:
+def _sub_info(runtime: Any, sub: Any, depths: dict[str, dict[str, int]]) -> dict[str, Any]:
+    policy = sub.policy
+    backoff = policy.backoff
     return {"sub_key": sub.sub_key, "subscription": sub.name, "topic_name": sub.topic_name,
             "endpoint_name": sub.endpoint_name, "endpoint_type": sub.endpoint_type,
-            "max_attempts": sub.max_attempts, **depths.get(sub.sub_key, {})}
+            "max_attempts": sub.max_attempts, **depths.get(sub.sub_key, {}),
+            "failure_policy": {"attempts": policy.attempts, "timeout": policy.timeout,
+                               "backoff": None if backoff is None else {
+                                   "initial": backoff.initial, "maximum": backoff.maximum,
+                                   "multiplier": backoff.multiplier, "jitter": backoff.jitter}},
+            "counts": runtime.counts_of(sub.sub_key)}
 
 
 async def _read(runtime: Any, fn: Any, *args: Any) -> Any:
@@ -111,12 +121,12 @@ async def _topic_infos(runtime: Any, names: list[str]) -> list[dict[str, Any]]:
         if mine is not None and (last is None or mine["pub_time"] >= last["pub_time"]):
             last = mine
         if last is not None:
-            from zato.builtin.pubsub_message import iso_utc
+            from zato.builtin.pubsub.message import iso_utc
             last = {**last, "pub_time_iso": iso_utc(last["pub_time"])}
         out.append({"name": name, "has_gd": topic.has_gd, "max_depth_gd": topic.max_depth_gd,
                     "max_depth_non_gd": topic.max_depth_non_gd, "depth_gd": stats[name]["depth"],
                     "depth_non_gd": runtime.ram_depth(name), "last_message": last,
-                    "subscriptions": [_sub_info(runtime.subs[key], depths) for key in topic.sub_keys]})
+                    "subscriptions": [_sub_info(runtime, runtime.subs[key], depths) for key in topic.sub_keys]})
     return out
 
 
@@ -161,7 +171,7 @@ async def list_subscriptions(request: HTTPRequest) -> HTTPResponse:
     runtime = await _runtime(request)
     keys = sorted(runtime.subs)
     depths = await _read(runtime, runtime.store.queue_depths, keys, time.time()) if keys else {}
-    return HTTPResponse.json([_sub_info(runtime.subs[key], depths) for key in keys])
+    return HTTPResponse.json([_sub_info(runtime, runtime.subs[key], depths) for key in keys])
 
 
 async def queue_messages(request: HTTPRequest) -> HTTPResponse:
@@ -335,7 +345,16 @@ _SUBSCRIPTION = {"type": "object", "required": ["sub_key", "subscription", "topi
                                                 "endpoint_type", "max_attempts"], "properties": {
     "sub_key": {"type": "string"}, "subscription": {"type": "string"}, "topic_name": {"type": "string"},
     "endpoint_name": {"type": "string"}, "endpoint_type": {"type": "string"}, "max_attempts": {"type": "integer"},
-    "depth": {"type": "integer"}, "in_flight": {"type": "integer"}, "dead": {"type": "integer"}}}
+    "depth": {"type": "integer"}, "in_flight": {"type": "integer"}, "dead": {"type": "integer"},
+    "failure_policy": {"type": "object", "description": "The core's failure policy made of the subscription's "
+                                                        "max_attempts, retry_* and delivery_timeout",
+                       "properties": {"attempts": {"type": "integer"}, "timeout": {"type": ["number", "null"]},
+                                      "backoff": {"type": ["object", "null"], "description": "null: at once",
+                                                  "properties": {name: {"type": "number"} for name in
+                                                                 ("initial", "maximum", "multiplier", "jitter")}}}},
+    "counts": {"type": "object", "description": "Delivery outcomes of this queue in the worker that answers, "
+                                                "since it started",
+               "properties": {name: {"type": "integer", "minimum": 0} for name in COUNTS}}}}
 _TOPIC = {"type": "object", "required": ["name", "has_gd", "max_depth_gd", "max_depth_non_gd", "depth_gd",
                                          "depth_non_gd", "last_message", "subscriptions"], "properties": {
     "name": {"type": "string"}, "has_gd": {"type": "boolean"}, "max_depth_gd": {"type": "integer"},
