@@ -231,3 +231,39 @@ async def test_fields_with_choices_refuse_other_values(api):
     assert reply.json()["errors"] == [{"field": "data_format", "error": "'xml' is not one of: json, text, form"}]
     schema = (await api.get("/zato/api/openapi.json")).json()["components"]["schemas"]["channel_rest_input"]
     assert schema["properties"]["data_format"]["anyOf"][0] == {"enum": ["json", "text", "form"]}
+
+
+async def test_a_patch_is_checked_with_the_fields_it_leaves_as_a_put_would_be(api):
+    job = {"name": "patched", "job_type": "cron_style", "service": "demo.hello", "cron_definition": "0 9 * * *"}
+    assert (await api.post(obj_url("scheduler"), json=job)).status_code == 201
+    # Each field of the patch is valid alone; the job it would leave is not (an interval_based job
+    # without an interval), and a PUT of that job is refused, so the patch must be too.
+    reply = await api.patch(obj_url("scheduler", "patched"), json={"job_type": "interval_based"})
+    assert reply.status_code == 400, reply.text
+    assert [e["field"] for e in reply.json()["errors"]] == ["seconds"]
+    stored = (await api.get(obj_url("scheduler", "patched"))).json()
+    assert stored["job_type"] == "cron_style" and stored["version"] == 1  # unchanged
+    reply = await api.patch(obj_url("scheduler", "patched"), json={"job_type": "interval_based", "minutes": 5})
+    assert reply.status_code == 200 and reply.json()["minutes"] == 5, reply.text
+    reply = await api.patch(obj_url("scheduler", "patched"), json={"service": None})  # a required field
+    assert reply.status_code == 400 and [e["field"] for e in reply.json()["errors"]] == ["service"], reply.text
+
+
+async def test_a_listener_definitions_field_problems_are_400_naming_the_field(plugin_site, server_dir):
+    import test_listeners  # the module, so that its test classes are not collected here as well
+    test_listeners.install(plugin_site)
+    source = test_listeners.MemorySource()
+    async with run_server(server_dir) as server:
+        async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=10,
+                                     headers={"content-type": "application/json"}) as client:
+            bad = {**source.definition("x", "demo.hello"), "name": "bad broker", "broker": "no such broker"}
+            reply = await client.post(obj_url("memory_listener"), json=bad)
+            assert reply.status_code == 400, reply.text
+            [error] = reply.json()["errors"]
+            assert error["field"] == "broker" and "no memory broker named 'no such broker'" in error["error"]
+            assert (await client.get(obj_url("memory_listener", "bad broker"))).status_code == 404
+
+            good = {**source.definition("x", "demo.hello"), "name": "good"}
+            assert (await client.post(obj_url("memory_listener"), json=good)).status_code == 201, reply.text
+            reply = await client.patch(obj_url("memory_listener", "good"), json={"broker": "no such broker"})
+            assert reply.status_code == 400 and reply.json()["errors"][0]["field"] == "broker", reply.text

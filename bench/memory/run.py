@@ -2,7 +2,7 @@
 quickstart directory: its demo service `demo.hello`, a plain `def`, on /demo/hello, and the
 same as an `async def` on /demo/hello-async) gets N rounds of load with wrk; after each round
 the worker's RSS and its Python heap are sampled. A bare hypercorn-trio app answering the same
-JSON (bench/memory/baseline_app.py, with the same sync/async split) gets the same rounds in the
+JSON (bench/rest/baseline_app.py, with the same sync/async split) gets the same rounds in the
 same session, interleaved, so what hypercorn, trio and the allocator do by themselves shows as
 such:
 
@@ -228,7 +228,7 @@ def start_baseline(work_dir: Path, env: dict[str, str], timeout: float) -> Targe
     address = f"http://127.0.0.1:{port}"
     log = work_dir / "hypercorn.log"
     process = ExternalProcess([HYPERCORN, "-k", "trio", "-w", "1", "--bind", f"127.0.0.1:{port}",
-                               f"{HERE / 'baseline_app.py'}:app"], name="hypercorn", output=log, cwd=HERE,
+                               f"{rest.BASELINE_APP}:app"], name="hypercorn", output=log, cwd=HERE,
                               env=env).start()
     target = Target("baseline", process, f"{address}/sync", f"{address}/async", f"{address}/__probe__", log)
 

@@ -32,7 +32,6 @@ import logging
 import math
 import random
 import time
-import weakref
 from dataclasses import asdict, dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
 
@@ -40,6 +39,7 @@ import trio
 
 from zato.common.util import new_cid
 from zato.registry import Kind, ListenerType
+from zato.server.observability import feature_metrics
 
 logger = logging.getLogger("zato.listeners")
 
@@ -651,15 +651,8 @@ class _NoMetrics:
 
 
 _NO_METRICS = _NoMetrics()
-_listener_metrics: weakref.WeakKeyDictionary[Any, _ListenerMetrics] = weakref.WeakKeyDictionary()
 
 
 def _metrics(server: Any) -> _ListenerMetrics | _NoMetrics:
     """ The listener metrics of this process's Prometheus registry, or a no-op while metrics are off. """
-    metrics = getattr(getattr(getattr(server, "app", None), "observer", None), "metrics", None)
-    if metrics is None:
-        return _NO_METRICS
-    found = _listener_metrics.get(metrics)
-    if found is None:
-        found = _listener_metrics[metrics] = _ListenerMetrics(metrics)
-    return found
+    return feature_metrics(server, _ListenerMetrics, _NO_METRICS)

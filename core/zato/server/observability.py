@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from contextlib import nullcontext
 from time import perf_counter
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import trio
 
@@ -32,6 +33,27 @@ UNROUTED = "-"  # the channel and service label of requests no channel handled
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+T = TypeVar("T")
+
+# Metrics objects of features (listeners, pub/sub, plugins), made once per registry: a metric name
+# can be registered on a registry only once
+_feature_metrics: weakref.WeakKeyDictionary[Any, dict[Callable, Any]] = weakref.WeakKeyDictionary()
+
+
+def feature_metrics(server: Any, make: Callable[[Any], T], off: T) -> T:
+    """ The metrics a feature adds to this process's Prometheus registry: `make(metrics)` (it
+    registers its counters on `metrics.registry`), made once per registry, or `off` (an object
+    with the same methods doing nothing) while metrics are off. The one way features add metrics. """
+    metrics = getattr(getattr(getattr(server, "app", None), "observer", None), "metrics", None)
+    if metrics is None:
+        return off
+    made = _feature_metrics.setdefault(metrics, {})
+    found = made.get(make)
+    if found is None:
+        found = made[make] = make(metrics)
+    return found
 
 
 class Metrics:

@@ -390,7 +390,7 @@ class MemorySource:
         good = self.definition("bad", RECORD_SERVICE)
         return [({**good, "queue": "no spaces allowed"}, "queue"),  # the object type's check: 400
                 ({k: v for k, v in good.items() if k != "service"}, "service"),  # the schema: 400
-                ({**good, "broker": "no such broker"}, "broker")]  # the listener type's validate: 409
+                ({**good, "broker": "no such broker"}, "broker")]  # the listener type's validate: 400
 
 
 # ################################################################################################

@@ -11,7 +11,6 @@ import logging
 import os
 import socket
 import time
-import weakref
 from functools import partial
 from typing import Any, Awaitable, Callable
 
@@ -28,6 +27,7 @@ from zato.builtin.pubsub.store import (
     MESSAGE_COLUMNS, Publication, PubSubStore, Settlement, StoreError, WriteBatch, WriteResult,
 )
 from zato.common.util import new_cid
+from zato.server.observability import feature_metrics
 
 logger = logging.getLogger("zato.pubsub")
 
@@ -858,18 +858,11 @@ class _NoMetrics:
 
 
 _NO_METRICS = _NoMetrics()
-_pubsub_metrics: weakref.WeakKeyDictionary[Any, _PubSubMetrics] = weakref.WeakKeyDictionary()
 
 
 def _metrics(server: Any) -> _PubSubMetrics | _NoMetrics:
     """ The pub/sub metrics of this process's Prometheus registry, or a no-op while metrics are off. """
-    metrics = getattr(getattr(getattr(server, "app", None), "observer", None), "metrics", None)
-    if metrics is None:
-        return _NO_METRICS
-    found = _pubsub_metrics.get(metrics)
-    if found is None:
-        found = _pubsub_metrics[metrics] = _PubSubMetrics(metrics)
-    return found
+    return feature_metrics(server, _PubSubMetrics, _NO_METRICS)
 
 
 def _describe(exc: BaseException, timeout: float) -> str:
