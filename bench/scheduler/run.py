@@ -163,7 +163,7 @@ async def run_size(jobs: int, rate: float, duration: float, database: str, work_
         async def invoke(due: float) -> None:
             job = Bunch(name="bench", id=0, job_type="interval_based", kind="scheduled", missed=0, cid="",
                         due_time=datetime.fromtimestamp(due, UTC))
-            await server.invoke_service("bench.tick", None, channel="scheduler", scheduler_job=job)
+            await server.invoke_service("bench.tick", None, channel="scheduler", attributes={"scheduler_job": job})
 
         report["invoke"] = await measure_loops(jobs, interval, warmup, duration, invoke, samples)
         samples.clear()
