@@ -144,6 +144,7 @@ def admin_call(address: str, password: str, service: str, payload: Any, timeout:
     request = urllib.request.Request(f"{address}/zato/api/invoke/{service}", data=json.dumps(payload).encode(),
                                      method="POST")
     request.add_header("Authorization", "Basic " + b64encode(f"admin:{password}".encode()).decode())
+    request.add_header("Content-Type", "application/json")  # the admin API refuses writes without it (415)
     with urllib.request.urlopen(request, timeout=timeout) as reply:
         return json.loads(reply.read())
 
