@@ -21,6 +21,7 @@ import textwrap
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -35,6 +36,7 @@ from zato.builtin.scheduler import (
 )
 from zato.odb import ODB, Change, alembic_config, installed_branch, sqlite_url
 from zato.server.config_objects import CHANGED
+from zato.server.service.patterns import background_calls
 from zato.testing import ServerProcess, admin_auth, create_test_server_dir, run_server
 
 UTC = timezone.utc
@@ -481,6 +483,24 @@ async def test_an_invalid_job_is_logged_and_not_scheduled(tmp_path, virtual_time
 
 # ################################################################################################
 # Several servers sharing one database (in-process, virtual time)
+
+
+async def test_a_stopping_server_claims_no_more_firings(tmp_path, virtual_time, caplog):
+    # A job due every second: firings fall in the stop's graceful time, after the background
+    # nursery that runs them has closed. None may be claimed then: a claimed firing that cannot
+    # start is recorded as lost, and it is not run by the next process either.
+    base = make_server_dir(tmp_path, jobs={"often": interval(1, virtual_time.at(100))})
+    url = sqlite_url(base / "work" / "zato.db")
+    async with run_server(base) as server:
+        await trio.sleep_until(105.5)
+        # Background work outlasting the graceful time holds the stop open until 106.5 s
+        background_calls(server).start("slow-cid", "slow background work", partial(trio.sleep, 60))
+        server.request_shutdown()
+        stop_asked = trio.current_time()
+    recorded = SchedulerStore(ODB(url).engine).history(ODB(url).get_object("scheduler", "often")["_meta"]["id"], 100)
+    assert [r["outcome"] for r in recorded] == ["ok"] * 6  # due at 100..105, each run to its end
+    assert max(datetime.fromisoformat(r["due_time"]) for r in recorded) <= virtual_time.at(stop_asked)
+    assert not [r for r in caplog.records if "scheduler job" in r.getMessage() and "stopping" in r.getMessage()]
 
 
 async def test_two_servers_on_one_database_never_run_a_firing_twice_and_one_takes_over(tmp_path, virtual_time):

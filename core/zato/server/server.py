@@ -343,6 +343,12 @@ class Server:
     def request_shutdown(self) -> None:
         self._shutdown.set()
 
+    @property
+    def stopping(self) -> bool:
+        """ True from the moment a stop was asked for (SIGTERM, `request_shutdown`): work that
+        would start something new in the background (a scheduler firing) is not begun any more. """
+        return self._shutdown.is_set()
+
     def __repr__(self) -> str:
         return f"<Server {self.name} pid={self.pid} worker={self.options.worker_index}/{self.options.workers}>"
 

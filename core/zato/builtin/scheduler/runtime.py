@@ -193,7 +193,7 @@ class Scheduler:
     async def _schedule(self) -> None:
         while True:
             self._wakeup = trio.Event()
-            if self.closing:
+            if self._stopping():
                 await trio.sleep_forever()
             if self._dirty:
                 self._dirty = False
@@ -344,7 +344,14 @@ class Scheduler:
         return Plan(job.id, job.name, kind, latest, not_run, _new_cid(), outcome, error, next_due, runs,
                     next_due is None)
 
+    def _stopping(self) -> bool:
+        """ No firing is claimed once the server is stopping: its background work would be lost
+        (another process, or this one at its next start, fires it from the database). """
+        return self.closing or self.server.stopping
+
     async def _fire(self, due: list[Scheduled], now: datetime) -> None:
+        if self._stopping():
+            return
         plans = [self._plan(entry, now) for entry in due]
         finished_any = False
         with trio.CancelScope(shield=True):  # what is claimed is started, even if the lease is lost meanwhile
@@ -397,7 +404,7 @@ class Scheduler:
                                   "error": "skipped: the job's previous run has not finished and allow_overlap is off"})
             else:
                 decisions.append({"id": row["id"], "outcome": OUTCOME.RUNNING, "job": job, "cid": row["cid"]})
-        if not decisions:
+        if not decisions or self._stopping():
             return
         with trio.CancelScope(shield=True):
             await self._db(self.store.start_pending, self.holder, self.epoch, decisions, self.clock.now())
