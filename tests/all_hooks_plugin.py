@@ -126,6 +126,18 @@ def register_migrations(register):
     register("allhooks", MIGRATIONS_DIR)
 
 
+DELIVERED = []  # what pub/sub delivered to endpoints of type allhooks
+
+
+async def deliver_to_allhooks(server, subscription, message, cid):
+    DELIVERED.append(message.data)
+
+
+@hookimpl
+def register_pubsub_delivery_targets(register):
+    register("allhooks", deliver_to_allhooks)
+
+
 @hookimpl
 def register_request_attributes(register):
     register("allhooks_note", "what an allhooks channel adds")

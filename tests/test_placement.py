@@ -1,14 +1,15 @@
 """ Placement (zato.server.placement): a fenced lease in the configuration database, on SQLite and
 a real PostgreSQL. Two holders compete and one wins; the loser commits no fenced write; a holder
 that stops renewing (as a killed process does) is taken over within its lease; a `one_process`
-task runs in exactly one of two servers sharing a database and moves when that server stops. The
-`one_process` listener is in tests/test_listeners.py. """
+task and a `one_process` outgoing connection type run in exactly one of two servers sharing a
+database and move when that server stops. The `one_process` listener is in tests/test_listeners.py. """
 
 from __future__ import annotations
 
 import importlib
 from datetime import datetime, timedelta, timezone
 
+import httpx
 import pluggy
 import pytest
 import trio
@@ -18,8 +19,9 @@ from zato.odb import ODB, sqlite_url
 from zato import PROJECT_NAME, hookimpl, hookspecs
 from zato.plugins import register_tasks
 from zato.registry import RegistrationError
+from zato.server.outgoing import ConnectionNotFound
 from zato.server.placement import Lease, LeaseLost, Placement, lease_table, placements_of
-from zato.testing import create_test_server_dir, run_server
+from zato.testing import admin_auth, create_test_server_dir, run_server
 
 UTC = timezone.utc
 T0 = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
@@ -226,7 +228,7 @@ async def test_a_one_process_task_runs_in_one_of_two_servers_and_moves_when_it_s
         server_b = await nursery.start(serve, dir_b, stop_b)
         await trio.sleep(1.5)  # more than the lease: B competes, A keeps it
         assert module.RUNNING == [server_a] and module.STARTS == [server_a]
-        [placement] = placements_of(server_b).values()
+        placement = placements_of(server_b)["task:single_task.single"]  # beside the scheduler's
         assert placement.name == "task:single_task.single" and not placement.holding
         with pytest.raises(LeaseLost, match="does not hold the lease 'task:single_task.single'"):
             await trio.to_thread.run_sync(fenced_write, placement)
@@ -240,6 +242,79 @@ async def test_a_one_process_task_runs_in_one_of_two_servers_and_moves_when_it_s
         await trio.to_thread.run_sync(fenced_write, placement)  # B holds it now: its fenced writes commit
         stop_b.set()
     assert module.RUNNING == []
+
+
+CONNECTOR_PLUGIN = '''
+from zato.plugin_api import Connector, Field, ObjectType, OutgoingConnectionType, hookimpl
+
+EVENTS = []  # ("built" | "closed", server name, definition name)
+
+
+class Subscribed:
+    """ A connection that must exist once among all servers (as one subscribed to a remote cluster). """
+
+    def __init__(self, server, definition):
+        self.server_name, self.name = server.name, definition["name"]
+        EVENTS.append(("built", self.server_name, self.name))
+
+    def ping(self):
+        return None
+
+    def close(self):
+        EVENTS.append(("closed", self.server_name, self.name))
+
+
+@hookimpl
+def register_connectors(register):
+    register(Connector(ObjectType("outgoing_once", (Field("name", required=True),)),
+                       OutgoingConnectionType("once", "outgoing_once", "out.once", Subscribed, placement="one_process")))
+'''
+
+
+async def test_a_one_process_connection_type_is_built_in_one_of_two_servers_and_moves_when_it_stops(
+        plugin_site, tmp_path, database_url):
+    module = importlib.import_module(plugin_site.add("once", CONNECTOR_PLUGIN))
+    odb = ODB(database_url)
+    odb.upgrade()
+    odb.put_object("outgoing_once", "remote", {"name": "remote"})
+    odb.close()
+    dir_a, dir_b = (shared_server_dir(tmp_path, name, database_url) for name in ("a", "b"))
+
+    async def serve(base, stop: trio.Event, *, task_status):
+        async with run_server(base) as server:
+            task_status.started(server)
+            await stop.wait()
+
+    def built_in() -> list[str]:
+        alive: dict[str, int] = {}
+        for event, server_name, _ in module.EVENTS:
+            alive[server_name] = alive.get(server_name, 0) + (1 if event == "built" else -1)
+        return sorted(name for name, count in alive.items() if count > 0)
+
+    async with trio.open_nursery() as nursery:
+        stop_a, stop_b = trio.Event(), trio.Event()
+        server_a = await nursery.start(serve, dir_a, stop_a)
+        with trio.fail_after(5):
+            while built_in() != ["a"]:
+                await trio.sleep(0.01)
+        server_b = await nursery.start(serve, dir_b, stop_b)
+        await trio.sleep(1.5)  # more than the lease: B competes, A keeps it
+        assert built_in() == ["a"] and server_a.outgoing.map("out.once")["remote"].server_name == "a"
+        with pytest.raises(ConnectionNotFound, match=r"'remote' in out.once is not in this process: once connections "
+                                                     r"run in one process .* lease 'outgoing:once'"):
+            server_b.outgoing.map("out.once")["remote"]
+        async with httpx.AsyncClient(base_url=server_b.address, auth=admin_auth()) as client:
+            leases = {lease["name"]: lease for lease in (await client.get("/zato/api/placements")).json()["leases"]}
+        assert leases["outgoing:once"]["held"] is True and leases["outgoing:once"]["this_process"] is False
+        assert leases["outgoing:once"]["holder"] == placements_of(server_a)["outgoing:once"].holder
+        stop_a.set()  # a clean stop closes A's connection and releases the lease: B builds it
+        with trio.fail_after(5):
+            while built_in() != ["b"] or "remote" not in server_b.outgoing.map("out.once"):  # built, then in the map
+                await trio.sleep(0.01)
+        assert server_b.outgoing.map("out.once")["remote"].server_name == "b"
+        assert [e[:2] for e in module.EVENTS] == [("built", "a"), ("closed", "a"), ("built", "b")]
+        stop_b.set()
+    assert built_in() == []
 
 
 class BadPlacementPlugin:

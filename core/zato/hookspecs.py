@@ -123,7 +123,9 @@ def register_outgoing_connection_types(register):
     `register(outconn_type)` with a `zato.registry.OutgoingConnectionType`: `name`, the
     `object_type` its definitions are stored as, the `accessor` path through which services
     reach it (e.g. `"out.plain_http"`), and `create(server, definition)` returning a
-    connection object with `ping()` and `close()`. Returns nothing.
+    connection object with `ping()` and `close()`; optionally a `facade` and a `placement`
+    (`"every_worker"`, the default, or `"one_process"`: built only in the process holding the
+    lease `outgoing:<name>`). Returns nothing.
     """
 
 
@@ -247,6 +249,23 @@ def register_request_attributes(register):
     `Invocation(attributes=...)`); in requests of other channels `self.request.<name>` is None.
     Two plugins declaring one name is a start-up error naming both, and a channel passing an
     undeclared name is refused. Returns nothing.
+    """
+
+
+@hookspec
+def register_pubsub_delivery_targets(register):
+    """ Declare how pub/sub messages reach subscribers of an endpoint type (a WebSocket client,
+    a queue): the pub/sub plugin then delivers to endpoints of that type with the same retries,
+    back-off, dead letters and leases as to services.
+
+    Called once after loading, like every `register_*` hook. `register(endpoint_type, deliver)`:
+    `endpoint_type` is the `endpoint_type` of `pubsub_endpoint` objects it serves (a lower-case
+    identifier, e.g. `wsx`; the pub/sub plugin registers `service`), `deliver` an
+    `async def deliver(server, subscription, message, cid)` that hands one `PubSubMessage` to the
+    subscriber, or raises: a failed attempt, retried under the subscription's policy. Two plugins
+    registering one endpoint type is a start-up error naming both. Subscriptions of an endpoint
+    type nobody registered are reported (`GET /zato/api/pubsub/...` problems) and their messages
+    stay queued. Returns nothing.
     """
 
 

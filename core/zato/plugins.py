@@ -272,13 +272,21 @@ def _register_notification_handler(action: str, handler: Callable[..., Any]) -> 
     return action, handler
 
 
+def _new_attribute(what: str, name: Any, owner: type, taken: bool, instead: str) -> None:
+    """ Refuses a plugin's attribute `name` for every `owner` (a service, a request) unless it is a
+    public identifier that `owner` does not have yet (`taken`). """
+    if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+        raise TypeError(f"a {what} attribute is a public Python identifier, not {name!r}")
+    if taken:
+        raise TypeError(f"{name!r} is already an attribute of every {what} ({owner.__module__}.{owner.__name__}); "
+                        f"{instead}")
+
+
 def _register_service_attribute(name: str, provide: Callable[[Any], Any]) -> tuple[str, Any]:
-    if not name.isidentifier() or name.startswith("_"):
-        raise TypeError(f"a service attribute is a public Python identifier, not {name!r}")
     service_class = _service_class()
-    if hasattr(service_class, name) or name in service_class.__annotations__:
-        raise TypeError(f"{name!r} is already an attribute of every service (zato.server.service.Service); "
-                        f"choose another name")
+    _new_attribute("service", name, service_class,
+                   isinstance(name, str) and (hasattr(service_class, name) or name in service_class.__annotations__),
+                   "choose another name")
     if not callable(provide):
         raise TypeError(f"provide for {name!r} is called with the service and returns the attribute; got {provide!r}")
     return name, provide
@@ -286,11 +294,8 @@ def _register_service_attribute(name: str, provide: Callable[[Any], Any]) -> tup
 
 def _register_request_attribute(name: str, description: str = "") -> tuple[str, Any]:
     from zato.server.service import Request  # not at import: the service module brings trio
-    if not name.isidentifier() or name.startswith("_"):
-        raise TypeError(f"a request attribute is a public Python identifier, not {name!r}")
-    if name in Request.__slots__ or hasattr(Request, name):
-        raise TypeError(f"{name!r} is already an attribute of every request (zato.server.service.Request); "
-                        f"name a channel's attribute after its plugin (self.request.ibm_mq)")
+    _new_attribute("request", name, Request, isinstance(name, str) and (name in Request.__slots__ or hasattr(Request, name)),
+                   "name a channel's attribute after its plugin (self.request.ibm_mq)")
     return name, description
 
 
@@ -312,6 +317,15 @@ def _register_connector(connector: Any) -> list[tuple[Kind, str, Any]]:
         raise TypeError(problem)
     return [(Kind.OBJECT_TYPES, connector.object_type.name, connector.object_type),
             (Kind.OUTGOING_CONNECTION_TYPES, connector.connection_type.name, connector.connection_type)]
+
+
+def _register_delivery_target(endpoint_type: str, deliver: Any) -> tuple[str, Any]:
+    if not isinstance(endpoint_type, str) or not endpoint_type.isidentifier() or endpoint_type != endpoint_type.lower():
+        raise TypeError(f"a pub/sub endpoint type is a lower-case identifier (as 'wsx'), not {endpoint_type!r}")
+    if not inspect.iscoroutinefunction(deliver):
+        raise TypeError(f"deliver for endpoint type {endpoint_type!r} is an async def deliver(server, subscription, "
+                        f"message, cid), got {deliver!r}")
+    return endpoint_type, deliver
 
 
 def _register_migrations(branch_label: str, directory: Any) -> tuple[str, Any]:
@@ -336,6 +350,7 @@ REGISTER_HOOKS: dict[str, tuple[str | None, Callable[..., Any]]] = {
     "register_migrations": (Kind.MIGRATIONS, _register_migrations),
     "register_service_attributes": (Kind.SERVICE_ATTRIBUTES, _register_service_attribute),
     "register_request_attributes": (Kind.REQUEST_ATTRIBUTES, _register_request_attribute),
+    "register_pubsub_delivery_targets": (Kind.PUBSUB_DELIVERY_TARGETS, _register_delivery_target),
 }
 
 

@@ -67,7 +67,7 @@ class ChannelType:
     description: str = ""
 
 
-LISTENER_PLACEMENTS = ("every_worker", "one_process")
+PLACEMENTS = ("every_worker", "one_process")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,9 +93,9 @@ class ListenerType(ChannelType):
     restart: Any = None
 
     def __post_init__(self) -> None:
-        if self.placement not in LISTENER_PLACEMENTS:
+        if self.placement not in PLACEMENTS:
             raise RegistrationError(f"listener type {self.name!r}: placement {self.placement!r} is not one of "
-                                    f"{', '.join(LISTENER_PLACEMENTS)}")
+                                    f"{', '.join(PLACEMENTS)}")
         if not callable(self.open):
             raise RegistrationError(f"listener type {self.name!r}: open must be a callable "
                                     f"open(server, definition) returning an async context manager")
@@ -114,13 +114,23 @@ class OutgoingConnectionType:
     Services reach the connections through `accessor` (`"out.redis"`: `self.out.redis[name]`).
     `facade(connections)`, optional, is what the accessor gives instead of the map of connections
     by name: a call such as `self.outgoing.ibm_mq.send(msg, conn_name, queue)`; `connections` is
-    that map (`[name]`, `.get(name)`, `names()`), kept up to date as definitions change. """
+    that map (`[name]`, `.get(name)`, `names()`), kept up to date as definitions change.
+    `placement`: `"every_worker"` (each worker builds its own connections) or `"one_process"`
+    (only the process holding the lease `outgoing:<name>` among all sharing the configuration
+    database builds them - a connection that must exist once, such as one subscribed to a remote
+    cluster; elsewhere the map says which process holds them). """
     name: str
     object_type: str
     accessor: str
     create: Callable[[Any, dict], Any]
     description: str = ""
     facade: Callable[[Any], Any] | None = None
+    placement: str = "every_worker"
+
+    def __post_init__(self) -> None:
+        if self.placement not in PLACEMENTS:
+            raise RegistrationError(f"outgoing connection type {self.name!r}: placement {self.placement!r} is not "
+                                    f"one of {', '.join(PLACEMENTS)}")
 
 
 @dataclass(frozen=True)
@@ -304,6 +314,7 @@ class Kind(StrEnum):
     MIGRATIONS = "migrations"
     SERVICE_ATTRIBUTES = "service_attributes"
     REQUEST_ATTRIBUTES = "request_attributes"
+    PUBSUB_DELIVERY_TARGETS = "pubsub_delivery_targets"
 
 
 def _kind(kind: str) -> Kind:

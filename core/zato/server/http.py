@@ -304,15 +304,7 @@ class ASGIApp:
         except Exception:
             logger.exception("cid=%s unhandled error in %s %s", cid, scope.get("method"), scope.get("path"))
             response = error_response(500, cid)
-        headers = [
-            (b"content-type", response.content_type.encode("latin-1")),
-            (b"content-length", str(len(response.body)).encode()),
-            (b"x-zato-cid", cid.encode()),
-        ]
-        for name, value in response.headers.items():
-            headers.append((name.lower().encode("latin-1"), str(value).encode("latin-1")))
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        await send({"type": "http.response.body", "body": response.body})
+        await _send_response(send, response, cid)
         if self.observer is not None:
             self.observer(trace, scope["method"], scope["path"], response.status, perf_counter() - started, cid)
 
@@ -476,9 +468,12 @@ ADMIN_UNDER = ADMIN_PREFIX + "/"  # zato.registry refuses mounts there; the catc
 
 
 async def _send_response(send: Callable, response: HTTPResponse, cid: str) -> None:
+    """ Every response of ours, as ASGI messages: its headers with Content-Type, Content-Length
+    and X-Zato-CID first. """
     headers = [(b"content-type", response.content_type.encode("latin-1")),
                (b"content-length", str(len(response.body)).encode()), (b"x-zato-cid", cid.encode())]
-    headers.extend((name.lower().encode("latin-1"), str(value).encode("latin-1")) for name, value in response.headers.items())
+    for name, value in response.headers.items():
+        headers.append((name.lower().encode("latin-1"), str(value).encode("latin-1")))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
 

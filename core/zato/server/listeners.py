@@ -382,9 +382,8 @@ class ListenerRuntime:
     def _start_placement(self, nursery: trio.Nursery) -> None:
         """ Competes for the lease `listener:<type>`: while held, every definition runs here;
         when it is lost (or its holder stops or dies, elsewhere) they stop here and start there. """
-        from zato.server.placement import Placement, lease_seconds_of, listener_lease_name
-        self.placement = Placement(self.server.odb.engine, listener_lease_name(self.type.name),
-                                   lease_seconds=lease_seconds_of(self.server))
+        from zato.server.placement import listener_lease_name, placement_of
+        self.placement = placement_of(self.server, listener_lease_name(self.type.name))
 
         async def while_held(epoch: int) -> None:
             self._holding = True

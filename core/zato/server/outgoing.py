@@ -10,6 +10,7 @@ Each outgoing connection type names its accessor path (`OutgoingConnectionType.a
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any, Callable, Iterator
 from zato.registry import Kind
 
@@ -26,11 +27,15 @@ class ConnectionMap:
     def __init__(self, path: str) -> None:
         self.path = path
         self._items: dict[str, Any] = {}
+        self.elsewhere = ""  # placement one_process: why this process has none of them (who holds them)
 
     def __getitem__(self, name: str) -> Any:
         try:
             return self._items[name]
         except KeyError:
+            if self.elsewhere:
+                raise ConnectionNotFound(f"outgoing connection {name!r} in {self.path} is not in this process: "
+                                         f"{self.elsewhere}") from None
             known = ", ".join(repr(n) for n in sorted(self._items)) or "none are configured"
             raise ConnectionNotFound(f"no outgoing connection {name!r} in {self.path}; known: {known}") from None
 
@@ -142,9 +147,49 @@ class OutgoingConnections:
         self.errors: dict[tuple[str, str], str] = {}  # (type, name) -> why it could not be built
         self.retiring: dict[int, tuple[Any, str]] = {}  # replaced or removed, closed after graceful_timeout
         self._stopping: Any = None  # a trio.Event, made on first use (in the trio thread)
+        self.placements: dict[str, Any] = {}  # type name -> its Placement (placement one_process)
 
     def types(self) -> dict[str, Any]:
         return self.server.registry.items(Kind.OUTGOING_CONNECTION_TYPES)
+
+    async def run_placements(self, *, task_status: Any) -> None:
+        """ The leases of `one_process` connection types: while this process holds the lease
+        `outgoing:<type>`, it builds that type's connections; when it loses it (or stops), they
+        are closed here and built by the process that takes it over. Ready at once. """
+        import trio
+        from zato.server.placement import outgoing_lease_name, placement_of
+        types = [t for t in self.types().values() if t.placement == "one_process"]
+        async with trio.open_nursery() as nursery:
+            for outconn_type in types:
+                placement = self.placements[outconn_type.name] = placement_of(self.server,
+                                                                              outgoing_lease_name(outconn_type.name))
+                self._mark_elsewhere(outconn_type)
+                nursery.start_soon(placement.run, partial(self._while_held, outconn_type))
+            task_status.started()
+
+    async def _while_held(self, outconn_type: Any, epoch: int) -> None:
+        import trio
+        self.server.outgoing.map(outconn_type.accessor).elsewhere = ""
+        try:
+            await self._apply_isolated(outconn_type)
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                self._mark_elsewhere(outconn_type)
+                await self._apply_isolated(outconn_type)  # none are wanted here any more: closed
+
+    def _builds_here(self, outconn_type: Any) -> bool:
+        if outconn_type.placement != "one_process":
+            return True
+        placement = self.placements.get(outconn_type.name)
+        return placement is not None and placement.holding and not self.server.outgoing.map(
+            outconn_type.accessor).elsewhere
+
+    def _mark_elsewhere(self, outconn_type: Any) -> None:
+        self.server.outgoing.map(outconn_type.accessor).elsewhere = (
+            f"{outconn_type.name} connections run in one process among all sharing the configuration database "
+            f"(placement one_process, lease 'outgoing:{outconn_type.name}'), and this one does not hold it; "
+            f"GET /zato/api/placements says which does")
 
     async def apply_all(self) -> None:
         for outconn_type in self.types().values():
@@ -171,7 +216,7 @@ class OutgoingConnections:
 
     async def apply(self, outconn_type: Any) -> None:
         import trio
-        wanted = self.server.config_objects.get(outconn_type.object_type, {})
+        wanted = self.server.config_objects.get(outconn_type.object_type, {}) if self._builds_here(outconn_type) else {}
         connections = self.server.outgoing.map(outconn_type.accessor)
         for name, definition in wanted.items():
             key = (outconn_type.name, name)

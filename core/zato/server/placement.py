@@ -86,6 +86,11 @@ def listener_lease_name(listener_type: str) -> str:
     return f"listener:{listener_type}"
 
 
+def outgoing_lease_name(connection_type: str) -> str:
+    """ The lease of a `one_process` outgoing connection type: all its connections are in its holder. """
+    return f"outgoing:{connection_type}"
+
+
 def lease_seconds_of(server: Any) -> float:
     """ `[main] placement_lease_seconds` of a server's configuration. """
     return max(MIN_LEASE_SECONDS, float(server.config.main.get("placement_lease_seconds", DEFAULT_LEASE_SECONDS)))
@@ -161,10 +166,7 @@ class Lease:
         """ The lease as stored: holder, epoch, acquired, expires (ISO 8601, UTC); None if never taken. """
         with self.engine.connect() as conn:
             row = conn.execute(select(lease_table).where(lease_table.c.name == self.name)).mappings().first()
-        if row is None:
-            return None
-        return {"name": self.name, "holder": row["holder"], "epoch": row["epoch"],
-                "acquired": _utc(row["acquired"]).isoformat(), "expires": _utc(row["expires"]).isoformat()}
+        return None if row is None else _lease_row(row)
 
     def check(self, conn: Connection, holder: str, epoch: int) -> None:
         """ The fence, as the first statement of a transaction of one's own: raises `LeaseLost`
@@ -345,17 +347,41 @@ async def run_in_one_process(server: Any, name: str, run: Callable[..., Awaitabl
     lost). Ready at once: the task may be running elsewhere. A task that returns keeps the lease
     until the server stops, so that it does not run again elsewhere; the server's stop cancels it
     and releases the lease, so that another process takes over at once. """
-    placement = Placement(server.odb.engine, name, lease_seconds=lease_seconds_of(server))
+    placement = placement_of(server, name)
 
     async def work(epoch: int) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(run)
         await trio.sleep_forever()
 
-    PLACEMENTS_STATE.get_or_create(server, dict)[name] = placement
     await placement.run(work, task_status=task_status)
 
 
+def _lease_row(row: Any) -> dict[str, Any]:
+    return {"name": row["name"], "holder": row["holder"], "epoch": row["epoch"],
+            "acquired": _utc(row["acquired"]).isoformat(), "expires": _utc(row["expires"]).isoformat()}
+
+
+def all_leases(engine: Engine, now: datetime | None = None) -> list[dict[str, Any]]:
+    """ Every lease of the configuration database, by name, as `Lease.current` gives one, with
+    `held`: whether it is unexpired (a released lease expired a second before its release). """
+    now = now or _now()
+    with engine.connect() as conn:
+        rows = conn.execute(select(lease_table).order_by(lease_table.c.name)).mappings().all()
+    return [{**_lease_row(row), "held": _utc(row["expires"]) > now} for row in rows]
+
+
+def placement_of(server: Any, name: str, **options: Any) -> Placement:
+    """ A new `Placement` of lease `name` on the server's configuration database (`options` as
+    `Placement` takes them; `lease_seconds` from server.conf unless given), kept in
+    `placements_of(server)`: the one way a server's tasks, listeners and connections get one. """
+    options.setdefault("lease_seconds", lease_seconds_of(server))
+    placement = Placement(options.pop("engine", None) or server.odb.engine, name, **options)
+    PLACEMENTS_STATE.get_or_create(server, dict)[name] = placement
+    return placement
+
+
 def placements_of(server: Any) -> dict[str, Placement]:
-    """ The placements of a server's `one_process` tasks and listeners, by lease name. """
+    """ The placements of a server's `one_process` tasks, listeners, outgoing connection types
+    and its scheduler, by lease name. """
     return PLACEMENTS_STATE.get(server) or {}

@@ -618,6 +618,7 @@ async def _start(server: Server, lifetimes: Lifetimes, started: float) -> None:
 
     server.background_nursery = lifetimes.background
     await server.outgoing_connections.apply_all()
+    await lifetimes.longest.start(server.outgoing_connections.run_placements)  # one_process connection types
     for task in register_tasks(server.pm, server):
         await lifetimes.longest.start(task.run)
 

@@ -30,8 +30,8 @@ What lives where (see docs/pubsub.md):
 * Deliveries are claimed with a lease, so several workers and servers sharing the database never
   deliver one message to two consumers at once. Delivery is at-least-once: a message whose
   delivery was under way when a server was killed is delivered again.
-* Delivery targets are a registry by endpoint type (`PubSub.register_target`): services now;
-  WebSocket and REST subscribers are other plugins' targets later.
+* Delivery targets are a registry by endpoint type (the `register_pubsub_delivery_targets`
+  hook): services here; WebSocket and REST subscribers are other plugins' targets.
 
 The package: this module (the hook implementations and the public names), `objects` (the object
 types and the runtime configuration built from them), `runtime` (`PubSub`: delivery and
@@ -50,9 +50,10 @@ from zato import hookimpl
 from zato.builtin.pubsub.api import PubSubAPI
 from zato.builtin.pubsub.message import PublishError, PubSubMessage, TopicFull
 from zato.builtin.pubsub.objects import (
-    ENDPOINT_TYPE, OBJECT_TYPES, SUBSCRIPTION_TYPE, TOPIC_TYPE, SubscriptionConfig, TopicConfig, make_sub_key,
+    ENDPOINT_SERVICE, ENDPOINT_TYPE, OBJECT_TYPES, SUBSCRIPTION_TYPE, TOPIC_TYPE, SubscriptionConfig, TopicConfig,
+    make_sub_key,
 )
-from zato.builtin.pubsub.runtime import DeliveryError, DeliveryTarget, PubSub
+from zato.builtin.pubsub.runtime import DeliveryError, DeliveryTarget, PubSub, deliver_to_service
 from zato.server.plugin_state import PluginState
 
 PLUGIN = "pubsub"
@@ -127,6 +128,11 @@ def register_http_routes(register):
 @hookimpl
 def register_internal_services(register):
     register("zato.builtin.pubsub.services")
+
+
+@hookimpl
+def register_pubsub_delivery_targets(register):
+    register(ENDPOINT_SERVICE, deliver_to_service)
 
 
 @hookimpl

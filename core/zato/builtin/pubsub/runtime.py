@@ -27,6 +27,7 @@ from zato.builtin.pubsub.store import (
     MESSAGE_COLUMNS, Publication, PubSubStore, Settlement, StoreError, WriteBatch, WriteResult,
 )
 from zato.common.util import new_cid
+from zato.registry import Kind
 from zato.server.observability import feature_metrics
 
 logger = logging.getLogger("zato.pubsub")
@@ -182,7 +183,8 @@ class PubSub:
         slot = f"{socket.gethostname()}|{server.paths.base_dir}|{server.options.worker_index}|"
         self.claimer_prefix = slot
         self.claimer = f"{slot}{os.getpid()}|{new_cid()[:12]}"
-        self.targets: dict[str, DeliveryTarget] = {ENDPOINT_SERVICE: deliver_to_service}
+        # endpoint type -> how its subscribers get messages (`register_pubsub_delivery_targets`)
+        self.targets: dict[str, DeliveryTarget] = server.registry.items(Kind.PUBSUB_DELIVERY_TARGETS)
         self.topics: dict[str, TopicConfig] = {}
         self.subs: dict[str, SubscriptionConfig] = {}
         self.runners: dict[str, QueueRunner] = {}
@@ -211,17 +213,6 @@ class PubSub:
         self.stats = {"published_gd": 0, "published_non_gd": 0, "delivered": 0, "failed_attempts": 0,
                       "retried": 0, "dead_lettered": 0, "expired": 0, "writer_transactions": 0}
         self.counts: dict[str, dict[str, int]] = {}  # sub_key -> outcome -> count (`COUNTS`), this worker's
-
-    # ############################################################################################
-    # Delivery targets (a registry other plugins add to)
-
-    def register_target(self, endpoint_type: str, deliver: DeliveryTarget) -> None:
-        """ Lets endpoints of `endpoint_type` receive messages: `await deliver(server, subscription,
-        message, cid)` delivers one message or raises. Call it before the server's tasks start
-        (e.g. from `startup_phase` in AFTER_POST_FORK). """
-        if endpoint_type in self.targets:
-            raise ValueError(f"pub/sub endpoint type {endpoint_type!r} already has a delivery target")
-        self.targets[endpoint_type] = deliver
 
     # ############################################################################################
     # Configuration

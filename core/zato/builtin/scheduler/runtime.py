@@ -17,7 +17,7 @@ import trio
 
 from zato.config import Bunch
 from zato.objects import ObjectEnvError, runtime_view
-from zato.server.placement import Placement, new_holder
+from zato.server.placement import new_holder, placement_of
 from zato.server.plugin_state import PluginState
 
 from .jobs import (
@@ -95,8 +95,9 @@ class Scheduler:
         self.holder = new_holder()
         self.db_limiter = trio.CapacityLimiter(1)
         # The core's fenced lease (zato.server.placement), on the scheduler's clock and database calls
-        self.placement = Placement(self.store.engine, LEASE_NAME, lease_seconds=self.lease_seconds, holder=self.holder,
-                                   clock=self.clock, blocking=self.blocking, release_when_cancelled=False)
+        self.placement = placement_of(server, LEASE_NAME, engine=self.store.engine, lease_seconds=self.lease_seconds,
+                                      holder=self.holder, clock=self.clock, blocking=self.blocking,
+                                      release_when_cancelled=False)
         self.epoch: int | None = None
         self.leader_since: datetime | None = None
         self.fingerprint: Fingerprint | None = None
