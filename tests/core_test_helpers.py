@@ -26,8 +26,9 @@ class PluginSite:
         self.modules: list[str] = []
 
     def add(self, name: str, source: str, *, distribution: str | None = None, version: str = "1.0",
-            module: str | None = None, files: dict[str, str] | None = None) -> str:
-        """ Adds plugin `name`; returns its (unique) module name. `files` are extra modules. """
+            module: str | None = None, files: dict[str, str] | None = None, opt_in: bool = False) -> str:
+        """ Adds plugin `name`; returns its (unique) module name. `files` are extra modules. `opt_in`:
+        the distribution lists it in `zato.plugins.opt_in` too, so it is off until switched on. """
         module = module or f"zato_test_plugin_{name}_{uuid.uuid4().hex[:8]}"
         distribution = distribution or f"zato-plugin-{name}"
         (self.root / f"{module}.py").write_text(textwrap.dedent(source), "utf-8")
@@ -36,7 +37,10 @@ class PluginSite:
         dist_info = self.root / f"{distribution.replace('-', '_')}-{version}.dist-info"
         dist_info.mkdir()
         (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n")
-        (dist_info / "entry_points.txt").write_text(f"[zato.plugins]\n{name} = {module}\n")
+        entry_points = f"[zato.plugins]\n{name} = {module}\n"
+        if opt_in:
+            entry_points += f"\n[zato.plugins.opt_in]\n{name} = {module}\n"
+        (dist_info / "entry_points.txt").write_text(entry_points)
         self.modules.append(module)
         return module
 

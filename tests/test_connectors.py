@@ -111,3 +111,61 @@ async def test_a_connector_works_in_a_running_server(plugin_site, server_dir):
             reply = await client.post("/zato/api/objects/greeter_endpoint", json={"name": "Bad", "times": 0})
             assert reply.status_code == 400, reply.text
             assert {"greeting", "times"} <= {problem["field"] for problem in reply.json()["errors"]}, reply.text
+
+
+STYLED = '''
+from zato.plugin_api import Connector, Field, ObjectType, OutgoingConnectionType, hookimpl
+
+
+class Styled:
+    def __init__(self, server, definition):
+        self.suffix = definition["_references"]["style"]["suffix"]
+
+    def close(self):
+        return None
+
+
+@hookimpl
+def register_object_types(register):
+    register(ObjectType("greeter_style", (Field("name", required=True), Field("suffix", default="."))))
+
+
+@hookimpl
+def register_connectors(register):
+    register(Connector(ObjectType("styled_greeter", (Field("name", required=True),
+                                                     Field("style", required=True, references="greeter_style"))),
+                       OutgoingConnectionType("styled", "styled_greeter", "out.styled", Styled)))
+'''
+
+
+async def test_a_connection_gets_the_objects_it_names_and_is_rebuilt_when_one_changes(plugin_site, server_dir):
+    plugin_site.add("styled", STYLED)
+    async with run_server(server_dir) as server:
+        async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(),
+                                     headers={"content-type": "application/json"}) as client:
+            for object_type, data in (("greeter_style", {"name": "loud", "suffix": "!"}),
+                                      ("styled_greeter", {"name": "Hi", "style": "loud"})):
+                reply = await client.post(f"/zato/api/objects/{object_type}", json=data)
+                assert reply.status_code == 201, reply.text
+            first = server.outgoing.map("out.styled")["Hi"]
+            assert first.suffix == "!"
+            reply = await client.patch("/zato/api/objects/greeter_style/loud", json={"suffix": "!!!"})
+            assert reply.status_code == 200, reply.text
+            rebuilt = server.outgoing.map("out.styled")["Hi"]  # the style changed, not the connection's own object
+            assert rebuilt is not first and rebuilt.suffix == "!!!"
+
+
+async def test_a_connection_that_cannot_be_built_says_why_when_a_service_asks_for_it(plugin_site, server_dir):
+    plugin_site.add("greeter", greeter().replace('self.greeting = definition["greeting"]',
+                                                 'self.greeting = definition["greeting"]\n'
+                                                 '        if self.greeting == "boom":\n'
+                                                 '            raise ValueError("greetings cannot be boom")'))
+    from zato.odb import ODB, sqlite_url
+    from zato.server.outgoing import ConnectionNotFound
+    odb = ODB(sqlite_url(server_dir / "work" / "zato.db"))
+    odb.put_object("greeter_endpoint", "Loud", {"greeting": "boom"})
+    odb.close()
+    async with run_server(server_dir) as server:
+        with pytest.raises(ConnectionNotFound, match=r"'Loud' in out.greeter could not be built: ValueError: "
+                                                     r"greetings cannot be boom; correct its definition"):
+            server.outgoing.map("out.greeter")["Loud"]

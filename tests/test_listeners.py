@@ -18,8 +18,8 @@ from zato.server.listeners import Backoff, FailurePolicy
 from zato.server.service import Request, request_attributes
 from zato.testing import admin_auth, create_test_server_dir, run_server
 from zato.testing.conformance import (
-    LISTENER_SERVICES, RECORD_SERVICE, ListenerConformance, MemoryBroker, MemorySource, listener_log,
-    open_memory_receiver, wait_until,
+    FAIL_SERVICE, LISTENER_SERVICES, RECORD_SERVICE, ListenerConformance, MemoryBroker, MemoryMessage, MemorySource,
+    listener_log, open_memory_receiver, wait_until,
 )
 
 PLUGIN_SOURCE = '''
@@ -105,6 +105,61 @@ async def test_definitions_stored_before_the_start_are_started_and_take_what_wai
             assert body["worker"]["pid"] == server.pid
             [state] = [s for s in body["listeners"] if s["name"] == "stored"]
             assert state["state"] == "running" and state["listener_type"] == "memory"
+
+
+async def test_a_backend_that_redelivers_gets_each_failure_back_then_the_dead_letter(plugin_site, server_dir):
+    # A broker that redelivers and counts (as MQ's backout and BackoutCount): one attempt per
+    # delivery, the item given back after each failure, the dead letter at the last attempt; an
+    # item that arrives already delivered that often is dead-lettered without an attempt.
+    install(plugin_site)
+    (server_dir / "pickup" / "listener_conformance_services.py").write_text(LISTENER_SERVICES)
+    source = MemorySource()
+    definition = {**source.definition("redelivered", FAIL_SERVICE), "redeliver_attempts": 3}
+    store(server_dir, "redelivered", definition)
+    async with run_server(server_dir) as server:
+        log = listener_log(server)
+        await source.put(definition, {"id": "failing"})
+        await wait_until(lambda: source.dead_letters(definition) == [{"id": "failing"}], "the dead letter")
+        calls = log.of("failing", "failed")
+        assert [call.attributes["memory"].deliveries for call in calls] == [1, 2, 3]  # each a new delivery
+        worn = MemoryMessage(999, definition["queue"], {"id": "worn"}, deliveries=3)  # failed thrice elsewhere
+        source.broker.queues[definition["queue"]].append(worn)
+        source.broker._wake()
+        await wait_until(lambda: len(source.dead_letters(definition)) == 2, "the worn item's dead letter")
+        assert log.of("worn", "failed") == [] and source.broker.pending(definition["queue"]) == []
+        async with httpx.AsyncClient(base_url=server.address, auth=admin_auth()) as client:
+            [state] = [s for s in (await client.get("/zato/api/listeners")).json()["listeners"]
+                       if s["name"] == "redelivered"]
+        assert (state["received"], state["failed"], state["retried"], state["dead_lettered"], state["nacked"]) == \
+            (4, 3, 2, 2, 0)
+
+
+async def test_an_outage_is_logged_once_and_its_end_once(plugin_site, server_dir, caplog):
+    install(plugin_site)
+    caplog.set_level("DEBUG", logger="zato.listeners")
+    source = MemorySource()
+    definition = source.definition("flaky", RECORD_SERVICE)
+    store(server_dir, "flaky", definition)
+    source.broker.stop()  # down before the server starts: every opening fails
+    async with run_server(server_dir) as server:
+        async with httpx.AsyncClient(base_url=server.address, auth=admin_auth()) as client:
+            async def restarts() -> int:
+                [state] = [s for s in (await client.get("/zato/api/listeners")).json()["listeners"]
+                           if s["name"] == "flaky"]
+                return state["restarts"]
+            with trio.fail_after(10):
+                while await restarts() < 4:
+                    await trio.sleep(0.02)
+            source.broker.start()
+            with trio.fail_after(10):
+                while not [r for r in caplog.records if "is running again" in r.getMessage()]:
+                    await trio.sleep(0.02)
+    mine = [r for r in caplog.records if "'flaky'" in r.getMessage()]
+    warnings = [r for r in mine if r.levelname == "WARNING" and "failed" in r.getMessage()]
+    assert len(warnings) == 1 and "memory broker" in warnings[0].getMessage(), [r.getMessage() for r in mine]
+    assert len([r for r in mine if r.levelname == "DEBUG" and "failed again" in r.getMessage()]) >= 3
+    [again] = [r for r in mine if "is running again" in r.getMessage()]
+    assert again.levelname == "INFO" and "ConnectionError" in again.getMessage()
 
 
 async def test_a_one_process_listener_runs_in_one_of_two_servers_and_moves_when_it_stops(plugin_site, tmp_path,

@@ -224,3 +224,150 @@ def test_plugins_list_shows_enabled_disabled_and_hooks(plugin_site, server_dir):
 
     table = runner.invoke(cli, ["plugins", "list", str(server_dir)]).output
     assert "allhooks" in table and "not imported" in table
+
+
+# ################################################################################################
+# Opt-in plugins: off until server.conf switches them on, by [plugins] or by Zato's [component_enabled]
+
+OPT_IN_SOURCE = """\
+from zato import hookimpl
+from zato.server.http import HTTPResponse
+
+async def answer(request):
+    return HTTPResponse.json({"opt_in": "on"})
+
+@hookimpl
+def register_http_routes(register):
+    register("/optin/answer", answer, methods=("GET",))
+"""
+
+
+def _info(loaded, name):
+    return next(p for p in loaded.plugins if p.name == name)
+
+
+def test_opt_in_plugin_is_not_imported_unless_switched_on(plugin_site):
+    module = plugin_site.add("optin", OPT_IN_SOURCE, opt_in=True)
+    plain = plugin_site.add("plain", "")
+    loaded = load_plugins({})
+    info = _info(loaded, "optin")
+    assert info.opt_in and not info.enabled and not info.loaded and info.hooks == []
+    assert module not in sys.modules
+    assert "/optin/answer GET" not in loaded.registry.items(Kind.HTTP_ROUTES)
+    assert not _info(loaded, "plain").opt_in and _info(loaded, "plain").loaded and plain in sys.modules
+
+    loaded = load_plugins(plugin_switches({"optin": "True"}))
+    assert _info(loaded, "optin").loaded and module in sys.modules
+    assert "/optin/answer GET" in loaded.registry.items(Kind.HTTP_ROUTES)
+
+
+def test_opt_in_is_read_from_the_same_distribution_only(plugin_site):
+    # another distribution's opt-in entry for the same name does not switch this plugin off
+    plugin_site.add("shared", "", distribution="zato-plugin-shared")
+    other = plugin_site.root / "zato_plugin_other-1.0.dist-info"
+    other.mkdir()
+    (other / "METADATA").write_text("Metadata-Version: 2.1\nName: zato-plugin-other\nVersion: 1.0\n")
+    (other / "entry_points.txt").write_text("[zato.plugins.opt_in]\nshared = nothing_here\n")
+    assert _info(load_plugins({}), "shared").loaded
+
+
+def test_component_enabled_switches_an_opt_in_plugin_on_and_off(plugin_site, server_dir, caplog):
+    from zato.server.server import ServerPaths, read_server_config
+    module = plugin_site.add("optin", OPT_IN_SOURCE, opt_in=True)
+
+    def switches():
+        config = read_server_config(ServerPaths(server_dir))
+        return plugin_switches(config.get("plugins"), config.get("component_enabled"))
+
+    # Zato's own keys are not plugins: ignored, whatever their value, without a warning
+    for key, value in (("stats", "False"), ("cassandra", "True"), ("sso", "perhaps"), ("live_msg_browser", "")):
+        set_config_value(server_dir, "component_enabled", key, value)
+    set_config_value(server_dir, "component_enabled", "optin", "False")
+    with caplog.at_level("WARNING"):
+        assert "optin" not in load_plugins(switches()).enabled_names()
+    assert module not in sys.modules
+    assert switches()["optin"] is False and not {"stats", "cassandra", "sso", "live_msg_browser"} & set(switches())
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
+
+    set_config_value(server_dir, "component_enabled", "optin", "True")
+    assert switches()["optin"] is True
+    assert _info(load_plugins(switches()), "optin").loaded and module in sys.modules
+
+
+def test_component_enabled_switches_a_plugin_exactly_as_plugins_does(plugin_site):
+    plugin_site.add("plain", "")
+    assert plugin_switches({}, {"plain": "off"}) == {"plain": False}
+    assert "plain" not in load_plugins(plugin_switches({}, {"plain": False})).enabled_names()
+    with pytest.raises(ConfigError, match=r"\[component_enabled\] essentials = False: the 'essentials' plugin cannot"):
+        plugin_switches({}, {"essentials": "False"})
+
+
+def test_component_enabled_value_that_is_not_a_boolean_is_a_config_error(plugin_site):
+    plugin_site.add("optin", OPT_IN_SOURCE, opt_in=True)
+    with pytest.raises(ConfigError) as info:
+        plugin_switches({}, {"optin": "perhaps"})
+    message = str(info.value)
+    assert "[component_enabled] optin = perhaps" in message and "use True or False" in message
+    assert plugin_switches({}, {"cassandra": "perhaps"}) == {}  # not a plugin: not ours to check
+
+
+def test_plugins_section_wins_over_component_enabled_with_one_warning(plugin_site, caplog):
+    plugin_site.add("optin", OPT_IN_SOURCE, opt_in=True)
+    with caplog.at_level("WARNING", logger="zato.plugins"):
+        assert plugin_switches({"optin": "False"}, {"optin": "True"}) == {"optin": False}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert "[plugins] optin = False" in warnings[0] and "[component_enabled] optin = True" in warnings[0]
+    assert "[plugins] wins" in warnings[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="zato.plugins"):
+        assert plugin_switches({"optin": "True"}, {"optin": "yes"}) == {"optin": True}  # they agree
+    assert not caplog.records
+
+
+async def test_component_enabled_switches_an_opt_in_plugin_on_in_a_running_server(plugin_site, server_dir):
+    module = plugin_site.add("optin", OPT_IN_SOURCE, opt_in=True)
+    async with run_server(server_dir) as server:
+        assert "optin" not in server.plugins.enabled_names()
+        async with httpx.AsyncClient(base_url=server.address) as client:
+            assert (await client.get("/optin/answer")).status_code == 404
+    assert module not in sys.modules
+
+    set_config_value(server_dir, "component_enabled", "optin", "True")
+    async with run_server(server_dir) as server:
+        assert "optin" in server.plugins.enabled_names()
+        async with httpx.AsyncClient(base_url=server.address) as client:
+            reply = await client.get("/optin/answer")
+            assert reply.status_code == 200 and reply.json() == {"opt_in": "on"}
+    assert module in sys.modules
+
+
+def test_plugins_list_shows_an_opt_in_plugin_off_until_switched_on(plugin_site, server_dir):
+    from zato.cli import cli
+    plugin_site.add("optin", OPT_IN_SOURCE, opt_in=True)
+    runner = CliRunner()
+    hint = "off until switched on: [component_enabled] optin = True or [plugins] optin = True in server.conf"
+    rows = {r["name"]: r for r in json.loads(runner.invoke(cli, ["plugins", "list", str(server_dir), "--json"]).output)}
+    assert rows["optin"]["opt_in"] and not rows["optin"]["enabled"] and not rows["optin"]["loaded"]
+    table = runner.invoke(cli, ["plugins", "list", str(server_dir)])
+    assert table.exit_code == 0, table.output
+    assert f"optin: {hint}" in table.output.splitlines()
+
+    set_config_value(server_dir, "component_enabled", "optin", "True")
+    rows = {r["name"]: r for r in json.loads(runner.invoke(cli, ["plugins", "list", str(server_dir), "--json"]).output)}
+    assert rows["optin"]["enabled"] and rows["optin"]["loaded"] and rows["optin"]["hooks"] == ["register_http_routes"]
+    assert hint not in runner.invoke(cli, ["plugins", "list", str(server_dir)]).output
+
+
+def test_quickstart_lists_an_opt_in_plugin_commented_out(plugin_site, tmp_path):
+    from zato.server.server import ServerPaths, read_server_config
+    from zato.testing import create_test_server_dir
+    plugin_site.add("optin", OPT_IN_SOURCE, opt_in=True)
+    base_dir = create_test_server_dir(tmp_path / "fresh")
+    text = (base_dir / "config" / "server.conf").read_text("utf-8")
+    assert "# optin = True  (off until switched on, here or as [component_enabled] optin = True)" in text
+    config = read_server_config(ServerPaths(base_dir))
+    assert "optin" not in config.plugins
+    set_config_value(base_dir, "component_enabled", "optin", "True")  # as the Zato article says
+    config = read_server_config(ServerPaths(base_dir))
+    assert plugin_switches(config.get("plugins"), config.get("component_enabled"))["optin"] is True

@@ -60,7 +60,12 @@ from zato.registry import Field, Kind, ObjectType, Registry
 # Zato's enmasse top-level keys (shared/reference/zato-facts.md). A key of these that no enabled
 # plugin provides yet is reported as such rather than as a typo.
 ZATO_KEYS = ("security", "channel_rest", "outgoing_rest", "scheduler", "pubsub_topic", "pubsub_endpoint",
-             "pubsub_subscription", "outgoing_sql", "email_smtp", "web_socket", "zato_generic_connection")
+             "pubsub_subscription", "outgoing_sql", "email_smtp", "web_socket", "zato_generic_connection",
+             "def_jms_wmq", "channel_jms_wmq", "outconn_jms_wmq")
+
+# Zato keys of connectors that ship as their own distributions: (plugin, distribution)
+ZATO_KEY_PLUGINS = {key: ("ibm_mq", "zato-plugin-ibm-mq") for key in ("def_jms_wmq", "channel_jms_wmq",
+                                                                      "outconn_jms_wmq")}
 
 SECRETS_OMIT = "omit"
 SECRETS_ENV = "env"
@@ -261,7 +266,8 @@ class ServerConfigStore:
         config = read_server_config(self.paths)
         if registry is None:
             skip_broken = as_bool(config.main.get("skip_broken_plugins", False))
-            registry = load_plugins(plugin_switches(config.get("plugins")), skip_broken=skip_broken).registry
+            registry = load_plugins(plugin_switches(config.get("plugins"), config.get("component_enabled")),
+                                    skip_broken=skip_broken).registry
         self.registry = registry
         self.object_types: dict[str, ObjectType] = registry.items(Kind.OBJECT_TYPES)
         self.odb = ODB(database_url(self.paths, config))
@@ -372,13 +378,19 @@ def _read_import_file(store: ServerConfigStore, path: Path | str, shown: str | N
     type_lines: dict[str, int] = {}
     first_seen: dict[tuple[str, str], int] = {}
     invalid: set[tuple[str, str]] = set()
+    zato_keys = {t.zato.key: t for t in store.object_types.values() if t.zato is not None}
     for key, rows in document.items():
         key_line = document.line_of(key)
         object_type = store.object_types.get(key) if isinstance(key, str) else None
+        spelling = None
+        if object_type is None and isinstance(key, str) and key in zato_keys:
+            object_type = zato_keys[key]  # Zato's own key for the type: its rows are renamed to ours
+            spelling = object_type.zato
         if object_type is None:
             problems.append(Problem(shown, key_line, _unknown_key_message(key, store.object_types, rows)))
             continue
-        type_lines[key] = key_line
+        key = object_type.name
+        type_lines.setdefault(key, key_line)
         if rows is None:
             continue  # `channel_rest:` with nothing under it: no objects of this type
         if not isinstance(rows, list):
@@ -386,6 +398,8 @@ def _read_import_file(store: ServerConfigStore, path: Path | str, shown: str | N
                                                      f"{_kind(rows)}", key))
             continue
         for row in rows:
+            if spelling is not None and isinstance(row, _Mapping):
+                row = _in_our_spelling(spelling, row)
             found = _read_row(shown, object_type, row, key_line, problems)
             if found is None:
                 if isinstance(row, dict) and isinstance(row.get("name"), str):
@@ -402,6 +416,14 @@ def _read_import_file(store: ServerConfigStore, path: Path | str, shown: str | N
     return ImportFile(shown, objects, type_lines, invalid), problems
 
 
+def _in_our_spelling(spelling: Any, row: _Mapping) -> _Mapping:
+    """ A row of Zato's spelling of a type (`ObjectType.zato`) with our field names, lines kept. """
+    translated = _Mapping(spelling.translate(row))
+    translated.line = row.line
+    translated.key_lines = {spelling.fields.get(key, key): line for key, line in row.key_lines.items()}
+    return translated
+
+
 def _unknown_key_message(key: Any, object_types: Mapping[str, ObjectType], rows: Any) -> str:
     known = ", ".join(sorted(object_types)) or "(none)"
     if key == "zato_generic_connection":
@@ -410,8 +432,11 @@ def _unknown_key_message(key: Any, object_types: Mapping[str, ObjectType], rows:
         return (f"zato_generic_connection{which} is not supported yet: no enabled plugin provides it; "
                 f"remove these rows or move them to a supported key. Known keys: {known}")
     if key in ZATO_KEYS:
+        plugin = ZATO_KEY_PLUGINS.get(key)
+        which = (f"the {plugin[0]} plugin provides it: pip install {plugin[1]}, then switch it on in server.conf "
+                 f"([plugins] {plugin[0]} = True)") if plugin else "install or enable the plugin that does"
         return (f"{key!r} is a Zato enmasse key, but no enabled plugin provides object type {key!r} on this "
-                f"server; install or enable the plugin that does, or remove the key. Known keys: {known}")
+                f"server; {which}, or remove the key. Known keys: {known}")
     return f"unknown key {key!r}: not an object type of this server. Known keys: {known}"
 
 

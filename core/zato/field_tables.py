@@ -177,9 +177,10 @@ def stale(paths: Iterable[Path], object_types: Mapping[str, ObjectType]) -> list
 def registered_object_types() -> dict[str, ObjectType]:
     """ Every installed plugin's object types (switches ignored: a README documents its plugin
     whether a server enables it or not). """
-    from zato.plugins import load_plugins
+    from zato.plugins import discover_plugins, load_plugins
     from zato.registry import Kind
-    return load_plugins({}).registry.items(Kind.OBJECT_TYPES)
+    every = {plugin.name: True for plugin in discover_plugins()}  # those off until switched on too
+    return load_plugins(every).registry.items(Kind.OBJECT_TYPES)
 
 
 def main(argv: list[str] | None = None, *, root: Path | None = None) -> int:

@@ -13,6 +13,8 @@ Hooks (the contract is `zato.hookspecs`, documented in docs/plugins.md)
 What a plugin registers (`register(...)` in its `register_<things>` hooks)
     ObjectType, Field     a configuration object type and its fields (the schema is data:
                           description, default, example, choices, ranges)
+    ZatoSpelling          how Zato's enmasse files name an object type (`ObjectType(zato=...)`):
+                          its key, its field names, its fields that mean nothing here
     OutgoingConnectionType  a connection type: `create(server, definition)` builds one, services reach
                           it through its accessor (`self.out.redis[name]`)
     Connector             an ObjectType and its OutgoingConnectionType in one registration
@@ -44,6 +46,16 @@ Outgoing connections and blocking libraries
     call_plain_or_async   awaits `fn()` if it is `async def`, else runs it in a worker thread
     in_trio_thread        True on the trio loop's own thread (an `async def handle`)
 
+Admin API routes and CLI commands of a plugin (imported on first use)
+    HTTPRequest, HTTPResponse, HTTPError   what a `register_http_routes` handler takes, returns, raises
+    check_admin           `await check_admin(request)`: the admin credentials, throttled, or 401
+    server_paths, admin_request, describe_error   a CLI command calling the admin API of the server
+                          running in a directory (with the local CLI token), and its error in one line
+
+A feature's own log file
+    feature_log_file      `feature_log_file("zato.ibm_mq.mq", server.paths.logs_dir / "ibm-mq.log")`: a logger
+                          writing there alone, not to server.log
+
 Configuration values
     as_bool, to_bool, to_int, to_float   server.conf's conversions (`to_*` with messages for users)
     is_env_reference      True for a `$NAME` value (read from the environment when loaded)
@@ -71,11 +83,12 @@ from zato.config import ConfigError, as_bool, to_bool, to_float, to_int
 from zato.objects import is_env_reference
 from zato.registry import (
     ASGIMount, ChannelType, Connector, Field, HTTPRoute, Kind, ListenerType, ObjectType, OutgoingConnectionType, RateLimiterBackend, RegistrationError,
-    SecurityType, ServerConfigSection, Setting, Task,
+    SecurityType, ServerConfigSection, Setting, Task, ZatoSpelling,
 )
 from zato.server.outgoing import (
     BlockingCallError, BlockingCalls, ConnectionNotFound, OutgoingError, call_plain_or_async,
 )
+from zato.server.logs import feature_log_file
 from zato.server.plugin_state import PluginState, PluginStateMissing
 from zato.server.service import in_trio_thread
 
@@ -86,9 +99,14 @@ _TEST_KIT = {
     "admin_auth": "zato.testing", "ADMIN_PASSWORD": "zato.testing", "ServiceTester": "zato.testing",
     "OutgoingConnectionConformance": "zato.testing.conformance", "ListenerConformance": "zato.testing.conformance",
 }
-# name -> the core module it comes from, imported on first use (only listener plugins need it)
+# name -> the core module it comes from, imported on first use (only plugins with listeners, admin
+# routes or commands need them)
 _ON_FIRST_USE = {"Invocation": "zato.server.listeners", "Backoff": "zato.server.listeners",
-                 "FailurePolicy": "zato.server.listeners"}
+                 "FailurePolicy": "zato.server.listeners",
+                 "HTTPRequest": "zato.server.http", "HTTPResponse": "zato.server.http", "HTTPError": "zato.server.http",
+                 "check_admin": "zato.server.admin_auth",
+                 "admin_request": "zato.cli.admin_client", "describe_error": "zato.cli.admin_client",
+                 "server_paths": "zato.cli.admin_client"}
 
 
 def __getattr__(name: str) -> Any:
@@ -106,12 +124,14 @@ __all__ = [
     "hookimpl", "SERVER_STARTUP",
     # registrations
     "ASGIMount", "ChannelType", "Connector", "Field", "HTTPRoute", "ListenerType", *_ON_FIRST_USE, "ObjectType", "OutgoingConnectionType", "RateLimiterBackend",
-    "RegistrationError", "SecurityType", "ServerConfigSection", "Setting", "Task", "Kind",
+    "RegistrationError", "SecurityType", "ServerConfigSection", "Setting", "Task", "Kind", "ZatoSpelling",
     # a plugin's runtime objects
     "PluginState", "PluginStateMissing",
     # outgoing connections and blocking libraries
     "BlockingCallError", "BlockingCalls", "ConnectionNotFound", "OutgoingError", "call_plain_or_async",
     "in_trio_thread",
+    # a feature's own log file
+    "feature_log_file",
     # configuration values
     "ConfigError", "as_bool", "to_bool", "to_float", "to_int", "is_env_reference",
     # the test kit

@@ -2,8 +2,10 @@
 
 Built-in features are plugins too (`DEFAULT_PLUGINS`), loaded the same way as third-party
 ones, which are found through the `zato.plugins` entry-point group. The `[plugins]` section of
-server.conf switches each one on or off by name; a plugin that is switched off is never
-imported. `load_plugins` is the one function that does all of it.
+server.conf switches each one on or off by name (so does `[component_enabled]`, as in Zato); a
+plugin that is switched off is never imported. A plugin whose distribution lists it in the
+`zato.plugins.opt_in` group too is off until switched on. `load_plugins` is the one function
+that does all of it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from zato.registry import (
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "zato.plugins"
+# A distribution lists a plugin's entry point here as well (same name, same module) to have it off
+# until server.conf switches it on
+OPT_IN_ENTRY_POINT_GROUP = "zato.plugins.opt_in"
 CORE_DISTRIBUTION = "zato-core"
 
 # name -> module; the order is the order they are registered in
@@ -71,6 +76,7 @@ class PluginInfo:
     module: str
     builtin: bool
     enabled: bool = True
+    opt_in: bool = False  # off unless server.conf switches it on (`OPT_IN_ENTRY_POINT_GROUP`)
     loaded: bool = False
     error: str = ""
     hooks: list[str] = field(default_factory=list)
@@ -110,6 +116,8 @@ def discover_plugins() -> list[PluginInfo]:
     found = [PluginInfo(name=name, distribution=CORE_DISTRIBUTION, version=__version__, module=module, builtin=True)
              for name, module in DEFAULT_PLUGINS.items()]
     seen = {p.name: p for p in found}
+    opt_in = {(entry_point.name, entry_point.dist.name if entry_point.dist else "?")
+              for entry_point in metadata.entry_points(group=OPT_IN_ENTRY_POINT_GROUP)}
     for entry_point in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
         dist = entry_point.dist
         info = PluginInfo(
@@ -118,6 +126,7 @@ def discover_plugins() -> list[PluginInfo]:
             version=dist.version if dist else "?",
             module=entry_point.value,
             builtin=False,
+            opt_in=(entry_point.name, dist.name if dist else "?") in opt_in,
             _entry_point=entry_point,
         )
         if entry_point.name in seen:
@@ -132,11 +141,19 @@ def discover_plugins() -> list[PluginInfo]:
     return found
 
 
-def plugin_switches(plugins_section: dict[str, Any] | None) -> dict[str, bool]:
-    """ The `[plugins]` section as name -> enabled. """
+def plugin_switches(plugins_section: dict[str, Any] | None,
+                    component_enabled: dict[str, Any] | None = None) -> dict[str, bool]:
+    """ The `[plugins]` and `[component_enabled]` sections of server.conf as name -> enabled.
+
+    A key of `[component_enabled]` that names an installed plugin switches it as `[plugins]`
+    does; its other keys are Zato's feature switches, not plugins, and are left alone. Where
+    both sections name a plugin and disagree, `[plugins]` wins, with a warning.
+    """
     from zato.config import ConfigError, as_bool
     switches: dict[str, bool] = {}
+    lines: dict[str, str] = {}  # name -> the line that switched it, for errors
     for name, value in (plugins_section or {}).items():
+        key = name
         if name in RENAMED_PLUGINS:
             logger.warning("[plugins] %s: the plugin is now called %r; rename the key in server.conf",
                            name, RENAMED_PLUGINS[name])
@@ -145,9 +162,31 @@ def plugin_switches(plugins_section: dict[str, Any] | None) -> dict[str, bool]:
             switches[name] = as_bool(value)
         except ValueError:
             raise ConfigError(f"[plugins] {name} = {value!r}: use True or False") from None
+        lines[name] = f"[plugins] {key} = {value}"
+
+    component_enabled = component_enabled or {}
+    installed = {p.name for p in discover_plugins()} if component_enabled else set()
+    for name, value in component_enabled.items():
+        if name not in installed:
+            continue  # one of Zato's feature switches (stats, sso, ...), not a plugin
+        line = f"[component_enabled] {name} = {value}"
+        try:
+            enabled = as_bool(value)
+        except ValueError:
+            raise ConfigError(f"{line} in server.conf: {name!r} is a plugin, switched on or off by this key; "
+                              f"use True or False") from None
+        if name in switches:
+            if switches[name] != enabled:
+                logger.warning("server.conf has %s and %s: [plugins] wins, so plugin %r is %s; remove one of "
+                               "the two lines or make them agree", lines[name], line, name,
+                               "on" if switches[name] else "off")
+            continue
+        switches[name] = enabled
+        lines[name] = line
+
     for name in REQUIRED_PLUGINS:
         if switches.get(name) is False:
-            raise ConfigError(f"[plugins] {name} = False: the {name!r} plugin cannot be switched off; remove the line")
+            raise ConfigError(f"{lines[name]}: the {name!r} plugin cannot be switched off; remove the line")
     return switches
 
 
@@ -160,7 +199,8 @@ def load_plugins(
 ) -> LoadedPlugins:
     """ Imports and registers every plugin that is switched on, then collects what they register.
 
-    `switches` is the `[plugins]` section (name -> bool); a plugin not named there is enabled.
+    `switches` is name -> bool (`plugin_switches`); a plugin not named there is enabled, unless
+    it is opt-in (`PluginInfo.opt_in`): then it is off, and not imported.
     A plugin that fails to import raises `PluginLoadError` naming the plugin, its distribution
     and the exception, unless `skip_broken` is set, in which case it is left out and logged.
     `extra` are (name, module-or-object) pairs registered as well (tests use it).
@@ -175,7 +215,7 @@ def load_plugins(
         logger.warning("[plugins] %s: no such plugin is installed (installed: %s)", name, ", ".join(p.name for p in plugins))
 
     for info in plugins:
-        info.enabled = switches.get(info.name, True)
+        info.enabled = switches.get(info.name, not info.opt_in)
         if not info.enabled:
             continue
         if pm.has_plugin(info.name):

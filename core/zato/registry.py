@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
+
+
+# The key under which channel and outgoing connection runtimes find the objects a definition's
+# fields name (zato.server.config_objects.with_references)
+REFERENCES = "_references"
 
 
 class RegistrationError(Exception):
@@ -42,6 +47,30 @@ class Field:
 
 
 @dataclass(frozen=True)
+class ZatoSpelling:
+    """ How Zato's own enmasse files name an object type: its top-level `key` (`def_jms_wmq`),
+    its field names that differ from ours (`fields`: Zato's name -> ours, e.g.
+    `{"def_name": "definition"}`), and its fields that mean nothing here (`ignored`: accepted
+    from Zato's files and dropped, e.g. database ids). Enmasse reads rows under `key` as objects
+    of the type, renamed; export writes our names. """
+    key: str
+    fields: Mapping[str, str] = field(default_factory=dict)
+    ignored: tuple[str, ...] = ()
+
+    def translate(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """ A row of Zato's spelling in ours (a field given both ways keeps ours). """
+        out: dict[str, Any] = {}
+        for key, value in row.items():
+            if key in self.ignored:
+                continue
+            ours = self.fields.get(key, key)
+            if ours in out and ours != key:
+                continue
+            out[ours] = value
+        return out
+
+
+@dataclass(frozen=True)
 class ObjectType:
     """ A configuration object type (REST channel, security definition, SQL pool...). """
     name: str
@@ -50,6 +79,7 @@ class ObjectType:
     # Optional checks beyond the schema (a cron expression, a time zone name...):
     # `check(data, partial=...)` returns a list of {"field": ..., "error": ...}; see zato.objects.validate
     check: Callable[..., list[dict[str, str]]] | None = None
+    zato: ZatoSpelling | None = None  # how Zato's enmasse files name it, if they name it otherwise
 
     def field(self, name: str) -> Field:
         for item in self.fields:
@@ -126,6 +156,7 @@ class OutgoingConnectionType:
     description: str = ""
     facade: Callable[[Any], Any] | None = None
     placement: str = "every_worker"
+    aliases: tuple[str, ...] = ()  # other accessor paths giving the same (Zato's spellings: "out.wmq")
 
     def __post_init__(self) -> None:
         if self.placement not in PLACEMENTS:

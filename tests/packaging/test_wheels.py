@@ -449,3 +449,50 @@ def test_server_from_the_fresh_venv_runs_the_plugins_service(installed: Installe
         code = stop(process)
     assert code == 0, f"the server exited with {code} after SIGTERM:\n{log.read_text('utf-8', 'replace')}"
     assert not (server_dir / "work" / "server.json").exists()
+
+
+# ################################################################################################
+# A connector of this repository, installed the way its users install it
+
+
+IBM_MQ_DISTRIBUTION = "zato-plugin-ibm-mq"
+
+
+def test_pip_install_of_the_ibm_mq_plugin_brings_the_core_and_it_is_listed_off_until_switched_on(
+        installed: Installed, tmp_path: Path) -> None:
+    venv = tmp_path / "venv-ibm-mq"
+    run([python311(), "-m", "venv", venv], cwd=installed.work, timeout=300)
+    python, zato = venv / "bin" / "python", venv / "bin" / "zato"
+    result = run([python, "-m", "pip", "install", "--find-links", installed.dist, IBM_MQ_DISTRIBUTION],
+                 cwd=installed.work, timeout=INSTALL_TIMEOUT, check=False)
+    if result.returncode != 0:
+        if index_unreachable(result.stdout + result.stderr, {p.name for p in installed.projects}):
+            index_problem(f"`pip install --find-links DIST {IBM_MQ_DISTRIBUTION}`", result)
+        pytest.fail(f"`pip install --find-links DIST {IBM_MQ_DISTRIBUTION}` exited with {result.returncode}\n"
+                    f"{result.stdout}\n{result.stderr}", pytrace=False)
+    listing = run([python, "-c", "import json, importlib.metadata as m; print(json.dumps(sorted("
+                                 "d.metadata['Name'].lower() for d in m.distributions())))"],
+                  cwd=installed.work, timeout=60)
+    names = {canonical(name) for name in json.loads(listing.stdout)}
+    assert {CORE_DISTRIBUTION, IBM_MQ_DISTRIBUTION, "ibmmq"} <= names, sorted(names)
+
+    def listed(*args: str | Path) -> dict:
+        output = run([zato, "plugins", "list", *args, "--json"], cwd=installed.work, timeout=120).stdout
+        return {row["name"]: row for row in json.loads(output)}["ibm_mq"]
+
+    row = listed()
+    assert row["distribution"] == IBM_MQ_DISTRIBUTION and row["version"] == installed.wheels[IBM_MQ_DISTRIBUTION].version
+    assert row["enabled"] is False and row["loaded"] is False  # off until switched on, as in Zato
+    server_dir = tmp_path / "server"
+    run([zato, "quickstart", "create", server_dir, "--port", "0", "--admin-password", ADMIN_PASSWORD],
+        cwd=installed.work, timeout=120)
+    conf = server_dir / "config" / "server.conf"
+    text = conf.read_text("utf-8")  # as the article says: ibm_mq = True in the [component_enabled] stanza
+    if re.search(r"(?m)^\[component_enabled\]", text):
+        text = re.sub(r"(?m)^\[component_enabled\][^\n]*\n", lambda m: m.group(0) + "ibm_mq = True\n", text, count=1)
+    else:
+        text += "\n[component_enabled]\nibm_mq = True\n"
+    conf.write_text(text, "utf-8")
+    row = listed(server_dir)
+    assert row["enabled"] is True and row["loaded"] is True and row["error"] == "", row
+    assert "register_channel_types" in row["hooks"] and "register_connectors" in row["hooks"]

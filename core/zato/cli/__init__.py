@@ -272,16 +272,18 @@ def plugins() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def plugins_list(base_dir: str | None, as_json: bool) -> None:
     """ Every plugin: name, distribution, version, enabled or not (per DIR's server.conf), hooks. """
+    from zato.config import ConfigError
     from zato.plugins import PluginLoadError, load_plugins, plugin_switches
     from zato.server.server import read_server_config
 
-    switches = plugin_switches(read_server_config(_paths(base_dir)).get("plugins")) if base_dir else {}
     try:
+        config = read_server_config(_paths(base_dir)) if base_dir else {}
+        switches = plugin_switches(config.get("plugins"), config.get("component_enabled"))
         loaded = load_plugins(switches, skip_broken=True)
-    except PluginLoadError as exc:
+    except (PluginLoadError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     rows = [{"name": p.name, "distribution": p.distribution, "version": p.version, "enabled": p.enabled,
-             "loaded": p.loaded, "error": p.error, "hooks": p.hooks,
+             "loaded": p.loaded, "error": p.error, "hooks": p.hooks, "opt_in": p.opt_in,
              "registered": loaded.registry.by_plugin(p.name)} for p in loaded.plugins]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -290,11 +292,18 @@ def plugins_list(base_dir: str | None, as_json: bool) -> None:
     table = Table(title="Zato plugins" + (f" for {base_dir}" if base_dir else ""))
     for column in ("name", "distribution", "version", "enabled", "hooks"):
         table.add_column(column)
+    from rich.markup import escape
+    off_until_switched_on = [row["name"] for row in rows if row["opt_in"] and not row["enabled"]]
     for row in rows:
         enabled = "[red]broken[/]" if row["error"] else ("yes" if row["enabled"] else "[dim]no[/]")
-        hooks = ", ".join(row["hooks"]) if row["loaded"] else f"[dim]{row['error'] or 'not imported'}[/]"
+        not_loaded = row["error"] or ("off until switched on" if row["name"] in off_until_switched_on
+                                      else "not imported")
+        hooks = ", ".join(row["hooks"]) if row["loaded"] else f"[dim]{escape(not_loaded)}[/]"
         table.add_row(row["name"], row["distribution"], row["version"], enabled, hooks)
     _console().print(table)
+    for name in off_until_switched_on:  # one line each, never wrapped, so it can be copied
+        click.echo(f"{name}: off until switched on: [component_enabled] {name} = True or [plugins] {name} = True "
+                   f"in server.conf")
 
 
 # ################################################################################################
@@ -316,7 +325,8 @@ def add_plugin_commands(group: click.Group, argv: list[str]) -> None:
     server_dir = _server_dir_in(argv)
     if server_dir is not None:
         try:
-            switches = plugin_switches(read_server_config(ServerPaths(server_dir)).get("plugins"))
+            config = read_server_config(ServerPaths(server_dir))
+            switches = plugin_switches(config.get("plugins"), config.get("component_enabled"))
         except Exception:
             switches = {}
     try:

@@ -121,7 +121,9 @@ def create_server_dir(base_dir: Path | str, *, port: int = 17010, workers: int =
         make_dir(directory, mode)
     progress(f"created {paths.base_dir} with config/, pickup/, logs/, work/ and lib/")
 
-    plugins = "\n".join(f"{p.name} = True" for p in discover_plugins())
+    plugins = "\n".join(f"{p.name} = True" if not p.opt_in else
+                         f"# {p.name} = True  (off until switched on, here or as [component_enabled] {p.name} = True)"
+                         for p in discover_plugins())
     write_file(paths.server_conf, SERVER_CONF.format(  # 0600 from the start: it holds the admin password's hash
         name=name, port=port, workers=workers, plugins=plugins, base_dir=paths.base_dir,
         password_hash=hash_password(admin_password)))

@@ -20,7 +20,7 @@ import trio
 
 from zato.objects import ObjectEnvError, ObjectValidationError, SecretBox, runtime_view, validate
 from zato.plugins import await_maybe, hook_calls
-from zato.registry import Kind
+from zato.registry import REFERENCES, Kind
 from zato.server.plugin_state import PluginState
 
 logger = logging.getLogger("zato.config")
@@ -106,13 +106,14 @@ async def reload(server: Any, types: Iterable[str] | None = None) -> None:
         server.config_errors = {k: v for k, v in server.config_errors.items()
                                 if k.split(":", 1)[0] not in wanted} | errors
         changed = wanted
+    affected = changed | referencing(server, changed)  # objects naming a changed one see it changed too
     for channel_type in server.registry.values(Kind.CHANNEL_TYPES):
-        if channel_type.object_type in changed:
+        if channel_type.object_type in affected:
             runtime = server.channels.get(channel_type.name)
             if runtime is not None:
                 await apply_channel_type(server, channel_type, runtime)
     try:
-        await server.outgoing_connections.apply_object_types(changed)
+        await server.outgoing_connections.apply_object_types(affected)
     except Exception:
         logger.exception("outgoing connections of %s could not be rebuilt; the previous ones stay, the rest of the "
                          "configuration is applied", ", ".join(sorted(changed)))
@@ -120,10 +121,37 @@ async def reload(server: Any, types: Iterable[str] | None = None) -> None:
     logger.info("configuration reloaded: %s", ", ".join(sorted(changed)) or "nothing")
 
 
+def with_references(server: Any, object_type_name: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """ `obj` as channel and outgoing connection runtimes get it: with `_references`, for each of
+    its fields naming another configuration object (`Field.references`, a service aside), that
+    object as this server holds it (active, `$NAME`s read, secrets decrypted), or None. A change
+    of a referenced object re-applies the runtimes of the objects referencing it (`reload`), so a
+    connection definition edited reaches every channel and connection using it. """
+    fields = _reference_fields(server, object_type_name)
+    if not fields:
+        return obj
+    return {**obj, REFERENCES: {field.name: server.config_objects.get(field.references, {}).get(obj.get(field.name))
+                                for field in fields}}
+
+
+def _reference_fields(server: Any, object_type_name: str) -> list[Any]:
+    object_type = server.registry.items(Kind.OBJECT_TYPES).get(object_type_name)
+    return [field for field in (object_type.fields if object_type else ())
+            if field.references and field.references != "service"]
+
+
+def referencing(server: Any, object_types: set[str]) -> set[str]:
+    """ The object types with a field naming an object of one of `object_types`. """
+    return {name for name in server.registry.items(Kind.OBJECT_TYPES)
+            if any(field.references in object_types for field in _reference_fields(server, name))}
+
+
 async def apply_channel_type(server: Any, channel_type: Any, runtime: Any) -> bool:
-    """ Gives a channel type's runtime its active objects; a runtime that fails is logged (its
-    previous state stays, the other channel types are applied). Returns whether it worked. """
-    objects = list(server.config_objects.get(channel_type.object_type, {}).values())
+    """ Gives a channel type's runtime its active objects (`with_references`); a runtime that
+    fails is logged (its previous state stays, the other channel types are applied). Returns
+    whether it worked. """
+    objects = [with_references(server, channel_type.object_type, obj)
+               for obj in server.config_objects.get(channel_type.object_type, {}).values()]
     try:
         await await_maybe(runtime.apply(objects))
     except Exception:

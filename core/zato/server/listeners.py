@@ -38,7 +38,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol
 import trio
 
 from zato.common.util import new_cid
-from zato.registry import Kind, ListenerType
+from zato.registry import REFERENCES, Kind, ListenerType
 from zato.server.observability import feature_metrics
 
 logger = logging.getLogger("zato.listeners")
@@ -171,6 +171,15 @@ class Invocation:
     attributes: Mapping[str, Any] = field(default_factory=dict)
     raw_request: Any = None
     cid: str | None = None
+    # For a backend that redelivers what is given back (an MQ backout, a broker's requeue): how
+    # many times it delivered this item before (MQ's BackoutCount). Set, a failed attempt gives
+    # the item back (`nack`) instead of retrying here, and the item goes to its dead letter once
+    # it was delivered `FailurePolicy.attempts` times. None: the core retries in place.
+    delivery_count: int | None = None
+
+
+class RedeliveriesExhausted(Exception):
+    """ A backend redelivered an item as often as the failure policy allows (`Invocation.delivery_count`). """
 
 
 class Receiver(Protocol):
@@ -196,6 +205,8 @@ class Receiver(Protocol):
 
     # Optional: `async def dead_letter(self, item, error)`: keeps an item whose service failed
     # `FailurePolicy.attempts` times; without it the item is logged with its cid, then acked.
+    # Optional: `failure_policy`, a `FailurePolicy` of this receiver's own (one definition's
+    # settings, or what the backend says, as an MQ queue's backout threshold) instead of the type's.
 
 
 # ################################################################################################
@@ -247,6 +258,7 @@ class _Slot:
         self.drain_deadline = math.inf
         self.failures = 0  # consecutive failures of the receiver (the back-off's attempt number)
         self.opened_at: float | None = None
+        self.outage: tuple[str, float] | None = None  # (the error logged, when it began) while it lasts
 
     def stop_receiving(self, drain_seconds: float) -> None:
         """ No more items from the current receiver; the item in hand may take `drain_seconds`. """
@@ -460,6 +472,11 @@ class ListenerRuntime:
         async with self.type.open(self.server, definition) as receiver:
             slot.opened_at = trio.current_time()
             record.set(RUNNING, next_attempt_at=None)
+            if slot.outage is not None:
+                logger.info("listener %s %r is running again, %.1f s and %d attempt(s) after it failed (%s)",
+                            self.type.name, slot.name, trio.current_time() - slot.outage[1], slot.failures,
+                            slot.outage[0])
+                slot.outage = None
             _metrics(self.server).running(self.type.name, slot.name, True)
             try:
                 while True:
@@ -484,9 +501,16 @@ class ListenerRuntime:
         record.set(BACKING_OFF, last_error=f"{type(exc).__name__}: {exc}", last_error_at=now,
                    next_attempt_at=now + delay)
         _metrics(self.server).count(self.type.name, slot.name, "restarts")
-        logger.warning("listener %s %r failed (%s: %s); failure %d in a row, opening it again in %.2f s",
-                       self.type.name, slot.name, type(exc).__name__, exc, slot.failures, delay,
-                       exc_info=exc if slot.failures == 1 else None)
+        error = f"{type(exc).__name__}: {exc}"
+        if slot.outage is None or slot.outage[0] != error:  # once per outage (and per new error in it)
+            logger.warning("listener %s %r failed (%s); failure %d in a row, opening it again in %.2f s, and with "
+                           "back-off while it fails (logged again once it runs, or fails otherwise; its state: GET "
+                           "/zato/api/listeners)", self.type.name, slot.name, error, slot.failures, delay,
+                           exc_info=exc if slot.outage is None else None)
+            slot.outage = (error, slot.outage[1] if slot.outage else trio.current_time())
+        else:
+            logger.debug("listener %s %r failed again (%s); failure %d in a row, opening it again in %.2f s",
+                         self.type.name, slot.name, error, slot.failures, delay)
         await trio.sleep(delay)
 
     # One item
@@ -517,7 +541,10 @@ class ListenerRuntime:
             await self._dead_letter(slot, receiver, item, exc, cid, None)
             return
         cid = invocation.cid or cid
-        policy = self.policy
+        policy = getattr(receiver, "failure_policy", None) or self.policy  # a receiver may have its own
+        if invocation.delivery_count is not None:
+            await self._deliver_once(slot, receiver, item, invocation, cid, policy)
+            return
 
         def on_failure(number: int, exc: Exception, delay: float | None) -> None:
             self._count(slot, "failed")
@@ -531,12 +558,41 @@ class ListenerRuntime:
                              cid, self.type.name, slot.name, invocation.service, number, policy.attempts,
                              type(exc).__name__, exc, exc_info=exc)
 
-        delivery = await policy.deliver(lambda: self._invoke(invocation, cid, slot.name), on_failure=on_failure)
+        delivery = await policy.deliver(lambda: self._invoke(invocation, cid, slot.name, policy), on_failure=on_failure)
         if delivery.ok:
             await receiver.ack(item)
             self._count(slot, "succeeded")
         else:
             await self._dead_letter(slot, receiver, item, delivery.error, cid, invocation.service)
+
+    async def _deliver_once(self, slot: _Slot, receiver: Any, item: Any, invocation: Invocation, cid: str,
+                            policy: FailurePolicy) -> None:
+        """ The backend redelivers: one attempt here; a failure gives the item back (`nack`), or
+        sends it to its dead letter once it was delivered `policy.attempts` times. """
+        delivered_before = max(0, int(invocation.delivery_count or 0))
+        if delivered_before >= policy.attempts:
+            await self._dead_letter(slot, receiver, item, RedeliveriesExhausted(
+                f"delivered {delivered_before} times before without success (at most {policy.attempts} attempts); "
+                f"the earlier errors are logged"), cid, invocation.service)
+            return
+        try:
+            await self._invoke(invocation, cid, slot.name, policy)
+        except Exception as exc:
+            self._count(slot, "failed")
+            attempt = delivered_before + 1
+            if attempt >= policy.attempts:
+                logger.error("cid=%s listener %s %r: service %s failed (attempt %d of %d: %s: %s); giving up",
+                             cid, self.type.name, slot.name, invocation.service, attempt, policy.attempts,
+                             type(exc).__name__, exc, exc_info=exc)
+                await self._dead_letter(slot, receiver, item, exc, cid, invocation.service)
+                return
+            logger.warning("cid=%s listener %s %r: service %s failed (attempt %d of %d: %s: %s); the item is given "
+                           "back to be delivered again", cid, self.type.name, slot.name, invocation.service, attempt,
+                           policy.attempts, type(exc).__name__, exc)
+            await self._nack(slot, receiver, item, exc, outcome="retried")
+            return
+        await receiver.ack(item)
+        self._count(slot, "succeeded")
 
     def _invocation_of(self, receiver: Any, item: Any) -> Invocation:
         invocation = receiver.to_invocation(item)
@@ -548,9 +604,9 @@ class ListenerRuntime:
                             f"(got {invocation.service!r})")
         return invocation
 
-    async def _invoke(self, invocation: Invocation, cid: str, channel: str) -> Any:
+    async def _invoke(self, invocation: Invocation, cid: str, channel: str, policy: FailurePolicy) -> Any:
         return await self.server.invoke_service(invocation.service, invocation.payload, cid=cid, channel=channel,
-                                                raw_request=invocation.raw_request, timeout=self.policy.timeout,
+                                                raw_request=invocation.raw_request, timeout=policy.timeout,
                                                 attributes=invocation.attributes)
 
     async def _dead_letter(self, slot: _Slot, receiver: Any, item: Any, error: BaseException | None, cid: str,
@@ -573,7 +629,7 @@ class ListenerRuntime:
         await receiver.ack(item)
         self._count(slot, "dead_lettered")
 
-    async def _nack(self, slot: _Slot, receiver: Any, item: Any, error: BaseException) -> None:
+    async def _nack(self, slot: _Slot, receiver: Any, item: Any, error: BaseException, outcome: str = "nacked") -> None:
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + NACK_TIMEOUT
             try:
@@ -583,8 +639,9 @@ class ListenerRuntime:
                                  "does for a receiver that goes away", self.type.name, slot.name)
         if scope.cancelled_caught:
             logger.error("listener %s %r: nack took more than %s s", self.type.name, slot.name, NACK_TIMEOUT)
-        self._count(slot, "nacked")
-        logger.warning("listener %s %r: an item was given back (nack): %s", self.type.name, slot.name, error)
+        self._count(slot, outcome)
+        if outcome == "nacked":
+            logger.warning("listener %s %r: an item was given back (nack): %s", self.type.name, slot.name, error)
 
     def _count(self, slot: _Slot, outcome: str) -> None:
         setattr(slot.record, outcome, getattr(slot.record, outcome) + 1)
@@ -593,8 +650,8 @@ class ListenerRuntime:
 
 def _changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """ Whether a definition changed (storage keys such as `_version` aside). """
-    return ({k: v for k, v in old.items() if not str(k).startswith("_")}
-            != {k: v for k, v in new.items() if not str(k).startswith("_")})
+    return ({k: v for k, v in old.items() if not str(k).startswith("_") or k == REFERENCES}
+            != {k: v for k, v in new.items() if not str(k).startswith("_") or k == REFERENCES})
 
 
 def _describe(error: BaseException | None) -> str:

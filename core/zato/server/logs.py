@@ -78,6 +78,24 @@ def setup_logging(log_file: Path | None, *, console: bool, level: str = "INFO",
     logging.getLogger("zato.hypercorn").setLevel(logging.WARNING)
 
 
+def feature_log_file(logger_name: str, path: Path) -> logging.Logger:
+    """ A logger whose records go to `path` alone, not to server.log: a feature's low-level
+    details (the IBM MQ plugin's logs/ibm-mq.log, as in Zato). Appended to, reopened when
+    something rotates it, 0640 at most, in the server's one-line format; calling it again for the
+    same path changes nothing. """
+    feature = logging.getLogger(logger_name)
+    feature.propagate = False
+    if feature.level == logging.NOTSET:
+        feature.setLevel(logging.INFO)
+    target = str(Path(path).resolve())
+    if not any(isinstance(h, WatchedLogFile) and h.baseFilename == target for h in feature.handlers):
+        make_dir(Path(path).parent, LOG_DIR)
+        handler = WatchedLogFile(path, encoding="utf-8")
+        handler.setFormatter(SafeFormatter(LOG_FORMAT))
+        feature.addHandler(handler)
+    return feature
+
+
 def relay_logger(*, console_only: bool = False) -> logging.Logger:
     """ Writes lines that are already formatted: what worker processes print to stderr, relayed by
     the supervisor. `console_only`: the workers log to the file themselves and print their log

@@ -28,6 +28,7 @@ class ConnectionMap:
         self.path = path
         self._items: dict[str, Any] = {}
         self.elsewhere = ""  # placement one_process: why this process has none of them (who holds them)
+        self.errors: dict[str, str] = {}  # name -> why its definition could not be built
 
     def __getitem__(self, name: str) -> Any:
         try:
@@ -36,6 +37,9 @@ class ConnectionMap:
             if self.elsewhere:
                 raise ConnectionNotFound(f"outgoing connection {name!r} in {self.path} is not in this process: "
                                          f"{self.elsewhere}") from None
+            if name in self.errors:
+                raise ConnectionNotFound(f"outgoing connection {name!r} in {self.path} could not be built: "
+                                         f"{self.errors[name]}; correct its definition (admin API or enmasse)") from None
             known = ", ".join(repr(n) for n in sorted(self._items)) or "none are configured"
             raise ConnectionNotFound(f"no outgoing connection {name!r} in {self.path}; known: {known}") from None
 
@@ -77,6 +81,15 @@ class Namespace:
     def set_facade(self, type_name: str, facade: Any) -> None:
         self._facades[type_name] = facade
 
+    def facade(self, type_name: str) -> Any:
+        return self._facades.get(type_name)
+
+    def share(self, type_name: str, connections: ConnectionMap, facade: Any) -> None:
+        """ `type_name` gives another type's map (and facade): an accessor's alias. """
+        self._maps[type_name] = connections
+        if facade is not None:
+            self._facades[type_name] = facade
+
     def __getattr__(self, type_name: str) -> Any:
         if type_name.startswith("_"):
             raise AttributeError(type_name)
@@ -112,6 +125,13 @@ class Outgoing:
         """ What `accessor` gives services from now on: `make(the map of its connections)`. """
         namespace, type_name = self._split(accessor)
         self.namespace(namespace).set_facade(type_name, make(self.map(accessor)))
+
+    def alias(self, alias: str, accessor: str) -> None:
+        """ `alias` gives what `accessor` gives: the same map of connections, and its facade. """
+        namespace, type_name = self._split(accessor)
+        alias_namespace, alias_name = self._split(alias)
+        target = self.namespace(namespace)
+        self.namespace(alias_namespace).share(alias_name, target.map(type_name), target.facade(type_name))
 
     @staticmethod
     def _split(accessor: str) -> tuple[str, str]:
@@ -199,6 +219,8 @@ class OutgoingConnections:
                 except Exception:
                     logger.exception("outgoing %s connections: the facade of %s could not be made; services reach "
                                      "the connections by name instead", outconn_type.name, outconn_type.accessor)
+            for alias in outconn_type.aliases:
+                self.server.outgoing.alias(alias, outconn_type.accessor)
             await self._apply_isolated(outconn_type)
 
     async def apply_object_types(self, object_types: set[str]) -> None:
@@ -216,7 +238,10 @@ class OutgoingConnections:
 
     async def apply(self, outconn_type: Any) -> None:
         import trio
-        wanted = self.server.config_objects.get(outconn_type.object_type, {}) if self._builds_here(outconn_type) else {}
+        from zato.server.config_objects import with_references
+        wanted = {name: with_references(self.server, outconn_type.object_type, definition)
+                  for name, definition in self.server.config_objects.get(outconn_type.object_type, {}).items()
+                  } if self._builds_here(outconn_type) else {}
         connections = self.server.outgoing.map(outconn_type.accessor)
         for name, definition in wanted.items():
             key = (outconn_type.name, name)
@@ -226,13 +251,14 @@ class OutgoingConnections:
             try:  # whatever one definition holds, it never stops the others
                 connection = await trio.to_thread.run_sync(outconn_type.create, self.server, definition)
             except Exception as exc:
-                self.errors[key] = f"{type(exc).__name__}: {exc}"
+                self.errors[key] = connections.errors[name] = f"{type(exc).__name__}: {exc}"
                 kept = "the previous connection stays" if old else "it is not available"
                 logger.error("outgoing %s %r could not be built: %s; %s", outconn_type.name, name, self.errors[key], kept)
                 continue
             connections.set(name, connection)
             self.current[key] = (definition, connection)
             self.errors.pop(key, None)
+            connections.errors.pop(name, None)
             logger.info("outgoing %s %r %s", outconn_type.name, name, "rebuilt" if old else "created")
             if old is not None:
                 self._close_later(old[1], f"{outconn_type.name} {name!r}")
@@ -242,6 +268,7 @@ class OutgoingConnections:
             logger.info("outgoing %s %r removed", *key)
         for key in [k for k in self.errors if k[0] == outconn_type.name and k[1] not in wanted]:
             self.errors.pop(key)
+            connections.errors.pop(key[1], None)
 
     def _close_later(self, connection: Any, what: str) -> None:
         delay = float(self.server.config.main.get("graceful_timeout", 10))

@@ -518,7 +518,8 @@ async def run_plugin_phase(plugins: LoadedPlugins, phase: str, ctx: PhaseCtx) ->
 def load_configured_plugins(config: Bunch, *, skip_broken: bool) -> LoadedPlugins:
     """ Loads the plugins server.conf switches on, then types server.conf by what they declare. """
     skip_broken = skip_broken or as_bool(config.main.get("skip_broken_plugins", False))
-    plugins = load_plugins(plugin_switches(config.get("plugins")), skip_broken=skip_broken)
+    plugins = load_plugins(plugin_switches(config.get("plugins"), config.get("component_enabled")),
+                           skip_broken=skip_broken)
     for warning in apply_schema(config, plugins.registry.values(Kind.SERVER_CONFIG)):
         logger.warning(warning)
     return plugins

@@ -272,6 +272,12 @@ class MemoryReceiver:
         self.queue = definition["queue"]
         self.service = definition["service"]
         self.held: dict[int, MemoryMessage] = {}
+        # redeliver_attempts: the broker redelivers what is given back, as MQ does after a
+        # backout (Invocation.delivery_count), at most that many deliveries in all
+        self.redeliver_attempts = int(definition.get("redeliver_attempts") or 0)
+        if self.redeliver_attempts:
+            from zato.server.listeners import FailurePolicy
+            self.failure_policy = FailurePolicy(attempts=self.redeliver_attempts, backoff=None)
 
     async def receive(self) -> MemoryMessage:
         await trio.lowlevel.checkpoint()  # trio's rule: an async call is always a checkpoint
@@ -288,7 +294,8 @@ class MemoryReceiver:
     def to_invocation(self, message: MemoryMessage) -> Any:
         from zato.server.listeners import Invocation
         return Invocation(self.service, message.payload, attributes={"memory": MemoryDelivery(
-            self.broker.name, self.queue, message.id, message.deliveries)})
+            self.broker.name, self.queue, message.id, message.deliveries)},
+            delivery_count=message.deliveries - 1 if self.redeliver_attempts else None)
 
     async def ack(self, message: MemoryMessage) -> None:
         self.broker.unacked[self.queue].pop(message.id, None)
@@ -345,6 +352,9 @@ def memory_object_type(name: str = "memory_listener") -> Any:
         Field("queue", required=True, min_length=1, description="The queue to take messages from",
               example="orders"),
         Field("service", required=True, references="service", description="The service each message goes to"),
+        Field("redeliver_attempts", "int", default=0, minimum=0,
+              description="0: the core retries a failing item in place; N: the broker redelivers what is given back "
+                          "(as an MQ backout), at most N deliveries in all, then the dead letter"),
     ), description="A listener on a queue in RAM (the test kit's reference listener)", check=_check_memory_listener)
 
 

@@ -340,9 +340,9 @@ class QueueManagerStandIn:
 
     # ----- test helpers ---------------------------------------------------------------------------------------------------
 
-    def put(self, queue: str, data: bytes | str, **md_fields: Any) -> Any:
+    def put(self, queue: str, data: bytes | str, *, appl_name: str = 'StandIn', **md_fields: Any) -> Any:
         """ Puts a committed message on `queue` as another application would (default context, PutApplName
-        'StandIn'), MQMD fields given by name (CorrelId=b'..', Priority=5, Format=CMQC.MQFMT_STRING ...).
+        `appl_name`, as MQ Explorer puts 'MQ Explorer 9.1.5'), MQMD fields given by name (CorrelId=b'..', Priority=5, Format=CMQC.MQFMT_STRING ...).
         Returns the message's MQMD (an `ibmmq.MD`, with its generated MsgId). Raises `ibmmq.MQMIError`
         as MQPUT would (MQRC_Q_FULL ...). """
         ibmmq = _ibmmq()
@@ -353,7 +353,7 @@ class QueueManagerStandIn:
         md = ibmmq.MD(**md_fields)
         with self._cond:
             try:
-                message = self._put_message(self._queue(queue), md, ibmmq.PMO(), data, None, 'StandIn',
+                message = self._put_message(self._queue(queue), md, ibmmq.PMO(), data, None, appl_name,
                                             getpass.getuser())
             except _MQIError as e:
                 raise ibmmq.MQMIError(e.comp, e.reason) from None
