@@ -5,7 +5,7 @@ in interleaved rounds in the same session, with the per-round ratios.
 
 `REV` is checked out into a temporary git worktree; its `core/` and every `plugins/*/src` go
 first on PYTHONPATH for its runs, so the same interpreter and installed dependencies run both
-trees. `NAME` is a directory of bench/ (`rest`, `pubsub`, `scheduler`...) and `ARGS` are passed
+trees (plugins installed since `REV`, which need a newer core, are hidden from its runs). `NAME` is a directory of bench/ (`rest`, `pubsub`, `scheduler`...) and `ARGS` are passed
 to its `run.py` unchanged, with `--output` added. Rounds alternate which tree goes first
 (before/after, then after/before...), so a drift of the machine during the session falls on
 both sides.
@@ -57,15 +57,49 @@ def checkout(rev: str, into: Path) -> Path:
     return tree
 
 
+# Imported first by every Python process of an earlier tree's runs (`sitecustomize`): hides the
+# entry points of plugins that tree does not have, which the shared virtual environment has
+# installed since (their code needs a newer core).
+_HIDE_NEWER_PLUGINS = '''
+import importlib.metadata as _metadata
+
+_KNOWN = {known!r}
+_entry_points = _metadata.entry_points
+
+
+def _only_known(*args, **kwargs):
+    found = _entry_points(*args, **kwargs)
+    if kwargs.get("group", "").startswith("zato.plugins"):
+        return _metadata.EntryPoints(ep for ep in found if ep.dist is None or ep.dist.name in _KNOWN)
+    return found
+
+
+_metadata.entry_points = _only_known
+'''
+
+
 def python_path(tree: Path) -> str:
     paths = [tree / "core", *sorted(tree.glob("plugins/*/src"))]
     return os.pathsep.join(str(path) for path in paths)
 
 
+def hide_newer_plugins(tree: Path, into: Path) -> Path:
+    """ A directory holding the `sitecustomize` that hides plugins `tree` does not have. """
+    import tomllib
+    known = {"zato-core"} | {tomllib.loads(path.read_text("utf-8"))["project"]["name"]
+                             for path in tree.glob("plugins/*/pyproject.toml")}
+    directory = into / "site"
+    directory.mkdir(exist_ok=True)
+    (directory / "sitecustomize.py").write_text(_HIDE_NEWER_PLUGINS.format(known=sorted(known)))
+    return directory
+
+
 def run_once(label: str, tree: Path, script_tree: Path, name: str, args: list[str], output: Path) -> dict[str, float]:
     env = dict(os.environ)
     if tree != REPO:
-        env["PYTHONPATH"] = python_path(tree) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        site = hide_newer_plugins(tree, output.parent)
+        env["PYTHONPATH"] = os.pathsep.join([str(site), python_path(tree)] + (
+            [env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     command = [sys.executable, str(script_tree / "bench" / name / "run.py"), *args, "--output", str(output)]
     print(f"--- {label}: {' '.join(command[1:])}", flush=True)
     completed = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True)
