@@ -166,6 +166,7 @@ async def test_a_connection_that_cannot_be_built_says_why_when_a_service_asks_fo
     odb.put_object("greeter_endpoint", "Loud", {"greeting": "boom"})
     odb.close()
     async with run_server(server_dir) as server:
-        with pytest.raises(ConnectionNotFound, match=r"'Loud' in out.greeter could not be built: ValueError: "
-                                                     r"greetings cannot be boom; correct its definition"):
+        with pytest.raises(ConnectionNotFound, match=r"no outgoing connection 'Loud' in out.greeter; known: none are "
+                                                     r"configured; 'Loud' could not be built: ValueError: greetings "
+                                                     r"cannot be boom \(correct its definition"):
             server.outgoing.map("out.greeter")["Loud"]

@@ -19,6 +19,9 @@ EXPECTED_TABLES = {
     "plugins/smtp/README.md": ["email_smtp"],
     "plugins/sql/README.md": ["outgoing_sql"],
     "plugins/redis/README.md": ["outgoing_redis"],
+    "plugins/ibm_mq/README.md": ["definition_ibm_mq", "channel_ibm_mq", "outgoing_ibm_mq"],
+    "plugins/dropbox/README.md": ["cloud_dropbox"],
+    "plugins/ftp/README.md": ["outgoing_ftp"],
     "docs/outgoing.md": ["outgoing_rest"],
 }
 

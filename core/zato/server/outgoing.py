@@ -37,11 +37,10 @@ class ConnectionMap:
             if self.elsewhere:
                 raise ConnectionNotFound(f"outgoing connection {name!r} in {self.path} is not in this process: "
                                          f"{self.elsewhere}") from None
-            if name in self.errors:
-                raise ConnectionNotFound(f"outgoing connection {name!r} in {self.path} could not be built: "
-                                         f"{self.errors[name]}; correct its definition (admin API or enmasse)") from None
             known = ", ".join(repr(n) for n in sorted(self._items)) or "none are configured"
-            raise ConnectionNotFound(f"no outgoing connection {name!r} in {self.path}; known: {known}") from None
+            why = (f"; {name!r} could not be built: {self.errors[name]} (correct its definition through the admin "
+                   f"API or enmasse)") if name in self.errors else ""
+            raise ConnectionNotFound(f"no outgoing connection {name!r} in {self.path}; known: {known}{why}") from None
 
     def get(self, name: str) -> Any:
         return self[name]

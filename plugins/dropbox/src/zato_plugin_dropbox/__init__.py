@@ -1,0 +1,81 @@
+""" The `dropbox` plugin: Dropbox connections for services, on the official `dropbox` SDK.
+
+* `self.cloud.dropbox[name].conn` - named Dropbox connections (object type `cloud_dropbox`,
+  through the admin API or enmasse): `.client` is the SDK's `dropbox.Dropbox`, built with the
+  definition's settings; `.upload(path, data)` uploads bytes or a file object (in an upload
+  session above `UPLOAD_SESSION_THRESHOLD`), paths relative to `default_directory`.
+
+Plain services call the client directly (they run in a worker thread); `async def` services
+use `await conn.run(lambda client: client.files_list_folder(""))`, which runs the call in a
+worker thread. The plugin is opt-in: `dropbox = True` under `[plugins]` in server.conf.
+
+This module is imported at every start of a server that enables the plugin, so it stays light:
+the SDK is imported in a worker thread when the first connection is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zato.plugin_api import Connector, Field, ObjectType, OutgoingConnectionType, hookimpl
+
+OBJECT_TYPE = "cloud_dropbox"
+CONNECTION_TYPE = "dropbox"
+ACCESSOR = "cloud.dropbox"
+
+
+def check_dropbox(data: dict[str, Any], *, partial: bool) -> list[dict[str, str]]:
+    """ What the schema cannot say: http_headers as `Name: value` lines, default_directory absolute. """
+    errors = []
+    headers = data.get("http_headers")
+    if isinstance(headers, str) and not headers.startswith("$"):
+        for number, line in enumerate(headers.splitlines(), 1):
+            if line.strip() and (":" not in line or not line.split(":", 1)[0].strip()):
+                errors.append({"field": "http_headers", "error": f"line {number} ({line.strip()!r}) is not "
+                                                                 f"`Name: value`; give one header a line"})
+    directory = data.get("default_directory")
+    if isinstance(directory, str) and directory.strip() and not directory.strip().startswith(("/", "$")):
+        errors.append({"field": "default_directory", "error": f"{directory!r} does not start with /; give a folder "
+                                                              f"such as /reports, or leave it empty for the root"})
+    return errors
+
+
+CLOUD_DROPBOX = ObjectType(OBJECT_TYPE, (
+    Field("name", required=True, description="What services look the connection up by: self.cloud.dropbox[name]"),
+    Field("user_agent", required=True, description="Sent to Dropbox in User-Agent (before the SDK's own), naming "
+                                                   "your application", example="ACME-Integrations/1.0"),
+    Field("oauth2_access_token", secret=True, description="A long-lived access token; set it with PUT "
+                                                         "/zato/api/objects/cloud_dropbox/{name}/secrets/"
+                                                         "oauth2_access_token (never shown again)"),
+    Field("app_key", default="", description="The app's key, with oauth2_refresh_token for short-lived tokens "
+                                             "that the SDK refreshes"),
+    Field("app_secret", secret=True, description="The app's secret (with app_key and oauth2_refresh_token)"),
+    Field("oauth2_refresh_token", secret=True, description="A refresh token (offline access), with app_key: the "
+                                                          "SDK gets short-lived access tokens with it"),
+    Field("timeout", "float", default=30.0, minimum=0, description="Seconds to wait for each answer of Dropbox"),
+    Field("max_retries_on_error", "int", default=4, minimum=0, description="Retries of a call Dropbox answered "
+                                                                         "with a 5xx error (exponential back-off)"),
+    Field("max_retries_on_rate_limit", "int", default=3, minimum=0, description="Retries of a call Dropbox "
+                                                                              "rate-limited (429), each after "
+                                                                              "its Retry-After"),
+    Field("default_directory", default="", description="The folder paths in conn.upload are relative to; empty: "
+                                                       "the root", example="/reports"),
+    Field("http_headers", default="", description="Extra HTTP headers of every API call, one `Name: value` a line",
+          example="X-Request-Source: zato"),
+    Field("tls_ca_file", default="", description="PEM file of the certificate authorities to trust (a private "
+                                                 "proxy or a test server); empty: the system's"),
+    Field("is_active", "bool", default=True, description="An inactive connection is not built"),
+), description="A Dropbox connection: self.cloud.dropbox[name].conn.client is the SDK's dropbox.Dropbox",
+    check=check_dropbox)
+
+
+@hookimpl
+def register_connectors(register):
+    register(Connector(CLOUD_DROPBOX, OutgoingConnectionType(
+        CONNECTION_TYPE, OBJECT_TYPE, ACCESSOR, create_outgoing, "Dropbox connections (dropbox.Dropbox clients)")))
+
+
+def create_outgoing(server: Any, definition: dict[str, Any]) -> Any:
+    """ Builds one named connection (the core calls this in a worker thread). """
+    from zato_plugin_dropbox.connection import create_outgoing as create
+    return create(server, definition)
