@@ -242,6 +242,12 @@ def test_checks_beyond_the_schema_explain_each_problem():
     assert check_job({"job_type": "cron_style", "service": "s"})[0]["field"] == "cron_definition"
     assert check_job({"job_type": "cron_style", "service": "s"}, partial=True) == []  # PATCH: given fields only
     assert check_job({"job_type": "interval_based", "service": "s", "minutes": "$EVERY"}) == []  # read at load
+    for huge in ({"days": 10 ** 12}, {"weeks": 600_000}):  # past what Python's dates (and the scheduler) reach
+        [problem] = check_job({"job_type": "interval_based", "service": "s", **huge})
+        assert problem["field"] == "seconds" and "the interval is too long" in problem["error"]
+    stored = {"name": "huge", "job_type": "interval_based", "service": "s", "days": 10 ** 12, "_meta": {"id": 1}}
+    with pytest.raises(scheduler.InvalidJob, match="field 'seconds': the interval is too long"):
+        scheduler.Job.from_object(stored)  # one stored before the check: refused, not a crash of the listing
 
 
 # ################################################################################################

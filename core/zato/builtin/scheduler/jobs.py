@@ -261,10 +261,26 @@ def check_job(data: Mapping[str, Any], *, partial: bool = False) -> list[dict[st
         if not any(_present(value) and value != 0 for value in units):
             bad("seconds", "an interval_based job needs an interval: at least one of weeks, days, hours, minutes "
                            "or seconds greater than 0")
+        elif interval_problem(data):
+            bad("seconds", interval_problem(data))
     if job_type == JOB_TYPE.CRON_STYLE and not _present(data.get("cron_definition")):
         bad("cron_definition", "a cron_style job needs cron_definition, e.g. '0 9 * * mon-fri'")
     return errors
 
+
+def interval_problem(data: Mapping[str, Any]) -> str | None:
+    """ Why an interval cannot be used (longer than Python's dates reach), or None. """
+    try:
+        interval = timedelta(**{name: int(data.get(name) or 0) for name in INTERVAL_UNITS if _present(data.get(name))
+                                and isinstance(data.get(name), (int, float))})
+    except (OverflowError, ValueError):
+        return "the interval is too long: weeks, days, hours, minutes and seconds together must stay under 999,999,999 days"
+    if interval > timedelta(days=MAX_INTERVAL_DAYS):
+        return f"the interval is too long: at most {MAX_INTERVAL_DAYS:,} days (about 10,000 years)"
+    return None
+
+
+MAX_INTERVAL_DAYS = 3_650_000
 
 SCHEDULER_TYPE = ObjectType(OBJECT_TYPE, (
     Field("job_type", required=True, description="one_time, interval_based or cron_style",
