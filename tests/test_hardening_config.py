@@ -17,7 +17,7 @@ import pytest
 from zato.config import ConfigError, apply_schema, read_ini
 from zato.odb import ODB, sqlite_url
 from zato.registry import Kind, ServerConfigSection, Setting
-from zato.server.logs import RotatingLogFile, WatchedLogFile
+from zato.server.logs import RotatingLogFile, WatchedLogFile, feature_log_file
 from zato.testing import ServerProcess, create_test_server_dir, set_config_value
 
 ZATO = [sys.executable, "-c", "import sys; from zato.cli import main; sys.exit(main())"]
@@ -89,6 +89,26 @@ def test_log_files_are_0640_also_after_a_rotation(tmp_path, umask, handler_class
     files = {path.name: mode_of(path) for path in tmp_path.iterdir()}
     assert {"server.log", "server.log.1"} <= set(files)
     assert files == {name: 0o640 for name in files}
+
+
+def test_a_feature_log_file_moves_with_the_server_and_closes_the_old_file(tmp_path, umask):
+    # two servers in one process (as in tests) each have their own logs/; the feature's logger
+    # writes to the newest one alone and lets go of the file before
+    first, second = tmp_path / "one" / "feature.log", tmp_path / "two" / "feature.log"
+    logger = feature_log_file("zato.test.feature", first)
+    try:
+        logger.info("to the first")
+        files = [h for h in logger.handlers if isinstance(h, WatchedLogFile)]
+        assert feature_log_file("zato.test.feature", first) is logger and len(files) == 1
+        feature_log_file("zato.test.feature", second).info("to the second")
+        now = [h for h in logger.handlers if isinstance(h, WatchedLogFile)]
+        assert len(now) == 1 and now[0] is not files[0] and files[0].stream is None  # the first one closed
+        assert "to the first" in first.read_text() and "to the second" not in first.read_text()
+        assert "to the second" in second.read_text() and mode_of(second) == 0o640
+    finally:
+        for handler in [h for h in logger.handlers if isinstance(h, WatchedLogFile)]:
+            logger.removeHandler(handler)
+            handler.close()
 
 
 def test_a_log_file_left_open_is_tightened(tmp_path):

@@ -688,14 +688,14 @@ async def test_objects_with_limits_through_the_admin_api(server_dir):
                                                                                **limits("* = 5/m", "EXACT")})
             assert reply.status_code == 201, reply.text
             assert rate_limits(server).by_type["service_settings"]["api.sample"].kind == "EXACT"
-            assert set(server.service_rate_limits) == {"api.sample"}
+            assert set(server.rate_limits.service_checks) == {"api.sample"}
             assert [(await admin.get("/api/sample")).status_code for _ in range(2)] == [200, 429]
             # switched off: no limits, and the service check costs only a dictionary lookup again
             for object_type, name in (("channel_rest", "sample"), ("service_settings", "api.sample")):
                 reply = await admin.patch(f"/zato/api/objects/{object_type}/{name}",
                                           json={"is_rate_limit_active": False})
                 assert reply.status_code == 200, reply.text
-            assert server.service_rate_limits == {} and not rate_limits(server).is_active
+            assert server.rate_limits.service_checks == {} and not rate_limits(server).is_active
             assert [(await admin.get("/api/sample")).status_code for _ in range(3)] == [200] * 3
 
 
@@ -765,7 +765,7 @@ async def test_with_the_plugin_switched_off_nothing_is_limited(server_dir):
     prepare(server_dir, channels={"/api/sample": limits("* = 1/m")}, services={"api.sample": limits("* = 1/m")})
     set_config_value(server_dir, "plugins", "rate_limit", "False")
     async with run_server(server_dir) as server:
-        assert rate_limits(server) is None and server.service_rate_limits == {}
+        assert rate_limits(server) is None and not server.rate_limits.is_active and server.rate_limits.service_checks == {}
         assert "approximate" not in server.registry.items(Kind.RATE_LIMITER_BACKENDS)
         async with httpx.AsyncClient(base_url=server.address) as client:
             assert [(await client.get("/api/sample")).status_code for _ in range(3)] == [200] * 3

@@ -180,12 +180,11 @@ async def measure_in_process(args: argparse.Namespace, work_dir: Path) -> dict[s
         app = server.app
         active = rate_limits(server)
         idle = RateLimits(server, active.resolver, active.backend_names)  # nothing has limits
-        active_services = server.service_rate_limits
 
         def use(target: str) -> None:
             off = target == "off"
             server.plugin_state["rate_limit"] = idle if off else active
-            server.service_rate_limits = {} if off else active_services
+            server.rate_limits = idle if off else active
 
         # correctness first: every target answers the echo, and counts what it should
         for target in TARGETS:
@@ -255,11 +254,11 @@ async def measure_checks(server: Any, use: Any, args: argparse.Namespace) -> dic
             started = time.process_time()
             for _ in range(count):
                 # what RESTChannels' handler does after authentication ...
-                rate_limits = server.plugin_state.get("rate_limit")
-                if rate_limits is not None and rate_limits.is_active:
+                rate_limits = server.rate_limits
+                if rate_limits.is_active:
                     await rate_limits.check_http(request, "channel_rest", channel, security)
                 # ... and what Server.invoke_service does before running the service
-                check_rate_limit = server.service_rate_limits.get(service)
+                check_rate_limit = rate_limits.service_checks.get(service)
                 if check_rate_limit is not None:
                     await check_rate_limit("cid", channel)
             costs[target].append((time.process_time() - started) / count * 1e6)

@@ -61,6 +61,13 @@ def is_env_reference(value: Any) -> bool:
 # for a list) are read with the same regular expressions the schema publishes.
 
 
+def secret_call(type_name: str, name: str, field: str) -> str:
+    """ The admin API call that sets one secret of one object, for messages that tell a user how to
+    set a missing or refused password or token: `PUT /zato/api/objects/outgoing_ftp/My%20FTP/secrets/password`. """
+    from urllib.parse import quote
+    return f"PUT /zato/api/objects/{type_name}/{quote(name, safe='')}/secrets/{field}"
+
+
 def _caseless(word: str) -> str:
     return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in word)
 

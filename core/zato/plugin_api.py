@@ -59,6 +59,8 @@ A feature's own log file
 Configuration values
     as_bool, to_bool, to_int, to_float   server.conf's conversions (`to_*` with messages for users)
     is_env_reference      True for a `$NAME` value (read from the environment when loaded)
+    secret_call           `secret_call("outgoing_ftp", name, "password")`: the admin API call that
+                          sets that secret, for error messages that say how to set it
     ConfigError           a configuration file or value that cannot be used
 
 The test kit (imported on first use, so a server that loads a plugin does not load it)
@@ -67,6 +69,8 @@ The test kit (imported on first use, so a server that loads a plugin does not lo
     ExternalProcess, ProcessExited   any other program a test needs (start, wait until it answers,
                           SIGTERM then SIGKILL)
     create_test_server_dir, set_config_value, admin_auth, ADMIN_PASSWORD
+    make_test_certificates, TestCertificates   a private CA and a server certificate it signed
+                          (localhost, 127.0.0.1), and a CA that signed nothing, for TLS test peers
     ServiceTester         runs services without a server, with canned outgoing answers
     OutgoingConnectionConformance   the suite every outgoing connection type passes
     ListenerConformance   the suite every listener type passes
@@ -80,7 +84,7 @@ from typing import Any
 from zato import hookimpl
 from zato.common import SERVER_STARTUP
 from zato.config import ConfigError, as_bool, to_bool, to_float, to_int
-from zato.objects import is_env_reference
+from zato.objects import is_env_reference, secret_call
 from zato.registry import (
     ASGIMount, ChannelType, Connector, Field, HTTPRoute, Kind, ListenerType, ObjectType, OutgoingConnectionType, RateLimiterBackend, RegistrationError,
     SecurityType, ServerConfigSection, Setting, Task, ZatoSpelling,
@@ -97,6 +101,7 @@ _TEST_KIT = {
     "run_server": "zato.testing", "ServerProcess": "zato.testing", "ExternalProcess": "zato.testing",
     "ProcessExited": "zato.testing", "create_test_server_dir": "zato.testing", "set_config_value": "zato.testing",
     "admin_auth": "zato.testing", "ADMIN_PASSWORD": "zato.testing", "ServiceTester": "zato.testing",
+    "make_test_certificates": "zato.testing", "TestCertificates": "zato.testing",
     "OutgoingConnectionConformance": "zato.testing.conformance", "ListenerConformance": "zato.testing.conformance",
 }
 # name -> the core module it comes from, imported on first use (only plugins with listeners, admin
@@ -133,7 +138,7 @@ __all__ = [
     # a feature's own log file
     "feature_log_file",
     # configuration values
-    "ConfigError", "as_bool", "to_bool", "to_float", "to_int", "is_env_reference",
+    "ConfigError", "as_bool", "to_bool", "to_float", "to_int", "is_env_reference", "secret_call",
     # the test kit
     *_TEST_KIT, "conformance",
 ]

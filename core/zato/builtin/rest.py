@@ -112,8 +112,8 @@ class RESTChannels:
                 user = await server.authenticate(request, security)
                 definition = server.config_objects.get("security", {}).get(security, {})
                 sec_def = {"name": security, "type": definition.get("type"), "username": definition.get("username")}
-            rate_limits = server.http_rate_limits  # the rate_limit plugin's, if it is enabled
-            if rate_limits is not None and rate_limits.is_active:  # the user's limits, then this channel's
+            rate_limits = server.rate_limits  # the rate_limit plugin's, if it is enabled
+            if rate_limits.is_active:  # the user's limits, then this channel's
                 await rate_limits.check_http(request, OBJECT_TYPE, name, security)
             return await invoke_from_http(request, service, channel=name, data_format=data_format, timeout=timeout,
                                           user=user, security=sec_def)

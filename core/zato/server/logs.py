@@ -82,13 +82,18 @@ def feature_log_file(logger_name: str, path: Path) -> logging.Logger:
     """ A logger whose records go to `path` alone, not to server.log: a feature's low-level
     details (the IBM MQ plugin's logs/ibm-mq.log, as in Zato). Appended to, reopened when
     something rotates it, 0640 at most, in the server's one-line format; calling it again for the
-    same path changes nothing. """
+    same path changes nothing, and for another path (a second server in one process, as in tests)
+    moves the logger there, closing the file it wrote before. """
     feature = logging.getLogger(logger_name)
     feature.propagate = False
     if feature.level == logging.NOTSET:
         feature.setLevel(logging.INFO)
     target = str(Path(path).resolve())
-    if not any(isinstance(h, WatchedLogFile) and h.baseFilename == target for h in feature.handlers):
+    for handler in list(feature.handlers):
+        if isinstance(handler, WatchedLogFile) and handler.baseFilename != target:
+            feature.removeHandler(handler)
+            handler.close()
+    if not any(isinstance(h, WatchedLogFile) for h in feature.handlers):
         make_dir(Path(path).parent, LOG_DIR)
         handler = WatchedLogFile(path, encoding="utf-8")
         handler.setFormatter(SafeFormatter(LOG_FORMAT))

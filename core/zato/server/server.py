@@ -45,6 +45,15 @@ PHASE = SERVER_STARTUP.PHASE
 OPTIONAL_CONFIG_FILES = {"pickup_config": "pickup.conf", "sio_config": "simple-io.conf", "sso_config": "sso.conf"}
 
 
+class NoRateLimits:
+    """ `server.rate_limits` without a rate-limiting plugin: nothing is limited. """
+    is_active = False
+    service_checks: Mapping[str, Callable[[str, str], Any]] = MappingProxyType({})
+
+
+NO_RATE_LIMITS = NoRateLimits()
+
+
 @dataclass
 class WorkerOptions:
     """ How this worker process was started. """
@@ -129,10 +138,10 @@ class Server:
         self.background_nursery: trio.Nursery | None = None  # owns invoke_async and other detached work
         self.cli_token = ""  # lets the local CLI (work/cli-token) use the admin API
         self.plugin_state: dict[str, Any] = {}  # a place for plugins to keep per-server objects, by plugin name
-        self.service_rate_limits: dict[str, Callable[[str, str], Any]] = {}  # service -> async check(cid, channel)
-        # What HTTP channels check before invoking, set by a rate-limiting plugin: `.is_active` and
-        # `async check_http(request, object_type, name, security)`; None without one
-        self.http_rate_limits: Any = None
+        # What channels and invocations check, replaced by a rate-limiting plugin: `is_active` (HTTP
+        # channels then await `check_http(request, object_type, name, security)`) and
+        # `service_checks` (service name -> async check(cid, channel), only services with limits)
+        self.rate_limits: Any = NO_RATE_LIMITS
         self.sync_limiter = trio.CapacityLimiter(int(config.main.get("sync_service_threads", 64)))
         # Each plain `def` service gets a share of those threads (half by default)
         self.max_threads_per_service = int(config.main.get("max_threads_per_service", 0)) or \
@@ -203,7 +212,7 @@ class Server:
             raise ServiceNotFound(name)
         if entry.cls is None:  # deployed from the start-up cache, not imported yet
             entry = await trio.to_thread.run_sync(self.services.get, name)
-        check_rate_limit = self.service_rate_limits.get(entry.name)  # only services with limits are in it
+        check_rate_limit = self.rate_limits.service_checks.get(entry.name)  # only services with limits are in it
         if check_rate_limit is not None:
             cid = cid or new_cid()
             await check_rate_limit(cid, channel)  # raises RateLimitExceeded (429) or AddressNotAllowed (403)

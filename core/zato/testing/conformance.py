@@ -14,7 +14,9 @@ class TestSMTPConformance(OutgoingConnectionConformance):
 ```
 
 The suite starts a Zato server in-process with every installed plugin, creates the connection
-through the admin API (secrets through their own call), and drives the peer.
+through the admin API (secrets through their own call), and drives the peer. `server_settings`
+sets server.conf values in the suite's servers, e.g. an opt-in plugin switched on:
+`server_settings = {"plugins": {"ftp": True}}` (both suites have it).
 
 Listener channels (`zato.registry.ListenerType`) pass `ListenerConformance` the same way, with a
 `source` fixture (a `ListenerSource`) around their real backend: start, live edit, delete,
@@ -76,16 +78,24 @@ class Peer(Protocol):
         """ It comes back at the same address. """
 
 
+def _with_settings(base_dir: Path, settings: dict[str, dict[str, Any]], **config: dict[str, Any]) -> Path:
+    merged = {section: dict(values) for section, values in settings.items()}
+    for section, values in config.items():
+        merged.setdefault(section, {}).update(values)
+    return create_test_server_dir(base_dir, **merged)
+
+
 class OutgoingConnectionConformance:
     connection_type: str = ""
     object_type: str = ""
     name = "conformance connection"
+    server_settings: dict[str, dict[str, Any]] = {}     # server.conf section -> {key: value}
 
     @pytest.fixture
     async def zato(self, tmp_path):
         """ A running server (graceful_timeout short, so replaced connections close quickly) and an
         admin client. """
-        base_dir = create_test_server_dir(tmp_path / "server", main={"graceful_timeout": 0.3})
+        base_dir = _with_settings(tmp_path / "server", self.server_settings, main={"graceful_timeout": 0.3})
         async with run_server(base_dir) as server:
             # admin writes need Content-Type: application/json, with or without a body
             async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=30,
@@ -179,7 +189,7 @@ class OutgoingConnectionConformance:
             assert field in {e["field"] for e in reply.json()["errors"]}, (definition, reply.json())
 
     async def test_connections_close_when_the_server_stops(self, tmp_path, peer):
-        base_dir = create_test_server_dir(tmp_path / "stopping")
+        base_dir = _with_settings(tmp_path / "stopping", self.server_settings)
         async with run_server(base_dir) as server:
             async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=30,
                                          headers={"content-type": "application/json"}) as zato:
@@ -544,12 +554,14 @@ class ListenerConformance:
     object_type: str = ""
     name = "conformance listener"
     graceful_timeout = 3.0
+    server_settings: dict[str, dict[str, Any]] = {}     # server.conf section -> {key: value}
 
     @pytest.fixture
     def listener_server_dir(self, tmp_path: Path) -> Callable[..., Path]:
         """ `make(name, **main)`: a server directory for the suite's servers. """
         def make(name: str, **main: Any) -> Path:
-            return create_test_server_dir(tmp_path / name, main={"graceful_timeout": self.graceful_timeout, **main})
+            return _with_settings(tmp_path / name, self.server_settings,
+                                  main={"graceful_timeout": self.graceful_timeout, **main})
         return make
 
     @asynccontextmanager

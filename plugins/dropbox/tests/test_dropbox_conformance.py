@@ -8,12 +8,11 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-import httpx
 import pytest
 import trio
 
 from dropbox_fixtures import USER_AGENT, standin  # noqa: F401
-from zato.plugin_api import OutgoingError, admin_auth, create_test_server_dir, run_server
+from zato.plugin_api import OutgoingError
 from zato.testing.conformance import OutgoingConnectionConformance
 from zato_plugin_dropbox.testing import ACCESS_TOKEN, DropboxStandIn
 
@@ -81,23 +80,4 @@ def peer(standin):  # noqa: F811
 class TestDropboxConformance(OutgoingConnectionConformance):
     connection_type = "dropbox"
     object_type = "cloud_dropbox"
-
-    @pytest.fixture
-    async def zato(self, tmp_path):
-        base_dir = create_test_server_dir(tmp_path / "server", main={"graceful_timeout": 0.3}, plugins=PLUGINS)
-        async with run_server(base_dir) as server:
-            async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=30,
-                                         headers={"content-type": "application/json"}) as client:
-                client.server = server
-                yield client
-
-    async def test_connections_close_when_the_server_stops(self, tmp_path, peer):
-        # the suite's own, with the plugin switched on in its server
-        base_dir = create_test_server_dir(tmp_path / "stopping", plugins=PLUGINS)
-        async with run_server(base_dir) as server:
-            async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=30,
-                                         headers={"content-type": "application/json"}) as zato:
-                zato.server = server
-                connection = await self.create(zato, peer)
-                await trio.to_thread.run_sync(peer.use, connection)
-        peer.assert_closed(connection)
+    server_settings = {"plugins": PLUGINS}    # the plugin is opt-in, switched on as a user would

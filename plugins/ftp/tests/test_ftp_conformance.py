@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-import zato.testing.conformance as conformance
 from ftp_fixtures import PASSWORD, FTPPeer, ftp_certificates  # noqa: F401
 from zato.plugin_api import OutgoingConnectionConformance
 from zato_plugin_ftp import FTPError
@@ -62,23 +61,14 @@ class ConformancePeer(FTPPeer):
 
 
 @pytest.fixture
-async def peer(tmp_path, ftp_certificates):
+async def peer(tmp_path, ftp_certificates):  # noqa: F811
     peer = ConformancePeer(tmp_path / "conformance-home", certificates=ftp_certificates)
     await peer.start()
     yield peer
     await peer.stop()
 
 
-@pytest.fixture(autouse=True)
-def ftp_switched_on(monkeypatch):
-    """ The plugin is opt-in: the suite's servers get `[plugins] ftp = True`, as a user's would. """
-    create = conformance.create_test_server_dir
-
-    def create_with_ftp(base_dir, **config):
-        return create(base_dir, **{**config, "plugins": {**config.get("plugins", {}), "ftp": True}})
-    monkeypatch.setattr(conformance, "create_test_server_dir", create_with_ftp)
-
-
 class TestFTPConformance(OutgoingConnectionConformance):
     connection_type = "ftp"
     object_type = "outgoing_ftp"
+    server_settings = {"plugins": {"ftp": True}}    # the plugin is opt-in, switched on as a user would

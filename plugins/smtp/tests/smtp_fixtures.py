@@ -1,5 +1,5 @@
 """ A real SMTP server for the smtp plugin's tests: aiosmtpd on 127.0.0.1, with STARTTLS or
-implicit TLS (certificates from a private CA made here with `cryptography`) and AUTH (one user),
+implicit TLS (certificates from the core test kit's private CA) and AUTH (one user),
 recording every message it accepts. It can stop and start again on the same port, for the
 conformance suite's outage test.
 
@@ -9,23 +9,21 @@ stopping it block, so async tests call them through `trio.to_thread.run_sync`.
 
 from __future__ import annotations
 
-import datetime
 import email
 import email.policy
-import ipaddress
 import os
 import socket
-import ssl
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+
+from zato.plugin_api import TestCertificates, make_test_certificates
 
 USER = "zato-sender"
 PASSWORD = "s3cret-smtp-password"
@@ -42,78 +40,9 @@ def free_port() -> int:
 # Certificates
 
 
-@dataclass(frozen=True)
-class Certificates:
-    ca_file: Path           # the private CA's certificate: what a client trusts (tls_ca_file)
-    cert_file: Path         # the server's certificate (localhost, 127.0.0.1), signed by the CA
-    key_file: Path
-    other_ca_file: Path     # a CA that did not sign the server's certificate
-
-    def server_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.cert_file, self.key_file)
-        return context
-
-
-def _name(common_name: str) -> Any:
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _ca(common_name: str) -> tuple[Any, Any]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(_name(common_name))
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256()))
-    return key, cert
-
-
-def make_certificates(directory: Path) -> Certificates:
-    """ A private CA and a server certificate it signed, for `localhost` and `127.0.0.1`. """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_key, ca_cert = _ca("Zato SMTP test CA")
-    _, other_ca_cert = _ca("Some other CA")
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(_name("localhost")).issuer_name(ca_cert.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    pem = serialization.Encoding.PEM
-    paths = Certificates(directory / "ca.pem", directory / "server.pem", directory / "server.key",
-                         directory / "other-ca.pem")
-    paths.ca_file.write_bytes(ca_cert.public_bytes(pem))
-    paths.other_ca_file.write_bytes(other_ca_cert.public_bytes(pem))
-    paths.cert_file.write_bytes(cert.public_bytes(pem))
-    paths.key_file.write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                                 serialization.NoEncryption()))
-    return paths
-
-
 @pytest.fixture(scope="session")
-def smtp_certificates(tmp_path_factory) -> Certificates:
-    return make_certificates(tmp_path_factory.mktemp("smtp-certificates"))
+def smtp_certificates(tmp_path_factory) -> TestCertificates:
+    return make_test_certificates(tmp_path_factory.mktemp("smtp-certificates"), "Zato SMTP test CA")
 
 
 # ################################################################################################
@@ -139,7 +68,7 @@ class SMTPPeer:
     """ aiosmtpd on a fixed port. `tls` is "starttls" (offered, required before AUTH), "ssl" (TLS
     from the first byte) or "none"; `auth` requires a login as USER/PASSWORD before MAIL. """
 
-    def __init__(self, certificates: Certificates, *, tls: str = "starttls", auth: bool = True,
+    def __init__(self, certificates: TestCertificates, *, tls: str = "starttls", auth: bool = True,
                  data_delay: float = 0.0) -> None:
         self.certificates = certificates
         self.tls = tls

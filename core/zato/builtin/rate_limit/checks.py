@@ -105,6 +105,7 @@ class RateLimits:
         self.backends: dict[str, Any] = {}  # created when first used
         self.by_type: dict[str, dict[str, ObjectLimits]] = {object_type: {} for object_type in LIMITED_TYPES}
         self.is_active = False  # any object has active limits: the REST channel calls check_http
+        self.service_checks: dict[str, Callable[[str, str], Any]] = {}  # service -> what invoke_service awaits
         self.has_service_limits = False  # check_http tells service checks the caller's address
         self.clock: Callable[[], float] | None = None  # tests: every backend's clock (set_clock)
 
@@ -186,8 +187,7 @@ class RateLimits:
                         logger.warning("%s %r: rate_limit_def is not active and would not parse: %s", object_type,
                                        name, "; ".join(p["error"] for p in problems))
             self.by_type[object_type] = compiled
-        self.server.service_rate_limits = {name: limits.check_service
-                                           for name, limits in self.by_type[SERVICE_SETTINGS].items()}
+        self.service_checks = {name: limits.check_service for name, limits in self.by_type[SERVICE_SETTINGS].items()}
         self.is_active = any(self.by_type.values())
         self.has_service_limits = bool(self.by_type[SERVICE_SETTINGS])
         counts = {t: len(items) for t, items in self.by_type.items() if items}
@@ -235,6 +235,6 @@ def setup(server: Any) -> RateLimits:
                              f"backend named {name!r} (registered: {', '.join(sorted(registered)) or 'none'}); "
                              f"enable its plugin or change the setting in server.conf")
     state = RATE_LIMITS.set(server, RateLimits(server, resolver, backend_names))
-    server.http_rate_limits = state  # what HTTP channels check (zato.builtin.rest)
+    server.rate_limits = state  # what HTTP channels and invoke_service check
     state.rebuild()
     return state

@@ -190,7 +190,7 @@ class ObjectLimits:
         return AddressNotAllowed(self.object_type, self.name, address)
 
     def check_service(self, cid: str, channel: str) -> Any:
-        """ The per-service check `Server.invoke_service` awaits (from `server.service_rate_limits`). """
+        """ The per-service check `Server.invoke_service` awaits (from `server.rate_limits.service_checks`). """
         return self.check(caller_address.get(), cid, channel, True)
 
     def __repr__(self) -> str:

@@ -20,7 +20,6 @@ import os
 import threading
 from functools import partial
 from typing import Any, BinaryIO, Callable, Mapping
-from urllib.parse import quote
 
 import dropbox
 import requests
@@ -29,7 +28,7 @@ from dropbox.dropbox_client import RouteErrorResult
 from dropbox.exceptions import ApiError, AuthError, BadInputError, HttpError, InternalServerError, RateLimitError
 from dropbox.session import HOST_API
 
-from zato.plugin_api import BlockingCallError, BlockingCalls, OutgoingError  # noqa: F401 (BlockingCallError: raised from here)
+from zato.plugin_api import BlockingCallError, BlockingCalls, OutgoingError, secret_call  # noqa: F401 (BlockingCallError: raised from here)
 
 logger = logging.getLogger("zato.dropbox")
 
@@ -394,4 +393,4 @@ def create_outgoing(server: Any, definition: Mapping[str, Any]) -> DropboxConnec
     quoted = name.replace("'", "\\'")
     return DropboxConnection(
         definition, accessor=f"self.cloud.dropbox['{quoted}']", where=f"cloud_dropbox {name!r}",
-        token_hint=f"PUT /zato/api/objects/cloud_dropbox/{quote(name, safe='')}/secrets/oauth2_access_token")
+        token_hint=secret_call("cloud_dropbox", name, "oauth2_access_token"))

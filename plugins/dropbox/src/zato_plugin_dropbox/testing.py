@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import ipaddress
 import json
 import secrets
 import socket
@@ -35,47 +34,13 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import parse_qs
 
+from zato.plugin_api import make_test_certificates
+
 ACCESS_TOKEN = "test-access-token"
 APP_KEY = "test-app-key"
 APP_SECRET = "test-app-secret"
 REFRESH_TOKEN = "test-refresh-token"
 ACCOUNT_NAME = "Test Account"
-
-
-def make_test_ca(directory: Path) -> tuple[Path, Path, Path]:
-    """ A test CA and a certificate for 127.0.0.1 / localhost it signed: (ca.pem, cert.pem, key.pem). """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Dropbox stand-in test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return paths
 
 
 def content_hash(data: bytes) -> str:
@@ -94,7 +59,8 @@ class DropboxStandIn:
 
     def __init__(self) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="dropbox-standin-")
-        self.ca_file, self._cert_file, self._key_file = make_test_ca(Path(self._tmp.name))
+        self._certificates = make_test_certificates(Path(self._tmp.name), "Dropbox stand-in test CA")
+        self.ca_file = self._certificates.ca_file
         self.files: dict[str, bytes] = {}
         self.tokens: set[str] = {ACCESS_TOKEN}
         self.expired: set[str] = set()
@@ -126,7 +92,7 @@ class DropboxStandIn:
 
     def start(self) -> "DropboxStandIn":
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self._cert_file, self._key_file)
+        context.load_cert_chain(self._certificates.cert_file, self._certificates.key_file)
         standin = self
 
         class Server(ThreadingHTTPServer):

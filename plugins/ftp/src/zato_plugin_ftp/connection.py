@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
-from zato.plugin_api import BlockingCalls, OutgoingError, as_bool
+from zato.plugin_api import BlockingCalls, OutgoingError, as_bool, secret_call
 
 logger = logging.getLogger("zato.outgoing.ftp")
 
@@ -524,8 +524,8 @@ class FTPConnection:
             if reply.startswith("530"):
                 return FTPError(self._message(operation, path, f"the server refused the login of user {self.user!r} "
                                                                f"(it replied {reply}); check user and password (set "
-                                                               f"the password with PUT /zato/api/objects/outgoing_ftp/"
-                                                               f"{_quoted(self.name)}/secrets/password)"), reply)
+                                                               f"the password with "
+                                                               f"{secret_call('outgoing_ftp', self.name, 'password')})"), reply)
             if reply[:3] in ("550", "501", "450") and ftp is not None and not logging_in and self._missing(ftp, path):
                 return self._not_found(operation, path, exc)
             return FTPError(self._message(operation, path, f"the server replied {reply}"), reply)
@@ -638,7 +638,3 @@ def _timestamp(value: str | None) -> datetime | None:
         return None
     return stamp.replace(tzinfo=timezone.utc)
 
-
-def _quoted(name: str) -> str:
-    from urllib.parse import quote
-    return quote(name, safe="")

@@ -24,7 +24,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from zato.plugin_api import BlockingCallError, BlockingCalls  # noqa: F401 (BlockingCallError: raised from here)
+from zato.plugin_api import BlockingCallError, BlockingCalls, secret_call  # noqa: F401 (BlockingCallError: raised from here)
 
 logger = logging.getLogger("zato.redis")
 
@@ -221,10 +221,6 @@ def create_outgoing(server: Any, definition: Mapping[str, Any]) -> RedisConnecti
     quoted = name.replace("'", "\\'")
     return RedisConnection(
         definition, accessor=f"self.out.redis['{quoted}']", where=f"outgoing_redis {name!r}",
-        password_hint=f"set it with PUT /zato/api/objects/outgoing_redis/{_path_part(name)}/secrets/password")
+        password_hint=f"set it with {secret_call('outgoing_redis', name, 'password')}")
 
-
-def _path_part(name: str) -> str:
-    from urllib.parse import quote
-    return quote(name, safe="")
 

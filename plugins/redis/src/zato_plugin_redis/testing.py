@@ -12,8 +12,6 @@ a Unix socket or speaks TLS only (with a certificate authority it makes itself).
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import shutil
 import socket
@@ -22,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from zato.plugin_api import ExternalProcess, ProcessExited
+from zato.plugin_api import ExternalProcess, ProcessExited, make_test_certificates
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
@@ -62,7 +60,9 @@ class RedisServer:
         self.ca_file = self.cert_file = self.key_file = ""
         self._started_once = False
         if tls:
-            self.ca_file, self.cert_file, self.key_file = (str(p) for p in make_tls_files(self.dir))
+            certificates = make_test_certificates(self.dir, "Zato Redis test CA")
+            self.ca_file, self.cert_file, self.key_file = (str(certificates.ca_file), str(certificates.cert_file),
+                                                           str(certificates.key_file))
 
     # ############################################################################################
 
@@ -168,45 +168,3 @@ class RedisServer:
 
     def __repr__(self) -> str:
         return f"<RedisServer 127.0.0.1:{self.port}{' tls' if self.tls else ''} {'running' if self.running else 'stopped'}>"
-
-
-def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
-    """ A certificate authority and a server certificate for 127.0.0.1 and localhost, signed by
-    it: (ca.pem, server.pem, server.key) in `directory`. """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Zato test CA")])
-    ca_cert = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-               .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-               .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                            data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                            crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-               .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-               .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    ca_path, cert_path, key_path = directory / "ca.pem", directory / "server.pem", directory / "server.key"
-    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                  serialization.NoEncryption()))
-    return ca_path, cert_path, key_path
