@@ -366,8 +366,9 @@ ERRORS = {
     "zato key without a plugin": ("outgoing_rest:\n  - name: crm\n", 1,
                                   "'outgoing_rest' is a Zato enmasse key, but no enabled plugin provides object type "
                                   "'outgoing_rest'"),
-    "generic connection": ("zato_generic_connection:\n  - name: w\n    type_: outconn-wsx\n", 1,
-                           "zato_generic_connection (type_ outconn-wsx) is not supported yet"),
+    "generic connection": ("zato_generic_connection:\n  - name: w\n    type_: outconn-wsx\n", 2,
+                           "zato_generic_connection type_ 'outconn-wsx' is not supported on this server; it comes "
+                           "with the wsx plugin: pip install zato-plugin-wsx"),
     "bad field": ("channel_rest:\n  - name: x\n    url_path: /x\n    service: s\n    timeout: soon\n", 5,
                   "channel_rest 'x': timeout: expected a number, got 'soon'"),
     "unknown field": ("channel_rest:\n  - name: x\n    url_path: /x\n    servce: s\n", 4,

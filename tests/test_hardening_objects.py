@@ -47,6 +47,8 @@ GOOD = {
     "pubsub_subscription": {"endpoint_name": "good", "topic_list": ["good"]},
     "scheduler": {"job_type": "interval_based", "service": "demo.hello", "hours": 1},
     "service_settings": {"is_rate_limit_active": False},
+    "outgoing_ftp": {"host": "127.0.0.1", "port": 21},
+    "cloud_dropbox": {"user_agent": "Good-Agent/1.0"},
 }
 NEEDS = {"pubsub_subscription": [("pubsub_endpoint", "good", GOOD["pubsub_endpoint"]),
                                  ("pubsub_topic", "good", GOOD["pubsub_topic"])]}

@@ -67,6 +67,10 @@ ZATO_KEYS = ("security", "channel_rest", "outgoing_rest", "scheduler", "pubsub_t
 ZATO_KEY_PLUGINS = {key: ("ibm_mq", "zato-plugin-ibm-mq") for key in ("def_jms_wmq", "channel_jms_wmq",
                                                                       "outconn_jms_wmq")}
 
+# Zato's generic connections: one key, each row's `type_` says which kind
+GENERIC_KEY = "zato_generic_connection"
+ZATO_GENERIC_PLUGINS = {"cloud-dropbox": ("dropbox", "zato-plugin-dropbox"), "outconn-wsx": ("wsx", "zato-plugin-wsx")}
+
 SECRETS_OMIT = "omit"
 SECRETS_ENV = "env"
 SECRET_MODES = (SECRETS_OMIT, SECRETS_ENV)
@@ -378,10 +382,23 @@ def _read_import_file(store: ServerConfigStore, path: Path | str, shown: str | N
     type_lines: dict[str, int] = {}
     first_seen: dict[tuple[str, str], int] = {}
     invalid: set[tuple[str, str]] = set()
-    zato_keys = {t.zato.key: t for t in store.object_types.values() if t.zato is not None}
+    zato_keys = {t.zato.key: t for t in store.object_types.values() if t.zato is not None and not t.zato.generic_type}
+    generic_types = {t.zato.generic_type: t for t in store.object_types.values()
+                     if t.zato is not None and t.zato.generic_type}
     for key, rows in document.items():
         key_line = document.line_of(key)
         object_type = store.object_types.get(key) if isinstance(key, str) else None
+        if object_type is None and key == GENERIC_KEY and generic_types and isinstance(rows, list):
+            # Zato's generic connections: each row is of the type its `type_` names
+            for row in rows:
+                generic = generic_types.get(row.get("type_")) if isinstance(row, _Mapping) else None
+                if generic is None:
+                    problems.append(Problem(shown, getattr(row, "line", key_line),
+                                            _unknown_generic_message(row, generic_types)))
+                    continue
+                type_lines.setdefault(generic.name, key_line)
+                _read_rows(shown, generic, [row], key_line, problems, objects, first_seen, invalid, generic.zato)
+            continue
         spelling = None
         if object_type is None and isinstance(key, str) and key in zato_keys:
             object_type = zato_keys[key]  # Zato's own key for the type: its rows are renamed to ours
@@ -397,23 +414,41 @@ def _read_import_file(store: ServerConfigStore, path: Path | str, shown: str | N
             problems.append(Problem(shown, key_line, f"must be a list of objects (`  - name: ...`), not a "
                                                      f"{_kind(rows)}", key))
             continue
-        for row in rows:
-            if spelling is not None and isinstance(row, _Mapping):
-                row = _in_our_spelling(spelling, row)
-            found = _read_row(shown, object_type, row, key_line, problems)
-            if found is None:
-                if isinstance(row, dict) and isinstance(row.get("name"), str):
-                    invalid.add((key, row["name"]))
-                continue
-            seen_at = first_seen.get((key, found.name))
-            if seen_at is not None:
-                problems.append(Problem(shown, found.line, f"duplicate name: the same name is used on line "
-                                                           f"{seen_at}; names are unique within a type", key,
-                                        found.name, "name"))
-                continue
-            first_seen[(key, found.name)] = found.line
-            objects.append(found)
+        _read_rows(shown, object_type, rows, key_line, problems, objects, first_seen, invalid, spelling)
     return ImportFile(shown, objects, type_lines, invalid), problems
+
+
+def _read_rows(shown: str, object_type: ObjectType, rows: list[Any], key_line: int, problems: list["Problem"],
+               objects: list["FileObject"], first_seen: dict[tuple[str, str], int], invalid: set[tuple[str, str]],
+               spelling: Any = None) -> None:
+    """ Reads the rows of one type into `objects` (and what is wrong with them into `problems`). """
+    key = object_type.name
+    for row in rows:
+        if spelling is not None and isinstance(row, _Mapping):
+            row = _in_our_spelling(spelling, row)
+        found = _read_row(shown, object_type, row, key_line, problems)
+        if found is None:
+            if isinstance(row, dict) and isinstance(row.get("name"), str):
+                invalid.add((key, row["name"]))
+            continue
+        seen_at = first_seen.get((key, found.name))
+        if seen_at is not None:
+            problems.append(Problem(shown, found.line, f"duplicate name: the same name is used on line "
+                                                       f"{seen_at}; names are unique within a type", key,
+                                    found.name, "name"))
+            continue
+        first_seen[(key, found.name)] = found.line
+        objects.append(found)
+
+
+def _unknown_generic_message(row: Any, generic_types: Mapping[str, ObjectType]) -> str:
+    kind = row.get("type_") if isinstance(row, Mapping) else None
+    known = ", ".join(f"{name} ({t.name})" for name, t in sorted(generic_types.items()))
+    if kind is None:
+        return f"a zato_generic_connection row needs `type_`, one of: {known}"
+    plugin = ZATO_GENERIC_PLUGINS.get(kind)
+    which = f"; it comes with {_plugin_hint(*plugin)}" if plugin else ""
+    return f"zato_generic_connection type_ {kind!r} is not supported on this server{which}. Known type_ values: {known}"
 
 
 def _in_our_spelling(spelling: Any, row: _Mapping) -> _Mapping:
@@ -424,17 +459,23 @@ def _in_our_spelling(spelling: Any, row: _Mapping) -> _Mapping:
     return translated
 
 
+def _plugin_hint(plugin: str, distribution: str) -> str:
+    return (f"the {plugin} plugin: pip install {distribution}, then switch it on in server.conf "
+            f"([plugins] {plugin} = True)")
+
+
 def _unknown_key_message(key: Any, object_types: Mapping[str, ObjectType], rows: Any) -> str:
     known = ", ".join(sorted(object_types)) or "(none)"
     if key == "zato_generic_connection":
         kinds = sorted({str(row.get("type_")) for row in rows or () if isinstance(row, dict) and row.get("type_")})
         which = f" (type_ {', '.join(kinds)})" if kinds else ""
-        return (f"zato_generic_connection{which} is not supported yet: no enabled plugin provides it; "
+        hint = "".join(f"; type_ {kind} comes with {_plugin_hint(*ZATO_GENERIC_PLUGINS[kind])}"
+                       for kind in kinds if kind in ZATO_GENERIC_PLUGINS)
+        return (f"zato_generic_connection{which} is not supported yet: no enabled plugin provides it{hint}; "
                 f"remove these rows or move them to a supported key. Known keys: {known}")
     if key in ZATO_KEYS:
         plugin = ZATO_KEY_PLUGINS.get(key)
-        which = (f"the {plugin[0]} plugin provides it: pip install {plugin[1]}, then switch it on in server.conf "
-                 f"([plugins] {plugin[0]} = True)") if plugin else "install or enable the plugin that does"
+        which = f"it comes with {_plugin_hint(*plugin)}" if plugin else "install or enable the plugin that does"
         return (f"{key!r} is a Zato enmasse key, but no enabled plugin provides object type {key!r} on this "
                 f"server; {which}, or remove the key. Known keys: {known}")
     return f"unknown key {key!r}: not an object type of this server. Known keys: {known}"

@@ -52,16 +52,19 @@ class ZatoSpelling:
     its field names that differ from ours (`fields`: Zato's name -> ours, e.g.
     `{"def_name": "definition"}`), and its fields that mean nothing here (`ignored`: accepted
     from Zato's files and dropped, e.g. database ids). Enmasse reads rows under `key` as objects
-    of the type, renamed; export writes our names. """
+    of the type, renamed; export writes our names. Zato's generic connections share one key,
+    `zato_generic_connection`, told apart by each row's `type_`: such a type gives that key and
+    its `generic_type` (`cloud-dropbox`, `outconn-wsx`). """
     key: str
     fields: Mapping[str, str] = field(default_factory=dict)
     ignored: tuple[str, ...] = ()
+    generic_type: str = ""
 
     def translate(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """ A row of Zato's spelling in ours (a field given both ways keeps ours). """
         out: dict[str, Any] = {}
         for key, value in row.items():
-            if key in self.ignored:
+            if key in self.ignored or (self.generic_type and key == "type_"):
                 continue
             ours = self.fields.get(key, key)
             if ours in out and ours != key:

@@ -9,6 +9,7 @@ import textwrap
 
 import httpx
 import pytest
+import trio
 
 from dropbox_fixtures import USER_AGENT, standin  # noqa: F401
 from zato.plugin_api import admin_auth, create_test_server_dir, run_server
@@ -107,7 +108,7 @@ async def test_the_article_service_uploads_through_the_connection(tmp_path, stan
 
 
 async def test_with_the_plugin_off_there_is_no_cloud_dropbox(tmp_path, standin):  # noqa: F811
-    async with await start(tmp_path, {}) as server:
+    async with await start(tmp_path, {"dropbox": False}) as server:
         async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=30,
                                      headers={"content-type": "application/json"}) as admin:
             reply = await admin.post("/zato/api/objects/cloud_dropbox", json={"name": "x", "user_agent": "a"})
@@ -115,3 +116,54 @@ async def test_with_the_plugin_off_there_is_no_cloud_dropbox(tmp_path, standin):
         with pytest.raises(AttributeError, match=r"no outgoing connection type cloud\.dropbox.*plugin"):
             await server.invoke("api.connector.dropbox", {"file_name": "a.txt", "data": "x"})
     assert standin.files == {}
+
+
+ZATO_EXPORT = """
+zato_generic_connection:
+  - name: My Connection
+    type_: cloud-dropbox
+    id: 7
+    cluster_id: 1
+    is_active: true
+    is_internal: false
+    is_channel: false
+    is_outconn: true
+    pool_size: 1
+    sec_use_rbac: false
+    user_agent: ACME-Article/1.0
+    default_directory: /incoming
+    max_retries_on_error: 2
+    max_retries_on_rate_limit: 1
+    timeout: 10
+    http_headers: ""
+    secret: {token}
+    tls_ca_file: {ca_file}
+  - name: Mongo
+    type_: outconn-mongodb
+"""
+
+
+async def test_zatos_generic_connection_rows_of_type_cloud_dropbox_import(tmp_path, standin):  # noqa: F811
+    from click.testing import CliRunner
+    from zato.cli import cli
+    base_dir = create_test_server_dir(tmp_path / "server", plugins={"dropbox": True})
+    export = tmp_path / "zato-export.yaml"
+    export.write_text(ZATO_EXPORT.format(token="test-access-token", ca_file=standin.ca_file))
+    runner = CliRunner()
+    result = await trio.to_thread.run_sync(
+        lambda: runner.invoke(cli, ["enmasse", "import", str(base_dir), str(export)], catch_exceptions=False))
+    # the row of a kind no plugin provides is refused with its line, and nothing is imported
+    assert result.exit_code != 0 and "zato-export.yaml:21: " in result.output, result.output
+    assert "type_ 'outconn-mongodb' is not supported on this server" in result.output, result.output
+    assert "cloud-dropbox (cloud_dropbox)" in result.output, result.output
+    export.write_text(ZATO_EXPORT.split("  - name: Mongo")[0].format(token="test-access-token",
+                                                                        ca_file=standin.ca_file))
+    result = await trio.to_thread.run_sync(
+        lambda: runner.invoke(cli, ["enmasse", "import", str(base_dir), str(export)], catch_exceptions=False))
+    assert result.exit_code == 0 and "1 created" in result.output, result.output
+    async with run_server(base_dir) as server:
+        definition = server.config_objects["cloud_dropbox"]["My Connection"]
+        assert definition["max_retries_on_error"] == 2 and definition["default_directory"] == "/incoming"
+        conn = server.outgoing.map("cloud.dropbox")["My Connection"].conn
+        await conn.upload("from-enmasse.txt", b"token from Zato's secret field")
+    assert standin.files == {"/incoming/from-enmasse.txt": b"token from Zato's secret field"}

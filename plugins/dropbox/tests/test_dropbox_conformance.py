@@ -1,7 +1,6 @@
 """ The shared conformance suite for outgoing connections (zato.testing.conformance), run with the
 real SDK against the Dropbox stand-in: connect and use, ping, an outage and the reconnect after
-it, a live edit, delete and close, bad config, closing on shutdown. The plugin is opt-in, so the
-suite's servers switch it on (`[plugins] dropbox = True`). """
+it, a live edit, delete and close, bad config, closing on shutdown. """
 
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ from zato.plugin_api import OutgoingError
 from zato.testing.conformance import OutgoingConnectionConformance
 from zato_plugin_dropbox.testing import ACCESS_TOKEN, DropboxStandIn
 
-PLUGINS = {"dropbox": True}
 _numbers = itertools.count()
 
 
@@ -80,4 +78,3 @@ def peer(standin):  # noqa: F811
 class TestDropboxConformance(OutgoingConnectionConformance):
     connection_type = "dropbox"
     object_type = "cloud_dropbox"
-    server_settings = {"plugins": PLUGINS}    # the plugin is opt-in, switched on as a user would

@@ -72,7 +72,7 @@ def test_lists_and_downloads_through_the_client(standin):
                                                                            ("FolderMetadata", "sub")]
     meta, response = client.files_download("/in/sub/2.txt")
     assert (meta.path_display, response.content) == ("/in/sub/2.txt", b"two")
-    with pytest.raises(DropboxPathError, match=r"files/download: Dropbox refused it \(409 path/not_found") as info:
+    with pytest.raises(DropboxPathError, match=r"files/download '/in/nothing.txt': Dropbox refused it \(409 path/not_found") as info:
         client.files_download("/in/nothing.txt")
     assert info.value.error.get_path().is_not_found()  # still the SDK's ApiError, with its error
 
@@ -112,13 +112,19 @@ def test_a_path_conflict_carries_dropboxs_error_summary(standin, monkeypatch):
     with pytest.raises(DropboxPathError) as info:
         conn.upload("/A.TXT", b"second")  # Dropbox's paths ignore case
     assert info.value.error_summary.startswith("path/conflict/file")
-    assert "409 path/conflict/file" in str(info.value) and "overwrite=True" in str(info.value)
+    assert "files/upload '/A.TXT': Dropbox refused it (409 path/conflict/file" in str(info.value)
+    assert "overwrite=True" in str(info.value)
     conn.upload("/a.txt", b"second", overwrite=True)
     assert standin.files == {"/a.txt": b"second"}
+    # a name Dropbox never stores is refused whatever the mode, naming the file
+    with pytest.raises(DropboxPathError, match=r"files/upload '/reports/Desktop.ini': Dropbox refused it "
+                                               r"\(409 path/disallowed_name"):
+        conn.upload("/reports/Desktop.ini", b"[.ShellClassInfo]", overwrite=True)
     # the same from an upload session's finish
     monkeypatch.setattr(connection_module, "UPLOAD_SESSION_THRESHOLD", 10)
     monkeypatch.setattr(connection_module, "UPLOAD_CHUNK_SIZE", 8)
-    with pytest.raises(DropboxPathError, match=r"upload_session/finish_?v?\d*: Dropbox refused it \(409 path/conflict"):
+    with pytest.raises(DropboxPathError,
+                       match=r"upload_session/finish_?v?\d* '/a.txt': Dropbox refused it \(409 path/conflict"):
         conn.upload("/a.txt", b"0123456789abcdef")
 
 

@@ -71,4 +71,3 @@ async def peer(tmp_path, ftp_certificates):  # noqa: F811
 class TestFTPConformance(OutgoingConnectionConformance):
     connection_type = "ftp"
     object_type = "outgoing_ftp"
-    server_settings = {"plugins": {"ftp": True}}    # the plugin is opt-in, switched on as a user would

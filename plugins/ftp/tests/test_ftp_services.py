@@ -175,15 +175,14 @@ def test_zato_ping_connection_pings_through_the_server(ftp_peer, tmp_path):
 
 
 async def test_switched_off_the_object_type_is_unknown(tmp_path):
-    base = create_test_server_dir(tmp_path / "off")  # opt-in: off unless server.conf says ftp = True
+    base = create_test_server_dir(tmp_path / "off", plugins={"ftp": False})
     async with run_server(base) as server:
         async with admin_client(server) as client:
             reply = await client.post(f"{API}/objects/outgoing_ftp", json={"name": "x", "host": "127.0.0.1"})
             assert reply.status_code == 404, reply.text
         with pytest.raises(AttributeError, match="no outgoing connection type out.ftp"):
             server.outgoing.namespace("out").ftp
-    base = create_test_server_dir(tmp_path / "on", component_enabled={"ftp": True})  # Zato's spelling
-    async with run_server(base) as server:
+    async with run_server(create_test_server_dir(tmp_path / "default")) as server:  # on once installed
         async with admin_client(server) as client:
             reply = await client.post(f"{API}/objects/outgoing_ftp", json={"name": "x", "host": "127.0.0.1"})
             assert reply.status_code == 201, reply.text

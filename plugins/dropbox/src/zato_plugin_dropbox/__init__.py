@@ -7,7 +7,7 @@
 
 Plain services call the client directly (they run in a worker thread); `async def` services
 use `await conn.run(lambda client: client.files_list_folder(""))`, which runs the call in a
-worker thread. The plugin is opt-in: `dropbox = True` under `[plugins]` in server.conf.
+worker thread. The plugin is on once installed; `dropbox = False` under `[plugins]` in server.conf switches it off.
 
 This module is imported at every start of a server that enables the plugin, so it stays light:
 the SDK is imported in a worker thread when the first connection is built.
@@ -17,11 +17,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from zato.plugin_api import Connector, Field, ObjectType, OutgoingConnectionType, hookimpl
+from zato.plugin_api import Connector, Field, ObjectType, OutgoingConnectionType, ZatoSpelling, hookimpl
 
 OBJECT_TYPE = "cloud_dropbox"
 CONNECTION_TYPE = "dropbox"
 ACCESSOR = "cloud.dropbox"
+# What every row of Zato's zato_generic_connection carries that means nothing for a Dropbox connection
+ZATO_GENERIC_FIELDS = ("id", "cluster_id", "is_internal", "is_channel", "is_outconn", "pool_size", "sec_use_rbac",
+                       "cache_expiry", "address", "port", "data_format", "version", "extra", "username",
+                       "username_type", "secret_type", "conn_def_id", "cache_id", "oauth2_access_token_expiration")
 
 
 def check_dropbox(data: dict[str, Any], *, partial: bool) -> list[dict[str, str]]:
@@ -66,7 +70,9 @@ CLOUD_DROPBOX = ObjectType(OBJECT_TYPE, (
                                                  "proxy or a test server); empty: the system's"),
     Field("is_active", "bool", default=True, description="An inactive connection is not built"),
 ), description="A Dropbox connection: self.cloud.dropbox[name].conn.client is the SDK's dropbox.Dropbox",
-    check=check_dropbox)
+    check=check_dropbox, zato=ZatoSpelling(
+        "zato_generic_connection", generic_type="cloud-dropbox", fields={"secret": "oauth2_access_token"},
+        ignored=ZATO_GENERIC_FIELDS))
 
 
 @hookimpl

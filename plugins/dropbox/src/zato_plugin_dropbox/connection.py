@@ -112,6 +112,9 @@ class ZatoDropbox(dropbox.Dropbox):
             return super().request(route, namespace, *args, **kwargs)
         connection.check_usable()
         call = f"{namespace}/{route.name}" + (f"_v{route.version}" if route.version > 1 else "")
+        path = _path_of(args[0] if args else kwargs.get("request_arg"))
+        if path:
+            call = f"{call} {path!r}"  # which file, in every error of this call
         self._zato_local.summary = ""
         try:
             return super().request(route, namespace, *args, **kwargs)
@@ -119,6 +122,13 @@ class ZatoDropbox(dropbox.Dropbox):
             raise
         except (ApiError, AuthError, RateLimitError, BadInputError, HttpError, requests.RequestException) as exc:
             raise connection.explain(call, exc, getattr(self._zato_local, "summary", "")) from exc
+
+
+def _path_of(request_arg: Any) -> str | None:
+    """ The Dropbox path a call's argument names (files/upload, download, delete...; an upload
+    session's finish names it in its commit), if any. """
+    path = getattr(request_arg, "path", None) or getattr(getattr(request_arg, "commit", None), "path", None)
+    return path if isinstance(path, str) else None
 
 
 class DropboxConnection:

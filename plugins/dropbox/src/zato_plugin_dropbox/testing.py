@@ -15,7 +15,9 @@ Routes: /2/files/upload, /2/files/upload_session/start, /append_v2, /finish,
 /2/files/list_folder, /2/files/download, /2/users/get_current_account, /oauth2/token (refresh).
 Errors as Dropbox shapes them: 409 with `error_summary` (path/conflict/file, path/not_found,
 incorrect_offset), 401 expired_access_token / invalid_access_token, 429 with Retry-After
-(`rate_limit(times, retry_after)`), 5xx (`fail(times)`), 400 invalid_grant for a refresh token it does not know.
+(`rate_limit(times, retry_after)`), 5xx (`fail(times)`), 400 invalid_grant for a refresh token it does not know,
+409 path/disallowed_name for the names Dropbox never stores (`DISALLOWED_NAMES`: desktop.ini, .DS_Store...).
+`stop()` then `start()` is Dropbox unreachable, then back at the same address.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ APP_KEY = "test-app-key"
 APP_SECRET = "test-app-secret"
 REFRESH_TOKEN = "test-refresh-token"
 ACCOUNT_NAME = "Test Account"
+# File names Dropbox refuses to store (path/disallowed_name), as it does desktop.ini or .DS_Store
+DISALLOWED_NAMES = frozenset({"desktop.ini", "thumbs.db", ".ds_store", "icon\r", ".dropbox", ".dropbox.attr"})
 
 
 def content_hash(data: bytes) -> str:
@@ -212,6 +216,9 @@ class DropboxStandIn:
     def store(self, path: str, data: bytes, mode: Any) -> tuple[int, dict[str, Any]]:
         """ (status, body) of writing a file: 409 path/conflict/file where one exists and mode is add. """
         tag = mode.get(".tag") if isinstance(mode, dict) else (mode or "add")
+        if path.rsplit("/", 1)[-1].lower() in DISALLOWED_NAMES:  # as Dropbox: files it never syncs
+            return 409, {"error_summary": "path/disallowed_name/..",
+                         "error": {".tag": "path", "reason": {".tag": "disallowed_name"}, "upload_session_id": ""}}
         with self._lock:
             existing = self.find(path)
             if existing is not None and tag == "add":
@@ -233,6 +240,9 @@ def _handler(standin: DropboxStandIn) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # headers and body go in two writes: without TCP_NODELAY the body would wait ~40 ms for
+        # the client's delayed ACK on every answer
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
