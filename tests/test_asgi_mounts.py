@@ -414,3 +414,47 @@ def test_malformed_prefixes_are_refused(plugin_site, prefix, problem):
 def test_an_app_that_is_not_callable_is_refused():
     with pytest.raises(RegistrationError, match="app must be an ASGI application"):
         ASGIMount("/dash", "not an app")
+
+
+# ################################################################################################
+# WebSocket endpoints set while the server runs, and pings
+
+
+async def ping_pong_app(scope, receive, send):
+    """ Accepts, pings the peer with the first message's text, answers with the pong it got back. """
+    assert scope["extensions"]["zato"]["websocket_ping"] is True
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    message = await receive()
+    await send({"type": "zato.websocket.ping", "bytes": message["text"].encode()})
+    with trio.move_on_after(2) as waited:
+        while (answer := await receive())["type"] != "zato.websocket.pong":
+            pass
+    reply = "no pong" if waited.cancelled_caught else f"pong {answer['bytes'].decode()} at {scope['path']}"
+    await send({"type": "websocket.send", "text": reply})
+    await send({"type": "websocket.close", "code": 1000})
+
+
+async def test_a_websocket_endpoint_set_at_run_time_pings_its_peer_and_hears_the_pong(server_dir):
+    async with run_server(server_dir) as server:
+        with trio.fail_after(15):
+            assert (await refusal(server.address, "/live/ws")).status == 404
+            server.set_websocket_endpoint("/live/ws", ping_pong_app, "test")
+            ws = await WebSocketClient.connect(server.address, "/live/ws")
+            await ws.send_text("zwsx-1")
+            answered = await ws.receive()  # receive() answers the Ping with its Pong
+            await ws.receive()  # the close
+            # a peer that never answers: the app hears no Pong
+            silent = await WebSocketClient.connect(server.address, "/live/ws")
+            await silent.send_text("zwsx-2")
+            event = await silent.next_event()
+            assert isinstance(event, Ping) and event.payload == b"zwsx-2"
+            unanswered = ""
+            while not unanswered.startswith("no pong"):
+                event = await silent.next_event()
+                unanswered += event.data if isinstance(event, TextMessage) else ""
+            server.set_websocket_endpoint("/live/ws", None, "test")
+            assert (await refusal(server.address, "/live/ws")).status == 404
+            with pytest.raises(ValueError, match="under /zato/"):
+                server.set_websocket_endpoint("/zato/ws", ping_pong_app, "test")
+    assert answered == "pong zwsx-1 at /live/ws" and unanswered == "no pong"

@@ -49,6 +49,7 @@ GOOD = {
     "service_settings": {"is_rate_limit_active": False},
     "outgoing_ftp": {"host": "127.0.0.1", "port": 21},
     "cloud_dropbox": {"user_agent": "Good-Agent/1.0"},
+    "channel_web_socket": {"address": "ws://127.0.0.1:17010/good/ws", "service": "demo.hello"},
 }
 NEEDS = {"pubsub_subscription": [("pubsub_endpoint", "good", GOOD["pubsub_endpoint"]),
                                  ("pubsub_topic", "good", GOOD["pubsub_topic"])]}

@@ -49,6 +49,8 @@ Outgoing connections and blocking libraries
 Admin API routes and CLI commands of a plugin (imported on first use)
     HTTPRequest, HTTPResponse, HTTPError   what a `register_http_routes` handler takes, returns, raises
     check_admin           `await check_admin(request)`: the admin credentials, throttled, or 401
+    ServiceNotFound, InputError   what `server.invoke_service` raises for a service that is not
+                          deployed and for input its SimpleIO refused (channels answer them)
     server_paths, admin_request, describe_error   a CLI command calling the admin API of the server
                           running in a directory (with the local CLI token), and its error in one line
 
@@ -110,6 +112,7 @@ _ON_FIRST_USE = {"Invocation": "zato.server.listeners", "Backoff": "zato.server.
                  "FailurePolicy": "zato.server.listeners",
                  "HTTPRequest": "zato.server.http", "HTTPResponse": "zato.server.http", "HTTPError": "zato.server.http",
                  "check_admin": "zato.server.admin_auth",
+                 "ServiceNotFound": "zato.server.deployment", "InputError": "zato.server.service.simpleio",
                  "admin_request": "zato.cli.admin_client", "describe_error": "zato.cli.admin_client",
                  "server_paths": "zato.cli.admin_client"}
 

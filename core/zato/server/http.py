@@ -254,6 +254,8 @@ class ASGIApp:
         # none, so that an ordinary request pays one truth test for them
         self._mounts: tuple[Mount, ...] = ()
         self._catch_all: Mount | None = None  # the mount at "/": what no route takes
+        # WebSocket endpoints at exact paths, set while the server runs (`set_websocket_endpoint`)
+        self._websocket_endpoints: dict[str, Mount] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         kind = scope["type"]
@@ -275,6 +277,21 @@ class ASGIApp:
         self._catch_all = next((mount for mount in by_prefix if mount.prefix == "/"), None)
         self._mounts = tuple(sorted((mount for mount in by_prefix if mount.prefix != "/"),
                                     key=lambda mount: len(mount.prefix), reverse=True))
+
+    def set_websocket_endpoint(self, path: str, app: Callable | None, plugin: str) -> None:
+        """ Serves WebSockets at exactly `path` with the ASGI application `app` (None: no longer),
+        for endpoints that come and go while the server runs, such as the wsx plugin's
+        channel_web_socket definitions. They are looked at before the mounts; paths under
+        /zato/ are refused. """
+        if _is_admin_path(path):
+            raise ValueError(f"WebSocket endpoint {path!r} is under /zato/, which belongs to the core's admin routes")
+        if app is None:
+            self._websocket_endpoints.pop(path, None)
+            return
+        endpoint = Mount(path, app, plugin)
+        endpoint.root_path = ""  # the whole path is the endpoint's own
+        endpoint.channel = f"websocket:{path}"
+        self._websocket_endpoints[path] = endpoint
 
     def _mount_for(self, path: str) -> Mount | None:
         for mount in self._mounts:
@@ -356,10 +373,12 @@ class ASGIApp:
     # Mounted ASGI applications and WebSockets
 
     async def _websocket(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
-        """ A WebSocket goes to the mount its path is under, or to the catch-all; any other is
-        refused before the handshake completes. """
+        """ A WebSocket goes to the endpoint at its path, the mount its path is under, or the
+        catch-all; any other is refused before the handshake completes. """
         path = scope["path"]
-        mount = self._mount_for(path) if self._mounts else None
+        mount = self._websocket_endpoints.get(path) if self._websocket_endpoints else None
+        if mount is None and self._mounts:
+            mount = self._mount_for(path)
         if mount is None and self._catch_all is not None and not _is_admin_path(path):
             mount = self._catch_all
         if mount is not None:
@@ -378,7 +397,8 @@ class ASGIApp:
         child = dict(scope)
         child["root_path"] = scope.get("root_path", "") + mount.root_path
         extensions = dict(scope.get("extensions") or {})
-        extensions["zato"] = {"cid": cid, "server": self.server, "prefix": mount.prefix}
+        extensions["zato"] = {"cid": cid, "server": self.server, "prefix": mount.prefix,
+                              "websocket_ping": True}  # zato.server.websocket_pings
         child["extensions"] = extensions
         reply = _MountReply(send, cid)
         try:

@@ -172,6 +172,13 @@ class Server:
     # ############################################################################################
     # Routes
 
+    def set_websocket_endpoint(self, path: str, app: Callable | None, owner: str) -> None:
+        """ Serves WebSockets at exactly `path` with an ASGI application (None: no longer), for
+        endpoints that come and go while the server runs (the wsx plugin's channels). The app gets
+        `scope["extensions"]["zato"]` (cid, server) and can ping its peers
+        (zato.server.websocket_pings). """
+        self.app.set_websocket_endpoint(path, app, owner)
+
     def set_routes(self, owner: str, routes: list[tuple[str, tuple[str, ...], Handler, str]]) -> None:
         """ Replaces the HTTP routes one owner (a plugin, a channel type) contributes. The new table
         is built aside and swapped in whole: requests in flight keep the handler they matched. """
@@ -324,6 +331,24 @@ class Server:
             raise HTTPError(401)
         return await await_maybe(security_type.check(definition, request))
 
+    async def authenticate_credentials(self, security_name: str, username: str | None, secret: str | None, *,
+                                       cid: str, client: tuple[str, int] | None, path: str) -> str:
+        """ Checks credentials that came outside HTTP headers (a WebSocket client's create-session)
+        against a security definition, as if sent as Basic Auth or in the definition's API key
+        header: the same checks, throttle and log lines. Returns the user name or raises
+        `HTTPError` (401/403). """
+        import base64
+
+        from zato.server.credentials import apikey_header
+        definition = self.config_objects.get("security", {}).get(security_name) or {}
+        secret = secret if isinstance(secret, str) else ""
+        if definition.get("type") == "apikey":
+            headers = {apikey_header(definition).lower(): secret}
+        else:
+            pair = f"{username if isinstance(username, str) else ''}:{secret}".encode("utf-8")
+            headers = {"authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
+        return await self.authenticate(_CredentialsRequest(self, cid, path, client, headers), security_name)
+
     # ############################################################################################
     # Notifications between workers
 
@@ -399,6 +424,16 @@ def _was_abandoned() -> bool:
     except trio.Cancelled:
         return True
     return False
+
+
+class _CredentialsRequest:
+    """ What security definitions read of a request, for credentials that came another way. """
+
+    def __init__(self, server: Server, cid: str, path: str, client: Any, headers: dict[str, str]) -> None:
+        self.server, self.cid, self.path, self.client, self.headers = server, cid, path, client, headers
+
+    def single_header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
 
 
 class ServiceAborted(Exception):
@@ -675,6 +710,8 @@ async def _serve_http(server: Server, *, task_status: trio.TaskStatus = trio.TAS
     from hypercorn.config import Config as HypercornConfig
     from hypercorn.trio import serve
 
+    from zato.server import websocket_pings
+    websocket_pings.install()  # ASGI applications can ping WebSocket peers (zato.websocket.ping)
     main = server.config.main
     hconfig = HypercornConfig()
     if server.options.listen_fd is not None:

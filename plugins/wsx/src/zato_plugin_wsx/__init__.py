@@ -1,0 +1,103 @@
+""" The `wsx` plugin: WebSocket channels speaking Zato's WSX protocol, on the server's own port.
+
+* `channel_web_socket` definitions (admin API, enmasse, also under Zato's key `web_socket`):
+  each active one is a WebSocket endpoint at its address's path. Clients open a session with
+  `create-session` (credentials checked against the channel's security definition), invoke the
+  channel's service with `invoke-service`, and answer the server's requests (`zwsx.rqc`) with
+  `client-response`; tokens, session wait time and pings as in Zato (zato_plugin_wsx.connection).
+* `self.request.wsx` in services invoked through a channel: the connection's ids and addresses.
+* `self.wsx.channel[name].broadcast(data)` and `.invoke(pub_client_id, data)` in services.
+* The admin API lists, invokes and disconnects connections (zato_plugin_wsx.admin).
+
+On once installed; `[plugins] wsx = False` in server.conf switches it off.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zato.plugin_api import ChannelType, Field, ObjectType, PluginState, ZatoSpelling, hookimpl
+
+PLUGIN = "wsx"
+OBJECT_TYPE = "channel_web_socket"
+DATA_FORMATS = ("json",)
+CHANNELS: PluginState = PluginState(PLUGIN, "the WebSocket channels of this worker")
+
+# Zato's web_socket rows carry these too; they mean nothing here
+ZATO_ONLY_FIELDS = ("id", "cluster_id", "is_internal", "is_out", "service_id", "security_id", "sec_type", "opaque1",
+                    "is_audit_log_sent_active", "is_audit_log_received_active", "max_len_messages_sent",
+                    "max_len_messages_received", "max_bytes_per_message_sent", "max_bytes_per_message_received",
+                    "extra_properties")
+
+
+def check_channel(data: dict[str, Any], *, partial: bool) -> list[dict[str, str]]:
+    from zato_plugin_wsx.channels import address_problem
+    problem = address_problem(data.get("address")) if "address" in data else None
+    return [{"field": "address", "error": problem}] if problem else []
+
+
+CHANNEL_WEB_SOCKET = ObjectType(OBJECT_TYPE, (
+    Field("name", required=True, description="Unique name of the channel"),
+    Field("address", required=True, description="ws://host:port/path: clients connect to this path on the "
+                                                "server's own port", example="ws://0.0.0.0:17010/api/ws"),
+    Field("service", required=True, references="service", description="The service invoke-service runs"),
+    Field("security", references="security", description="Security definition (Basic Auth or API key) checking "
+                                                         "create-session's username and secret; none: no "
+                                                         "credentials needed"),
+    Field("data_format", default="json", choices=DATA_FORMATS, description="Messages are JSON"),
+    Field("new_token_wait_time", "float", default=5.0, minimum=0.001,
+          description="Seconds a new connection has to open a session before it is closed"),
+    Field("token_ttl", "float", default=3600.0, minimum=0.001,
+          description="Seconds a session token lives after the client's last request, response or pong"),
+    Field("ping_interval", "float", default=30.0, minimum=0.001,
+          description="Seconds between WebSocket pings to each client"),
+    Field("pings_missed_threshold", "int", default=2, minimum=1,
+          description="Pings missed in a row after which the connection is closed (4002)"),
+    Field("max_message_size", "int", default=1024 * 1024, minimum=64,
+          description="The largest message accepted from a client, in bytes; a larger one is refused, the "
+                      "connection goes on"),
+    Field("hook_service", references="service", description="A service told of each connection opened and "
+                                                            "closed: input event (connected, disconnected), "
+                                                            "channel_name, pub_client_id, ext_client_id..."),
+    Field("is_active", "bool", default=True),
+), description="A WebSocket channel: clients open sessions and invoke a service with Zato's WSX protocol",
+    check=check_channel,
+    zato=ZatoSpelling("web_socket", fields={"service_name": "service", "sec_def": "security",
+                                            "security_name": "security"}, ignored=ZATO_ONLY_FIELDS))
+
+
+def create_runtime(server: Any) -> Any:
+    from zato_plugin_wsx.channels import WSXChannels
+    return CHANNELS.set(server, WSXChannels(server))
+
+
+@hookimpl
+def register_object_types(register):
+    register(CHANNEL_WEB_SOCKET)
+
+
+@hookimpl
+def register_channel_types(register):
+    register(ChannelType("web_socket", OBJECT_TYPE, create_runtime,
+                         "WebSocket clients speaking Zato's WSX protocol"))
+
+
+@hookimpl
+def register_request_attributes(register):
+    register("wsx", "the WebSocket connection: channel_name, pub_client_id, ext_client_id, ext_client_name, "
+                    "peer_address, connection_time, user; invoke_client(data)")
+
+
+@hookimpl
+def register_service_attributes(register):
+    def provide(service: Any) -> Any:
+        from zato_plugin_wsx.channels import WSXFacade
+        return WSXFacade(CHANNELS.get(service.server))
+    register("wsx", provide)
+
+
+@hookimpl
+def register_http_routes(register):
+    from zato_plugin_wsx.admin import ROUTES
+    for path, handler, methods, openapi in ROUTES:
+        register(path, handler, methods=methods, openapi=openapi)

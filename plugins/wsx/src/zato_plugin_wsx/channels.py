@@ -1,0 +1,211 @@
+""" The runtime of WebSocket channels in one worker: each active `channel_web_socket` is a
+WebSocket endpoint at its address's path on the server's own port, and every connection open
+through it is known here (for the admin API and for services' `self.wsx`). """
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+import trio
+
+from zato_plugin_wsx import protocol
+from zato_plugin_wsx.connection import ChannelSettings, ClientRequestFailed, WSXConnection
+
+logger = logging.getLogger("zato.wsx")
+
+OWNER = "wsx"
+CLOSE_CHANNEL_CHANGED = 1012  # "service restart": the definition changed, the client reconnects
+
+
+def address_problem(address: Any) -> str | None:
+    """ Why `address` cannot be a channel's address (None if it can). """
+    if not isinstance(address, str) or address.startswith("$"):
+        return None
+    parts = urlsplit(address)
+    if parts.scheme not in ("ws", "wss"):
+        return f"{address!r} is not a ws:// or wss:// URL; give e.g. ws://0.0.0.0:17010/my/channel"
+    if not parts.path or parts.path == "/":
+        return f"{address!r} has no path; give the path clients connect to, e.g. ws://0.0.0.0:17010/my/channel"
+    if parts.path == "/zato" or parts.path.startswith("/zato/"):
+        return f"{address!r}: paths under /zato/ belong to the admin API; choose another path"
+    if parts.query or parts.fragment:
+        return f"{address!r} has a query or fragment; a channel is one path"
+    return None
+
+
+def path_of(address: str) -> str:
+    return urlsplit(address).path
+
+
+class WSXChannels:
+    """ `apply(objects)` serves each active definition; `connections` holds what is open. """
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.settings: dict[str, ChannelSettings] = {}  # channel name -> what its connections use
+        self.paths: dict[str, str] = {}  # path -> channel name
+        self.connections: dict[str, dict[str, WSXConnection]] = {}  # channel name -> pub_client_id -> connection
+        self.errors: dict[str, str] = {}
+
+    # ############################################################################################
+    # Definitions
+
+    def apply(self, objects: list[dict[str, Any]]) -> None:
+        wanted: dict[str, ChannelSettings] = {}
+        paths: dict[str, str] = {}
+        errors: dict[str, str] = {}
+        for definition in objects:
+            name = definition.get("name")
+            if not definition.get("is_active", True):
+                continue
+            address = definition.get("address")
+            problem = address_problem(address)
+            if problem is None and path_of(address) in paths:
+                problem = f"its path {path_of(address)} is the path of channel {paths[path_of(address)]!r} too"
+            if problem is not None:
+                errors[name] = problem
+                logger.error("WebSocket channel %r is not served: %s; correct it through the admin API or enmasse",
+                             name, problem)
+                continue
+            self._warn_of_another_port(name, address)
+            settings = ChannelSettings.from_definition(definition, path_of(address))
+            wanted[name] = self.settings.get(name) if self.settings.get(name) == settings else settings
+            paths[wanted[name].path] = name
+        for name, settings in self.settings.items():
+            if wanted.get(name) != settings:  # deleted, switched off or changed: its clients reconnect
+                self.server.set_websocket_endpoint(settings.path, None, OWNER)
+                self._close_all(name, CLOSE_CHANNEL_CHANGED, "the channel's definition changed; reconnect")
+        for name, settings in wanted.items():
+            if self.settings.get(name) != settings:
+                self.server.set_websocket_endpoint(settings.path, self._endpoint(settings), OWNER)
+                logger.info("WebSocket channel %r serves %s (service %s%s)", name, settings.path, settings.service,
+                            f", security {settings.security}" if settings.security else "")
+        self.settings, self.paths, self.errors = wanted, paths, errors
+
+    def validate(self, definition: dict[str, Any]) -> list[str]:
+        if not definition.get("is_active", True):
+            return []
+        problem = address_problem(definition.get("address"))
+        if problem:
+            return [problem]
+        path = path_of(definition["address"]) if isinstance(definition.get("address"), str) else None
+        owner = self.paths.get(path) if path else None
+        if owner is not None and owner != definition.get("name"):
+            return [f"the path {path} is served by WebSocket channel {owner!r} already"]
+        return []
+
+    def _warn_of_another_port(self, name: str, address: str) -> None:
+        port = urlsplit(address).port
+        own = int(self.server.config.main.get("port", 17010) or 0)
+        if port and own and port != own:
+            logger.warning("WebSocket channel %r: its address %s names port %d, but channels are served on the "
+                           "server's own port (%d): clients connect to port %d; change the address to say so",
+                           name, address, port, own, own)
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """ Runs while the server takes requests; when it stops, every client gets a Close frame
+        at once instead of holding the stop up until the graceful timeout. """
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await self.close_all()
+
+    # ############################################################################################
+    # Connections
+
+    def _endpoint(self, settings: ChannelSettings) -> Any:
+        channels = self
+
+        async def endpoint(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            message = await receive()
+            if message["type"] != "websocket.connect":
+                return
+            if channels.settings.get(settings.name) is not settings:  # replaced while connecting
+                await send({"type": "websocket.close", "code": 1012})
+                return
+            await send({"type": "websocket.accept"})
+            connection = WSXConnection(channels.server, settings, scope, send, channels._opened, channels._closed)
+            await connection.serve(receive)
+        return endpoint
+
+    def _opened(self, connection: WSXConnection) -> None:
+        self.connections.setdefault(connection.channel.name, {})[connection.pub_client_id] = connection
+
+    def _closed(self, connection: WSXConnection) -> None:
+        self.connections.get(connection.channel.name, {}).pop(connection.pub_client_id, None)
+
+    def _close_all(self, name: str, code: int, reason: str) -> None:
+        nursery = self.server.background_nursery
+        for connection in list(self.connections.get(name, {}).values()):
+            if nursery is not None:
+                nursery.start_soon(connection.close, code, reason)
+
+    def all_connections(self) -> list[WSXConnection]:
+        return [c for by_id in self.connections.values() for c in by_id.values()]
+
+    def find(self, pub_client_id: str) -> WSXConnection | None:
+        return next((c for c in self.all_connections() if c.pub_client_id == pub_client_id), None)
+
+    async def close_all(self) -> None:
+        """ At stop: every client gets a Close frame (1001, going away). """
+        async with trio.open_nursery() as nursery:
+            for connection in self.all_connections():
+                nursery.start_soon(connection.close, protocol.CLOSE_SERVER_STOPPING, "the server is stopping")
+
+
+class ChannelFacade:
+    """ `self.wsx.channel[name]` in services: the connections of one channel. """
+
+    def __init__(self, channels: WSXChannels, name: str) -> None:
+        if name not in channels.settings:
+            known = ", ".join(repr(n) for n in sorted(channels.settings)) or "none"
+            raise KeyError(f"no active WebSocket channel {name!r}; known: {known}")
+        self._channels, self.name = channels, name
+
+    def connections(self) -> list[WSXConnection]:
+        return list(self._channels.connections.get(self.name, {}).values())
+
+    def broadcast(self, data: Any) -> int:
+        """ Sends `data` (zwsx.rqc, no answer awaited) to every client of the channel with a session;
+        returns how many it was sent to. From a plain `def` service (a worker thread). """
+        return trio.from_thread.run(self.broadcast_async, data)
+
+    async def broadcast_async(self, data: Any) -> int:
+        sent = 0
+        for connection in self.connections():
+            try:
+                await connection.send_to_client(data)
+                sent += 1
+            except (ClientRequestFailed, trio.BrokenResourceError, trio.ClosedResourceError):
+                continue
+        return sent
+
+    def invoke(self, pub_client_id: str, data: Any, timeout: float = 5.0) -> Any:
+        """ Sends `data` to one client and returns its answer (plain `def` services). """
+        return trio.from_thread.run(self.invoke_async, pub_client_id, data, timeout)
+
+    async def invoke_async(self, pub_client_id: str, data: Any, timeout: float = 5.0) -> Any:
+        connection = self._channels.connections.get(self.name, {}).get(pub_client_id)
+        if connection is None:
+            raise ClientRequestFailed(f"no WebSocket connection {pub_client_id!r} on channel {self.name!r} in this "
+                                      f"process")
+        return await connection.invoke_client(data, timeout)
+
+
+class WSXFacade:
+    """ `self.wsx` in services. """
+
+    def __init__(self, channels: WSXChannels) -> None:
+        self.channel = _ChannelMap(channels)
+
+
+class _ChannelMap:
+    def __init__(self, channels: WSXChannels) -> None:
+        self._channels = channels
+
+    def __getitem__(self, name: str) -> ChannelFacade:
+        return ChannelFacade(self._channels, name)
