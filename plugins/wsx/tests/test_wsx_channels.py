@@ -1,15 +1,20 @@
 """ WebSocket channels in a running server, with the test kit's client: sessions with Basic Auth and
 API keys, invoke-service, errors as Zato frames them, server requests, broadcasts, admin listing,
-invoking and disconnecting, live edits, oversized and non-JSON frames, back-pressure. """
+invoking and disconnecting, live edits, oversized and non-JSON frames, back-pressure, Zato's
+enmasse rows. """
 
 from __future__ import annotations
 
 import json
+import textwrap
 
 import pytest
 import trio
+from click.testing import CliRunner
 
-from wsx_fixtures import API_KEY, PASSWORD, USER, admin, create_channel, wsx_server
+from wsx_fixtures import API_KEY, PASSWORD, SERVICES, USER, admin, create_channel, wsx_server
+from zato.cli import cli
+from zato.plugin_api import create_test_server_dir, run_server
 from zato_plugin_wsx.testing import WSXClient, WSXClosed, WSXRefused
 
 
@@ -225,3 +230,83 @@ async def test_a_client_faster_than_its_service_is_held_back_not_buffered(tmp_pa
                     await client.send_frame("invoke-service", {"sleep": 0.2})
                 replies = [await client.receive() for _ in range(40)]
     assert all(reply["meta"]["msg_type"] == "zwsx.rspok" for reply in replies)
+
+
+ZATO_EXPORT = """
+security:
+  - name: wsx.enmasse
+    type: basic_auth
+    username: enmasse.user
+    password: enmasse-s3cret
+web_socket:
+  - name: from.zato
+    id: 12
+    is_active: true
+    is_internal: false
+    address: ws://0.0.0.0:17010/zato-export/ws
+    service_name: wsx.echo
+    sec_def: wsx.enmasse
+    data_format: json
+    new_token_wait_time: 7
+    token_ttl: 600
+    ping_interval: 45
+    pings_missed_threshold: 3
+    is_audit_log_sent_active: false
+"""
+
+
+async def test_zatos_web_socket_rows_import_with_enmasse(tmp_path):
+    base_dir = create_test_server_dir(tmp_path / "server")
+    (base_dir / "pickup" / "wsx_services.py").write_text(textwrap.dedent(SERVICES))
+    export = tmp_path / "zato-export.yaml"
+    export.write_text(ZATO_EXPORT)
+    result = await trio.to_thread.run_sync(
+        lambda: CliRunner().invoke(cli, ["enmasse", "import", str(base_dir), str(export)], catch_exceptions=False))
+    assert result.exit_code == 0 and "2 created" in result.output, result.output
+    async with run_server(base_dir) as server:
+        definition = server.config_objects["channel_web_socket"]["from.zato"]
+        assert (definition["service"], definition["security"], definition["token_ttl"],
+                definition["pings_missed_threshold"]) == ("wsx.echo", "wsx.enmasse", 600, 3)
+        with trio.fail_after(20):
+            async with await WSXClient.connect(server.address, "/zato-export/ws") as client:
+                assert (await client.create_session("enmasse.user", "enmasse-s3cret"))["meta"]["status"] == 200
+                reply = await client.invoke({"via": "enmasse"})
+    assert reply["data"]["echo"] == {"via": "enmasse"} and reply["data"]["user"] == "enmasse.user"
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_a_channel_on_another_port_gets_a_listener_of_its_own_while_it_exists(tmp_path):
+    port = free_port()
+    async with wsx_server(tmp_path) as server:
+        definition = {"name": "own.port", "address": f"ws://127.0.0.1:{port}/own/ws", "service": "wsx.echo",
+                      "security": "wsx.basic"}
+        async with admin(server) as api:
+            assert (await api.post("/zato/api/objects/channel_web_socket", json=definition)).status_code == 201
+        with trio.fail_after(20):
+            own = f"http://127.0.0.1:{port}"
+            while True:  # the listener starts in the background
+                try:
+                    client = await WSXClient.connect(own, "/own/ws")
+                    break
+                except OSError:
+                    await trio.sleep(0.05)
+            async with client:
+                await client.create_session(USER, PASSWORD)
+                reply = await client.invoke({"port": port})
+            with pytest.raises(WSXRefused):  # not on the server's own port
+                await WSXClient.connect(server.address, "/own/ws")
+            async with admin(server) as api:
+                assert (await api.delete("/zato/api/objects/channel_web_socket/own.port")).status_code == 204
+            while True:  # and the listener is gone with the channel
+                try:
+                    await (await trio.open_tcp_stream("127.0.0.1", port)).aclose()
+                    await trio.sleep(0.05)
+                except OSError:
+                    break
+    assert reply["data"]["echo"] == {"port": port}

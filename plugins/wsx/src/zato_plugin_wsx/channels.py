@@ -48,6 +48,10 @@ class WSXChannels:
         self.paths: dict[str, str] = {}  # path -> channel name
         self.connections: dict[str, dict[str, WSXConnection]] = {}  # channel name -> pub_client_id -> connection
         self.errors: dict[str, str] = {}
+        self.listener_endpoints: dict[str, dict[str, Any]] = {}  # host:port -> path -> endpoint
+        self.listener_errors: dict[str, str] = {}  # host:port -> why it could not listen
+        self._listeners: dict[str, trio.CancelScope] = {}
+        self._nursery: trio.Nursery | None = None
 
     # ############################################################################################
     # Definitions
@@ -69,20 +73,21 @@ class WSXChannels:
                 logger.error("WebSocket channel %r is not served: %s; correct it through the admin API or enmasse",
                              name, problem)
                 continue
-            self._warn_of_another_port(name, address)
-            settings = ChannelSettings.from_definition(definition, path_of(address))
+            settings = ChannelSettings.from_definition(definition, path_of(address), self._listener_of(address))
             wanted[name] = self.settings.get(name) if self.settings.get(name) == settings else settings
             paths[wanted[name].path] = name
         for name, settings in self.settings.items():
             if wanted.get(name) != settings:  # deleted, switched off or changed: its clients reconnect
-                self.server.set_websocket_endpoint(settings.path, None, OWNER)
+                self._set_endpoint(settings, None)
                 self._close_all(name, CLOSE_CHANNEL_CHANGED, "the channel's definition changed; reconnect")
         for name, settings in wanted.items():
             if self.settings.get(name) != settings:
-                self.server.set_websocket_endpoint(settings.path, self._endpoint(settings), OWNER)
-                logger.info("WebSocket channel %r serves %s (service %s%s)", name, settings.path, settings.service,
-                            f", security {settings.security}" if settings.security else "")
+                self._set_endpoint(settings, self._endpoint(settings))
+                logger.info("WebSocket channel %r serves %s%s (service %s%s)", name,
+                            f"ws://{settings.listen_on}" if settings.listen_on else "", settings.path,
+                            settings.service, f", security {settings.security}" if settings.security else "")
         self.settings, self.paths, self.errors = wanted, paths, errors
+        self._sync_listeners()
 
     def validate(self, definition: dict[str, Any]) -> list[str]:
         if not definition.get("is_active", True):
@@ -96,23 +101,90 @@ class WSXChannels:
             return [f"the path {path} is served by WebSocket channel {owner!r} already"]
         return []
 
-    def _warn_of_another_port(self, name: str, address: str) -> None:
-        port = urlsplit(address).port
-        own = int(self.server.config.main.get("port", 17010) or 0)
-        if port and own and port != own:
-            logger.warning("WebSocket channel %r: its address %s names port %d, but channels are served on the "
-                           "server's own port (%d): clients connect to port %d; change the address to say so",
-                           name, address, port, own, own)
+    def _listener_of(self, address: str) -> str:
+        """ "" for an address on the server's own port (or naming none); else the host:port of a
+        listener of its own. """
+        parts = urlsplit(address)
+        own = int(self.server.config.main.get("port", 17010) or 0) or urlsplit(self.server.address or "").port
+        if not parts.port or not own or parts.port == own:
+            return ""
+        return f"{parts.hostname}:{parts.port}"
+
+    def _set_endpoint(self, settings: ChannelSettings, app: Any) -> None:
+        if not settings.listen_on:
+            return self.server.set_websocket_endpoint(settings.path, app, OWNER)
+        endpoints = self.listener_endpoints.setdefault(settings.listen_on, {})
+        if app is None:
+            endpoints.pop(settings.path, None)
+        else:
+            endpoints[settings.path] = app
+
+    # ############################################################################################
+    # Listeners of their own, for channels whose address names another port
+
+    def _sync_listeners(self) -> None:
+        if self._nursery is None:
+            return  # run() starts them
+        wanted = {listen_on for listen_on, endpoints in self.listener_endpoints.items() if endpoints}
+        for listen_on in wanted - set(self._listeners):
+            self._listeners[listen_on] = trio.CancelScope()
+            self._nursery.start_soon(self._listen, listen_on, self._listeners[listen_on])
+        for listen_on in set(self._listeners) - wanted:
+            self._listeners.pop(listen_on).cancel()
+
+    async def _listen(self, listen_on: str, scope: trio.CancelScope) -> None:
+        from hypercorn.config import Config
+        from hypercorn.trio import serve
+        config = Config()
+        config.bind = [listen_on]
+        config.accesslog = None
+        config.errorlog = logging.getLogger("zato.hypercorn")
+        config.graceful_timeout = 1.0
+        with scope:
+            try:
+                logger.info("WebSocket channels listen on %s", listen_on)
+                await serve(self._listener_app(listen_on), config, shutdown_trigger=trio.sleep_forever)
+            except OSError as exc:
+                self.listener_errors[listen_on] = str(exc)
+                logger.error("WebSocket channels on %s are not served: cannot listen there (%s); is another "
+                             "program using the port? Change the channels' address", listen_on, exc)
+        if self._listeners.get(listen_on) is scope:
+            self._listeners.pop(listen_on)
+
+    def _listener_app(self, listen_on: str) -> Any:
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":
+                while (await receive())["type"] != "lifespan.shutdown":
+                    await send({"type": "lifespan.startup.complete"})
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+            endpoint = self.listener_endpoints.get(listen_on, {}).get(scope["path"])
+            if scope["type"] == "websocket" and endpoint is not None:
+                return await endpoint(scope, receive, send)
+            if scope["type"] == "websocket":
+                await receive()
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            await send({"type": "http.response.start", "status": 404,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+            await send({"type": "http.response.body", "body": f"no WebSocket channel at {scope['path']}\n".encode()})
+        return app
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """ Runs while the server takes requests; when it stops, every client gets a Close frame
-        at once instead of holding the stop up until the graceful timeout. """
-        task_status.started()
-        try:
-            await trio.sleep_forever()
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await self.close_all()
+        """ Runs while the server takes requests, with the listeners of channels on ports of their
+        own; when it stops, every client gets a Close frame at once instead of holding the stop
+        up until the graceful timeout. """
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self._sync_listeners()
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await self.close_all()
+                self._nursery = None
+                nursery.cancel_scope.cancel()
 
     # ############################################################################################
     # Connections

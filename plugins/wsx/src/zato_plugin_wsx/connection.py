@@ -46,10 +46,11 @@ class ChannelSettings:
     pings_missed_threshold: int = 2
     max_message_size: int = 1024 * 1024
     hook_service: str | None = None
+    listen_on: str = ""  # host:port of a listener of its own; "" on the server's own port
 
     @classmethod
-    def from_definition(cls, definition: dict[str, Any], path: str) -> "ChannelSettings":
-        return cls(name=definition["name"], path=path, service=definition["service"],
+    def from_definition(cls, definition: dict[str, Any], path: str, listen_on: str = "") -> "ChannelSettings":
+        return cls(name=definition["name"], path=path, service=definition["service"], listen_on=listen_on,
                    security=definition.get("security") or None,
                    new_token_wait_time=float(definition.get("new_token_wait_time") or 5),
                    token_ttl=float(definition.get("token_ttl") or 3600),
@@ -94,6 +95,7 @@ class WSXConnection:
         self.local_host, self.local_port = str(local[0]), int(local[1] or 0)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or ()}
         self.forwarded_for = headers.get("x-forwarded-for")
+        self.peer_fqdn = self.peer_host  # until it is looked up (after the session opens)
         self.connection_time = datetime.now(timezone.utc).isoformat()
         self.ext_client_id: str | None = None
         self.ext_client_name: str | None = None
@@ -246,6 +248,7 @@ class WSXConnection:
             self._on_open(self)
             assert self._nursery is not None
             self._nursery.start_soon(self._ping_forever)
+            self._nursery.start_soon(self._resolve_peer_fqdn)
             self._run_hook("connected")
             logger.info("%s opened a session", self.describe())
 
@@ -257,6 +260,19 @@ class WSXConnection:
                 path=self.channel.path)
         except HTTPError:
             return None
+
+    async def _resolve_peer_fqdn(self) -> None:
+        """ The peer's domain name, for the admin API: looked up in a worker thread, given up on
+        after 2 s (the address stays). """
+        if self.peer_host in _FQDNS:
+            self.peer_fqdn = _FQDNS[self.peer_host]
+            return
+        with trio.move_on_after(2):
+            try:
+                name = await trio.to_thread.run_sync(socket.getfqdn, self.peer_host, abandon_on_cancel=True)
+            except OSError:
+                return
+            self.peer_fqdn = _FQDNS[self.peer_host] = name
 
     # ############################################################################################
     # Pings
@@ -376,23 +392,13 @@ class WSXConnection:
         """ What the admin API lists. """
         return {"pub_client_id": self.pub_client_id, "channel_name": self.channel.name,
                 "ext_client_id": self.ext_client_id, "ext_client_name": self.ext_client_name,
-                "peer_address": f"{self.peer_host}:{self.peer_port}", "peer_fqdn": peer_fqdn(self.peer_host),
+                "peer_address": f"{self.peer_host}:{self.peer_port}", "peer_fqdn": self.peer_fqdn,
                 "forwarded_for": self.forwarded_for, "local_address": f"{self.local_host}:{self.local_port}",
                 "user": self.user, "connection_time": self.connection_time,
                 "pings_missed": self.pings_missed, "subscriptions": dict(self.subscriptions)}
 
 
-_FQDNS: dict[str, str] = {}
-
-
-def peer_fqdn(host: str) -> str:
-    """ The peer's name; looked up once per address and remembered (loopback answers at once). """
-    if host not in _FQDNS:
-        try:
-            _FQDNS[host] = socket.getfqdn(host) if host in ("127.0.0.1", "::1", "localhost") else host
-        except OSError:
-            _FQDNS[host] = host
-    return _FQDNS[host]
+_FQDNS: dict[str, str] = {}  # peer address -> its domain name, looked up once per process
 
 
 def _text(value: Any) -> str | None:
