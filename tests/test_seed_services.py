@@ -37,32 +37,10 @@ class Sample(Service):
         self.response.payload = 'Hello there!\\n'
 '''
 
-# 002, the Dropbox article: the REST channel service that hands an uploaded file to the connector.
-DROPBOX_REST_CHANNEL = '''
-# -*- coding: utf-8 -*-
-
-# Zato
-from zato.server.service import Service
-
-class APIChannelRESTUpload(Service):
-    """ Receives data to be uploaded to Dropbox.
-    """ # filled: the article lost the docstring's closing quotes
-    name = 'api.channel.rest.upload' # filled: the article's name was stripped with a link
-
-    def handle(self):
-
-        # File name as a query parameter
-        file_name = self.request.http.params.file_name
-
-        # The whole data uploaded
-        data = self.request.raw_request
-
-        # Invoke the Dropbox connector with our input
-        self.invoke('api.connector.dropbox', {
-            'file_name': file_name,
-            'data': data
-        }) # filled: the article lost the closing of the dict and the call
-'''
+# 002, the Dropbox article: the REST channel service that hands an uploaded file to the connector
+# (docs/examples/cloud_dropbox/rest_upload.py, the article's code with its blanks filled).
+DROPBOX_REST_CHANNEL = (Path(__file__).resolve().parents[1] / "docs" / "examples" / "cloud_dropbox" /
+                        "rest_upload.py").read_text("utf-8")
 
 # A local stand-in for the article's Dropbox connector: the same name and SimpleIO; instead of
 # `client.files_upload` it writes the file where the test can read it, with the type it got.
