@@ -50,7 +50,10 @@ LEGACY_ROWS = {
         "VALUES ('/t', 'm1', 2, 1)",
     ],
 }
-BUILTIN_HEADS = {"scheduler": {"scheduler_0002"}, "rate_limit": {"rate_limit_0001"}, "pubsub": {"pubsub_0001"}}
+# The branches of the built-in plugins and of the plugins installed with this repository that have tables
+BUILTIN_HEADS = {"scheduler": {"scheduler_0002"}, "rate_limit": {"rate_limit_0001"}, "pubsub": {"pubsub_0001"},
+                 "wsx": {"wsx_0001"}}
+WSX_TABLES = {"zato_wsx_connection", "zato_wsx_reply"}  # the wsx plugin's, new to every old database
 
 
 def legacy_database(url: str, revision: str) -> dict[str, list]:
@@ -105,7 +108,7 @@ def test_a_database_of_the_old_chain_is_stamped_keeping_every_row(database_url, 
                  "zato_pubsub_dead_letter", "zato_pubsub_topic_state"},
         "0004": {"zato_pubsub_message", "zato_pubsub_delivery", "zato_pubsub_dead_letter", "zato_pubsub_topic_state"},
         "0005": set(),
-    }[old_revision]
+    }[old_revision] | WSX_TABLES
     assert odb.upgrade().startswith(f"at revisions zato {HEAD_REVISION}, ")
     assert odb.get_object("scheduler", "job1")["service"] == "demo.hello"
     odb.close()
@@ -114,13 +117,14 @@ def test_a_database_of_the_old_chain_is_stamped_keeping_every_row(database_url, 
 def test_an_old_database_is_stamped_for_a_plugin_switched_off_and_kept_until_it_is_on_again(database_url):
     before = legacy_database(database_url, "0005")
     odb = ODB(database_url)
-    enabled = {k: v for k, v in installed_migrations().items() if k != "pubsub"}
+    builtin = {k: v for k, v in installed_migrations().items() if k != "wsx"}  # the branches the old chain had
+    enabled = {k: v for k, v in builtin.items() if k != "pubsub"}
     odb.upgrade(enabled)
     assert odb.revisions({}) == {"zato": {HEAD_REVISION}}
     assert odb.revisions()["pubsub"] == {"pubsub_0001"}  # stamped: its tables are there
     before["zato_lease"] = before.pop("zato_scheduler_lease")  # the scheduler's lease row moved to the core's table
     assert snapshot(database_url) == before
-    assert odb.upgrade().startswith("at revisions")  # switched on again: nothing to do, nothing lost
+    assert odb.upgrade(builtin).startswith("at revisions")  # switched on again: nothing to do, nothing lost
     assert snapshot(database_url) == before
     odb.close()
 
@@ -131,7 +135,7 @@ def test_a_plugin_switched_off_keeps_its_tables_and_is_upgraded_when_switched_on
     odb.upgrade(only_scheduler)
     assert "zato_scheduler_run" in tables_of(database_url) and "zato_pubsub_message" not in tables_of(database_url)
     assert odb.revisions() == {"zato": {HEAD_REVISION}, "scheduler": {"scheduler_0002"},
-                               "rate_limit": set(), "pubsub": set()}
+                               "rate_limit": set(), "pubsub": set(), "wsx": set()}
     assert "rate_limit from nothing to rate_limit_0001" in odb.upgrade()  # switched on: its branch runs
     engine = create_engine(database_url)
     with engine.begin() as conn:

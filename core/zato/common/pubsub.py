@@ -6,6 +6,7 @@ The message class is plain data and lives here, in the core; the `pubsub` plugin
 from __future__ import annotations
 
 import base64
+from hashlib import sha256
 from datetime import datetime, timezone
 from typing import Any
 
@@ -16,6 +17,23 @@ def iso_utc(epoch_seconds: float) -> str:
         return datetime.fromtimestamp(epoch_seconds, timezone.utc).replace(tzinfo=None).isoformat()
     except (OverflowError, OSError, ValueError):
         return datetime.max.isoformat()
+
+
+SUB_KEY_PREFIX = "zpsk."
+
+
+def sub_key(kind: str, subscription: str, topic: str) -> str:
+    """ The sub_key of subscription `subscription`'s queue for one topic (`zpsk.<kind>.<hex>`):
+    derived from the two names, so it is the same on every server and after restarts. `kind`
+    is `srv` for services, the endpoint type for others (`wsx`). """
+    return f"{SUB_KEY_PREFIX}{kind}." + sha256(f"{subscription}\0{topic}".encode()).hexdigest()[:24]
+
+
+class DeliveryError(Exception):
+    """ A message could not be handed to its subscriber for a reason other than the subscriber
+    raising (no target service, a WebSocket client away...): a failed attempt, retried under the
+    subscription's policy and logged in one line, without a traceback. Delivery targets of
+    plugins (`register_pubsub_delivery_targets`) raise it, or a subclass. """
 
 
 class PubSubMessage:

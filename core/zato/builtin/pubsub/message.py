@@ -17,10 +17,9 @@ import secrets
 import string
 from typing import Any, Mapping
 
-from zato.common.pubsub import PubSubMessage, iso_utc
+from zato.common.pubsub import PubSubMessage, iso_utc  # noqa: F401 (iso_utc: imported from here by admin.py)
 
 MSG_ID_PREFIX = "zpsm"
-SUB_KEY_PREFIX = "zpsk."
 
 PRIORITY_MIN, PRIORITY_DEFAULT, PRIORITY_MAX = 1, 5, 9
 EXPIRATION_DEFAULT = 2147483647 * 1000  # milliseconds: about 68 years, Zato's "never"

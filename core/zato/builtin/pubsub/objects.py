@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from hashlib import sha256
 from typing import Any
 
-from zato.builtin.pubsub.message import SERVICE_ENDPOINT, SERVICE_TOPIC_PREFIX, SUB_KEY_PREFIX
+from zato.builtin.pubsub.message import SERVICE_ENDPOINT, SERVICE_TOPIC_PREFIX
+from zato.common.pubsub import sub_key
 from zato.registry import Field, Kind, ObjectType
 from zato.server.listeners import Backoff, FailurePolicy
 
@@ -156,8 +156,7 @@ class TopicConfig:
 
 def make_sub_key(endpoint_type: str, subscription: str, topic: str) -> str:
     """ Stable across restarts and servers: a subscription's queue for one topic. """
-    kind = "srv" if endpoint_type == ENDPOINT_SERVICE else endpoint_type
-    return f"{SUB_KEY_PREFIX}{kind}." + sha256(f"{subscription}\0{topic}".encode()).hexdigest()[:24]
+    return sub_key("srv" if endpoint_type == ENDPOINT_SERVICE else endpoint_type, subscription, topic)
 
 
 def _patterns(text: str, kind: str) -> list[str]:

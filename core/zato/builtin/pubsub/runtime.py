@@ -26,6 +26,7 @@ from zato.builtin.pubsub.objects import (
 from zato.builtin.pubsub.store import (
     MESSAGE_COLUMNS, Publication, PubSubStore, Settlement, StoreError, WriteBatch, WriteResult,
 )
+from zato.common.pubsub import DeliveryError
 from zato.common.util import new_cid
 from zato.registry import Kind
 from zato.server.observability import feature_metrics
@@ -49,11 +50,6 @@ DeliveryTarget = Callable[[Any, "SubscriptionConfig", PubSubMessage, str], Await
 
 # ################################################################################################
 # Delivery targets
-
-
-class DeliveryError(Exception):
-    """ A message could not be handed to its subscriber for a reason other than the subscriber
-    raising (no target service...). Counts as a failed attempt. """
 
 
 async def deliver_to_service(server: Any, sub: SubscriptionConfig, message: PubSubMessage, cid: str) -> None:

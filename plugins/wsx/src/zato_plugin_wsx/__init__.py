@@ -101,3 +101,34 @@ def register_http_routes(register):
     from zato_plugin_wsx.admin import ROUTES
     for path, handler, methods, openapi in ROUTES:
         register(path, handler, methods=methods, openapi=openapi)
+
+
+# --- cross-worker hooks (registry.py) ---
+@hookimpl
+def register_migrations(register):
+    from zato_plugin_wsx import registry
+    registry.register_migrations(register)
+
+
+@hookimpl
+def register_notification_handlers(register):
+    from zato_plugin_wsx import registry
+    registry.register_notification_handlers(register)
+
+
+@hookimpl
+def register_tasks(register, server):
+    from zato_plugin_wsx import registry
+    registry.register_tasks(register, server)
+# --- end of cross-worker hooks (registry.py) ---
+
+
+@hookimpl
+def register_pubsub_delivery_targets(register):
+    from zato_plugin_wsx.pubsub import ENDPOINT_TYPE, deliver
+    register(ENDPOINT_TYPE, deliver)
+
+
+@hookimpl
+def register_internal_services(register):
+    register("zato_plugin_wsx.gateway")

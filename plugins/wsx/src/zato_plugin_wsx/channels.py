@@ -205,10 +205,18 @@ class WSXChannels:
         return endpoint
 
     def _opened(self, connection: WSXConnection) -> None:
+        from zato_plugin_wsx.registry import REGISTRY
         self.connections.setdefault(connection.channel.name, {})[connection.pub_client_id] = connection
+        registry = REGISTRY.get(self.server)
+        if registry is not None:  # its row is written in the background, for the other processes
+            registry.opened(connection)
 
     def _closed(self, connection: WSXConnection) -> None:
+        from zato_plugin_wsx.registry import REGISTRY
         self.connections.get(connection.channel.name, {}).pop(connection.pub_client_id, None)
+        registry = REGISTRY.get(self.server)
+        if registry is not None:
+            registry.closed(connection)
 
     def _close_all(self, name: str, code: int, reason: str) -> None:
         nursery = self.server.background_nursery

@@ -1,0 +1,379 @@
+""" The WebSocket connections of every process sharing the configuration database, so that the
+admin API lists, invokes and disconnects a connection wherever it is open.
+
+* The database is the truth: each process writes a row to `zato_wsx_connection` when a session
+  opens and deletes it when it closes (`ConnectionRegistry.run`, one writer per process, in order
+  and in batches, in a worker thread); it refreshes `last_seen` of its rows every
+  `HEARTBEAT_SECONDS`, so rows of a process that died are no longer listed after
+  `STALE_SECONDS`, and deleted. At start, rows of this host's processes that are gone are deleted.
+* Invoking or disconnecting a connection held by another process: a notification (`wsx.invoke`,
+  `wsx.disconnect`) to every worker; the holder acts and writes the outcome to `zato_wsx_reply`,
+  which the asking process polls until the timeout. Notifications reach the workers of one
+  server (the core's transport); a connection held by another server sharing the database is
+  listed, and reached only if a `notification_transport` plugin carries notifications between
+  servers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterable
+
+import trio
+from sqlalchemy import Column, Float, Index, Integer, MetaData, String, Table, Text, delete, insert, select, update
+from sqlalchemy.engine import Engine
+
+from zato.plugin_api import PluginState
+
+logger = logging.getLogger("zato.wsx")
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+INVOKE, DISCONNECT = "wsx.invoke", "wsx.disconnect"
+HEARTBEAT_SECONDS = 10.0
+STALE_SECONDS = 60.0  # a row not refreshed for this long is of a process that is gone
+REPLY_GRACE_SECONDS = 2.0  # beyond an invoke's timeout: the notification's way there and the reply's back
+DISCONNECT_TIMEOUT = 5.0
+ABANDONED_REPLY_SECONDS = 600.0  # replies nobody read (the asker gave up) are deleted after this
+
+REGISTRY: PluginState["ConnectionRegistry"] = PluginState("wsx.registry", "the WebSocket connections registry")
+
+# ################################################################################################
+# The tables (the same as migrations/wsx_0001_connections.py)
+
+metadata = MetaData()
+
+connection_table = Table(
+    "zato_wsx_connection", metadata,
+    Column("pub_client_id", String(64), primary_key=True),
+    Column("channel_name", String(400), nullable=False),
+    Column("ext_client_id", String(400), nullable=True),
+    Column("ext_client_name", String(400), nullable=True),
+    Column("peer_address", String(200), nullable=False),
+    Column("peer_fqdn", String(400), nullable=True),
+    Column("forwarded_for", String(400), nullable=True),
+    Column("local_address", String(200), nullable=False),
+    Column("user", String(400), nullable=True),
+    Column("connection_time", String(40), nullable=False),
+    Column("pings_missed", Integer, nullable=False, server_default="0"),
+    Column("subscriptions", Text, nullable=False, server_default="{}"),
+    Column("server_name", String(200), nullable=False),  # the host, as the admin API has always shown it
+    Column("server_dir", String(1000), nullable=False),  # which server on that host
+    Column("server_pid", Integer, nullable=False),
+    Column("worker_index", Integer, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Index("ix_zato_wsx_connection_holder", "server_name", "server_pid"),
+)
+
+reply_table = Table(
+    "zato_wsx_reply", metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("status", Integer, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created", Float, nullable=False),
+)
+
+_LISTED = ("pub_client_id", "channel_name", "ext_client_id", "ext_client_name", "peer_address", "peer_fqdn",
+           "forwarded_for", "local_address", "user", "connection_time", "pings_missed", "server_name",
+           "server_pid", "worker_index")
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+# ################################################################################################
+# The blocking side (worker threads)
+
+
+class ConnectionStore:
+    """ Reads and writes of both tables; every call blocks. `host`, `pid`: this process. """
+
+    def __init__(self, engine: Engine, *, host: str, server_dir: str, pid: int, worker_index: int) -> None:
+        self.engine = engine
+        self.host, self.server_dir, self.pid, self.worker_index = host, server_dir, pid, worker_index
+
+    def is_mine(self, row: dict[str, Any]) -> bool:
+        return row["server_name"] == self.host and row["server_pid"] == self.pid
+
+    def same_server(self, row: dict[str, Any]) -> bool:
+        return row["server_name"] == self.host and row["server_dir"] == self.server_dir
+
+    def row_of(self, connection: Any, now: float) -> dict[str, Any]:
+        return {**{name: value for name, value in connection.as_dict().items() if name in connection_table.c},
+                "subscriptions": json.dumps(connection.subscriptions), "server_name": self.host,
+                "server_dir": self.server_dir, "server_pid": self.pid, "worker_index": self.worker_index,
+                "last_seen": now}
+
+    def apply(self, changes: Iterable[tuple[str, Any]]) -> None:
+        """ `changes`: ("open", row) and ("close", pub_client_id), in the order they happened. """
+        with self.engine.begin() as conn:
+            for kind, value in changes:
+                if kind == "open":
+                    conn.execute(delete(connection_table).where(
+                        connection_table.c.pub_client_id == value["pub_client_id"]))
+                    conn.execute(insert(connection_table), [value])
+                else:
+                    conn.execute(delete(connection_table).where(connection_table.c.pub_client_id == value))
+
+    def refresh(self, rows: list[dict[str, Any]], now: float) -> None:
+        """ The heartbeat: this process's rows written again as they are now (`rows`: its open
+        connections; a row a failed write missed comes back); rows gone stale, and replies
+        nobody read, are deleted. """
+        self.apply([("open", row) for row in rows])
+        with self.engine.begin() as conn:
+            conn.execute(delete(connection_table).where(connection_table.c.last_seen < now - STALE_SECONDS))
+            conn.execute(delete(reply_table).where(reply_table.c.created < now - ABANDONED_REPLY_SECONDS))
+
+    def clean_at_start(self) -> int:
+        """ Deletes the rows of processes of this host that are not running (and this pid's,
+        left by an earlier process that had it); returns how many. """
+        with self.engine.begin() as conn:
+            holders = conn.execute(select(connection_table.c.server_pid).where(
+                connection_table.c.server_name == self.host).distinct()).scalars().all()
+            gone = [pid for pid in holders if pid == self.pid or not _is_running(pid)]
+            if not gone:
+                return 0
+            return conn.execute(delete(connection_table).where(
+                connection_table.c.server_name == self.host, connection_table.c.server_pid.in_(gone))).rowcount
+
+    def forget_mine(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(connection_table).where(
+                connection_table.c.server_name == self.host, connection_table.c.server_pid == self.pid))
+
+    def listed(self, now: float, *, channel: str | None = None, ext_client_id: str | None = None) -> list[dict]:
+        """ The rows not stale, of any process. """
+        query = select(connection_table).where(connection_table.c.last_seen >= now - STALE_SECONDS)
+        if channel:
+            query = query.where(connection_table.c.channel_name == channel)
+        if ext_client_id:
+            query = query.where(connection_table.c.ext_client_id == ext_client_id)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def find(self, pub_client_id: str, now: float) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(connection_table).where(
+                connection_table.c.pub_client_id == pub_client_id,
+                connection_table.c.last_seen >= now - STALE_SECONDS)).first()
+        return dict(row._mapping) if row is not None else None
+
+    def reply(self, request_id: str, status: int, body: Any, *, closed: str | None = None) -> None:
+        """ Writes an answer for the asking process; `closed`: the row of that connection goes
+        in the same transaction, so that the asker lists it no more once it has its answer. """
+        with self.engine.begin() as conn:
+            if closed is not None:
+                conn.execute(delete(connection_table).where(connection_table.c.pub_client_id == closed))
+            conn.execute(insert(reply_table), [{"request_id": request_id, "status": status,
+                                                "body": json.dumps(body), "created": time.time()}])
+
+    def take_reply(self, request_id: str) -> tuple[int, Any] | None:
+        with self.engine.begin() as conn:
+            row = conn.execute(select(reply_table.c.status, reply_table.c.body).where(
+                reply_table.c.request_id == request_id)).first()
+            if row is None:
+                return None
+            conn.execute(delete(reply_table).where(reply_table.c.request_id == request_id))
+        return row.status, json.loads(row.body)
+
+
+# ################################################################################################
+# The trio side
+
+
+class ConnectionRegistry:
+    """ One per worker. `opened`/`closed` (on the trio loop, never blocking) queue a change that
+    `run` writes; the rest are awaited by the admin API and the notification handlers. """
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.store = ConnectionStore(server.odb.engine, host=socket.gethostname(),
+                                     server_dir=str(server.paths.base_dir), pid=os.getpid(),
+                                     worker_index=int(server.options.worker_index))
+        self.limiter = trio.CapacityLimiter(2)
+        self._changes: list[tuple[str, Any]] = []
+        self._changed = trio.Event()
+        self.running = False
+
+    async def in_thread(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """ A blocking call of the store, in a worker thread (two at a time per process). """
+        return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self.limiter)
+
+    # Connections opening and closing in this process
+
+    def opened(self, connection: Any) -> None:
+        if self.running:
+            self._changes.append(("open", self.store.row_of(connection, time.time())))
+            self._changed.set()
+
+    def closed(self, connection: Any) -> None:
+        if self.running:
+            self._changes.append(("close", connection.pub_client_id))
+            self._changed.set()
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """ Writes the changes as they come and the heartbeat; at stop, deletes this process's rows. """
+        removed = await self.in_thread(self.store.clean_at_start)
+        if removed:
+            logger.info("WebSocket connections: %d rows of processes no longer running deleted", removed)
+        self.running = True
+        task_status.started()
+        try:
+            next_heartbeat = trio.current_time() + HEARTBEAT_SECONDS
+            while True:
+                with trio.move_on_at(next_heartbeat):
+                    await self._changed.wait()
+                await self._write_changes()
+                if trio.current_time() >= next_heartbeat:
+                    await self._heartbeat()
+                    next_heartbeat = trio.current_time() + HEARTBEAT_SECONDS
+        finally:
+            self.running = False
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                try:
+                    await self.in_thread(self.store.forget_mine)
+                except Exception:
+                    logger.exception("WebSocket connections: the rows of this process could not be deleted at stop; "
+                                     "they stop being listed within %g s", STALE_SECONDS)
+
+    async def _write_changes(self) -> None:
+        self._changed = trio.Event()
+        changes, self._changes = self._changes, []
+        if not changes:
+            return
+        try:
+            await self.in_thread(self.store.apply, changes)
+        except Exception:
+            logger.exception("WebSocket connections: %d changes could not be written to the database; listings in "
+                             "other processes miss them until the next heartbeat", len(changes))
+
+    async def _heartbeat(self) -> None:
+        from zato_plugin_wsx import CHANNELS
+        channels = CHANNELS.get(self.server)
+        now = time.time()
+        rows = [self.store.row_of(connection, now) for connection in (channels.all_connections() if channels else [])
+                if connection.token is not None and not connection.closed]
+        try:
+            await self.in_thread(self.store.refresh, rows, now)
+        except Exception:
+            logger.exception("WebSocket connections: the heartbeat could not be written; retried in %g s",
+                             HEARTBEAT_SECONDS)
+
+    # The admin API
+
+    async def listed(self, **filters: Any) -> list[dict[str, Any]]:
+        """ Rows of the other processes (this process's connections are read from memory). """
+        rows = await self.in_thread(self.store.listed, time.time(), **filters)
+        return [_as_listed(row) for row in rows if not self.store.is_mine(row)]
+
+    async def find(self, pub_client_id: str) -> dict[str, Any] | None:
+        return await self.in_thread(self.store.find, pub_client_id, time.time())
+
+    async def forget(self, pub_client_id: str) -> None:
+        await self.in_thread(self.store.apply, [("close", pub_client_id)])
+
+    async def ask(self, action: str, payload: dict[str, Any], timeout: float) -> tuple[int, Any] | None:
+        """ Notifies every worker of `action`; returns the holder's (status, body), or None if
+        no answer came within `timeout` seconds. """
+        request_id = uuid.uuid4().hex
+        await self.server.notify(action, {**payload, "request_id": request_id})
+        delay = 0.005
+        with trio.move_on_after(timeout):
+            while True:
+                await trio.sleep(delay)
+                answer = await self.in_thread(self.store.take_reply, request_id)
+                if answer is not None:
+                    return answer
+                delay = min(delay * 2, 0.1)
+        return None
+
+
+def _as_listed(row: dict[str, Any]) -> dict[str, Any]:
+    listed = {name: row[name] for name in _LISTED}
+    listed["subscriptions"] = json.loads(row["subscriptions"] or "{}")
+    return listed
+
+
+# ################################################################################################
+# Handlers of the notifications, in every worker: the holder of the connection acts
+
+
+def _holder(server: Any, payload: Any) -> tuple[Any, Any] | None:
+    from zato_plugin_wsx import CHANNELS
+    channels, registry = CHANNELS.get(server), REGISTRY.get(server)
+    if channels is None or registry is None or not isinstance(payload, dict):
+        return None
+    connection = channels.find(payload.get("pub_client_id"))
+    if connection is None or server.background_nursery is None:
+        return None
+    return connection, registry
+
+
+def on_invoke(server: Any, payload: Any) -> None:
+    """ `wsx.invoke`: the holder sends the data to its client and writes the answer. """
+    found = _holder(server, payload)
+    if found is None:
+        return
+    connection, registry = found
+
+    async def invoke() -> None:
+        from zato_plugin_wsx.connection import ClientRequestFailed
+        try:
+            status, body = 200, await connection.invoke_client(payload["data"], float(payload["timeout"]))
+        except ClientRequestFailed as exc:
+            status, body = 504, str(exc)
+        try:
+            await registry.in_thread(registry.store.reply, payload["request_id"], status, body)
+        except Exception:
+            logger.exception("%s: the answer to an admin API invoke could not be written", connection.describe())
+    server.background_nursery.start_soon(invoke)
+
+
+def on_disconnect(server: Any, payload: Any) -> None:
+    """ `wsx.disconnect`: the holder closes the connection, deletes its row and says it did. """
+    found = _holder(server, payload)
+    if found is None:
+        return
+    connection, registry = found
+
+    async def disconnect() -> None:
+        from zato_plugin_wsx.protocol import CLOSE_DISCONNECTED
+        await connection.close(CLOSE_DISCONNECTED, "disconnected through the admin API")
+        try:
+            await registry.in_thread(registry.store.reply, payload["request_id"], 200, connection.pub_client_id,
+                               closed=connection.pub_client_id)
+        except Exception:
+            logger.exception("%s: the answer to an admin API disconnect could not be written", connection.describe())
+    server.background_nursery.start_soon(disconnect)
+
+
+# ################################################################################################
+# What the plugin's hookimpls call
+
+
+def register_migrations(register: Any) -> None:
+    register("wsx", MIGRATIONS)
+
+
+def register_notification_handlers(register: Any) -> None:
+    register(INVOKE, on_invoke)
+    register(DISCONNECT, on_disconnect)
+
+
+def register_tasks(register: Any, server: Any) -> None:
+    if getattr(server, "odb", None) is None:
+        return
+    registry = REGISTRY.set(server, ConnectionRegistry(server))
+    register("registry", registry.run)
