@@ -7,7 +7,10 @@
   `client-response`; tokens, session wait time and pings as in Zato (zato_plugin_wsx.connection).
 * `self.request.wsx` in services invoked through a channel: the connection's ids and addresses.
 * `self.wsx.channel[name].broadcast(data)` and `.invoke(pub_client_id, data)` in services.
-* The admin API lists, invokes and disconnects connections (zato_plugin_wsx.admin).
+* The admin API lists, invokes and disconnects connections wherever they are open, in any
+  worker (zato_plugin_wsx.admin, zato_plugin_wsx.registry).
+* `helpers.web-sockets-gateway`, Zato's gateway service, and pub/sub to WebSocket clients: the
+  `wsx` delivery target (zato_plugin_wsx.gateway, zato_plugin_wsx.pubsub).
 
 On once installed; `[plugins] wsx = False` in server.conf switches it off.
 """
@@ -103,7 +106,6 @@ def register_http_routes(register):
         register(path, handler, methods=methods, openapi=openapi)
 
 
-# --- cross-worker hooks (registry.py) ---
 @hookimpl
 def register_migrations(register):
     from zato_plugin_wsx import registry
@@ -120,7 +122,6 @@ def register_notification_handlers(register):
 def register_tasks(register, server):
     from zato_plugin_wsx import registry
     registry.register_tasks(register, server)
-# --- end of cross-worker hooks (registry.py) ---
 
 
 @hookimpl
