@@ -54,7 +54,8 @@ def _record(service, **more):
     service.server.plugin_state.setdefault("test.calls", []).append(dict(
         job=job.name if job else None, due=job.due_time if job else None, kind=job.kind if job else None,
         missed=job.missed if job else None, at=trio.current_time(), raw=service.request.raw_request,
-        payload=service.request.payload, channel=service.request.channel, cid=service.cid, **more))
+        payload=service.request.payload, channel=service.request.channel, channel_type=service.channel.type,
+        cid=service.cid, **more))
 
 
 class Record(Service):
@@ -262,6 +263,7 @@ async def test_an_interval_job_runs_at_every_due_time_with_its_extra(tmp_path, v
         assert [c["due"] for c in runs] == [virtual_time.at(s) for s in range(100, 161, 10)]
         assert all(c["at"] == (c["due"] - virtual_time.epoch).total_seconds() for c in runs)  # on time, to the µs
         assert {c["channel"] for c in runs} == {"scheduler"} and {c["kind"] for c in runs} == {"scheduled"}
+        assert {c["channel_type"] for c in runs} == {"scheduler"}  # Zato's self.channel.type
         assert runs[0]["raw"] == '{"source": "crm"}' and runs[0]["payload"] == {"source": "crm"}
         await settle()
         recorded = history(server, "sync")

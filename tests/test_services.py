@@ -27,6 +27,7 @@ class SyncEcho(Service):
             "payload": self.request.payload, "raw": self.request.raw_request, "method": self.request.http.method,
             "params": dict(self.request.http.params), "header": self.request.http.headers.get("x-test"),
             "cid": self.cid, "logger": self.logger.name, "config": dict(self.config),
+            "channel": [self.channel.type, self.channel.name],
         }
 
 
@@ -133,7 +134,7 @@ class CallsOthersSync(Service):
         except ValueError as exc:
             error = str(exc)
         self.response.payload = {"async": first["payload"], "sync": second["payload"], "error": error,
-                                 "same_cid": first["cid"] == self.cid}
+                                 "same_cid": first["cid"] == self.cid, "channel": second["channel"][0]}
 
 
 class CallsOthersAsync(Service):
@@ -236,6 +237,7 @@ async def test_sync_service_sees_the_whole_request(client):
     assert data["method"] == "POST" and data["params"] == {"q": "1", "item": "42"} and data["header"] == "yes"
     assert data["cid"] == reply.headers["x-zato-cid"]
     assert data["logger"] == "zato.service.t.sync-echo" and data["config"]["user"]["demo"] == {"greeting": "Hello"}
+    assert data["channel"] == ["http-soap", "sync-echo"]  # Zato's self.channel: a REST channel is http-soap
 
 
 async def test_async_service(client):
@@ -295,7 +297,8 @@ async def test_output_not_matching_simpleio_is_a_500_and_logged(client, caplog):
 
 async def test_invoking_other_services_from_sync_and_async(client):
     data = (await client.get("/t/calls-sync")).json()
-    assert data == {"async": {"from": "sync"}, "sync": {"from": "sync"}, "error": "raised on purpose", "same_cid": True}
+    assert data == {"async": {"from": "sync"}, "sync": {"from": "sync"}, "error": "raised on purpose", "same_cid": True,
+                    "channel": "invoke"}  # self.channel.type of a service another service invoked
     data = (await client.get("/t/calls-async")).json()
     assert data == {"sync": {"from": "async"}, "error": "raised on purpose"}
 

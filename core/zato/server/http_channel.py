@@ -45,7 +45,7 @@ async def invoke_from_http(request: HTTPRequest, service: str, *, channel: str, 
     timeout = timeout or server.service_timeout  # [main] service_timeout when the channel sets none
     try:
         response = await server.invoke_service(service, payload, cid=request.cid, channel=channel, raw_request=raw,
-                                               http=http, timeout=timeout)
+                                               http=http, timeout=timeout, channel_type="http-soap")
     except HTTPError:
         raise
     except ClientHTTPError as exc:  # raised by the service on purpose: its message is for the caller

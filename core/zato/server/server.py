@@ -198,7 +198,8 @@ class Server:
 
     async def invoke_service(self, name: str, payload: Any = None, *, cid: str | None = None, channel: str = "invoke",
                              raw_request: Any = None, http: HTTPRequestInfo | None = None,
-                             timeout: float | None = None, attributes: Mapping[str, Any] | None = None) -> Response:
+                             timeout: float | None = None, attributes: Mapping[str, Any] | None = None,
+                             channel_type: str = "invoke") -> Response:
         """ Runs one service and returns its `Response`; the service's exceptions propagate,
         except those that would stop the server (`SystemExit`, `KeyboardInterrupt`...), which
         come out as `ServiceAborted`.
@@ -235,7 +236,7 @@ class Server:
         service.logger = _service_logger(entry.name)
         service.cid = cid
         service.request = request = Request(payload, raw_request, http, channel,
-                                            request_attributes(self.request_attributes, attributes))
+                                            request_attributes(self.request_attributes, attributes), channel_type)
         service.response = response = Response()
         sio = entry.sio
         if sio is not None:

@@ -32,6 +32,7 @@ async def test_a_session_then_invoke_returns_the_services_response(tmp_path):
     data = reply["data"]
     assert data["echo"] == {"customer_id": 1} and data["channel"] == "wsx.test"
     assert data["pub_client_id"].startswith("ws.") and data["ext_client_id"] == "crm-1" and data["user"] == USER
+    assert (data["channel_type"], data["channel_name"]) == ("web-socket", "wsx.test")  # Zato's self.channel
 
 
 async def test_an_api_key_opens_a_session_too(tmp_path):

@@ -28,7 +28,8 @@ class Echo(Service):
         wsx = self.request.wsx
         self.response.payload = {'echo': self.request.payload, 'channel': wsx.channel_name,
                                  'pub_client_id': wsx.pub_client_id, 'ext_client_id': wsx.ext_client_id,
-                                 'user': wsx.user}
+                                 'user': wsx.user, 'channel_type': self.channel.type,
+                                 'channel_name': self.channel.name}
 
 
 class AsyncEcho(Service):

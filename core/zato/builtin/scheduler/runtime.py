@@ -432,7 +432,8 @@ class Scheduler:
         outcome, error = OUTCOME.OK, None
         try:
             await self.server.invoke_service(job.service, _payload_of(job.extra), cid=cid, channel=CHANNEL,
-                                             raw_request=job.extra, attributes={"scheduler_job": info})
+                                             raw_request=job.extra, attributes={"scheduler_job": info},
+                                             channel_type="scheduler")
         except Exception as exc:
             outcome, error = OUTCOME.ERROR, f"{type(exc).__name__}: {exc}"[:4000]
             self.counters["runs_failed"] += 1

@@ -132,10 +132,12 @@ class Request:
     the scheduler `self.request.scheduler_job` (docs/channels.md). Each name a plugin declares
     (`register_request_attributes`) is None in requests of other channels, and services invoked
     by other services get none of them. """
-    __slots__ = ("payload", "raw_request", "input", "http", "channel", "attributes")
+    __slots__ = ("payload", "raw_request", "input", "http", "channel", "channel_type", "attributes")
 
     def __init__(self, payload: Any = None, raw_request: Any = None, http: HTTPRequestInfo | None = None,
-                 channel: str = "invoke", attributes: Mapping[str, Any] = _NO_ATTRIBUTES) -> None:
+                 channel: str = "invoke", attributes: Mapping[str, Any] = _NO_ATTRIBUTES,
+                 channel_type: str = "invoke") -> None:
+        self.channel_type = channel_type
         self.payload = payload
         self.raw_request = raw_request if raw_request is not None else payload
         self.input = Bunch(payload) if isinstance(payload, dict) else Bunch()
@@ -181,6 +183,19 @@ def in_trio_thread() -> bool:
     return True
 
 
+class ChannelInfo:
+    """ `self.channel`: the channel that invoked a service, as Zato's services see it. `name` is
+    the channel's name; `type` is Zato's name of its kind: `http-soap` (REST), `web-socket`,
+    `scheduler`, `invoke` (another service, the admin API, the CLI). """
+    __slots__ = ("name", "type")
+
+    def __init__(self, name: str, type: str) -> None:
+        self.name, self.type = name, type
+
+    def __repr__(self) -> str:
+        return f"<ChannelInfo {self.type} {self.name!r}>"
+
+
 class Service:
     """ Base class of every service. Subclasses implement `handle` (plain or `async def`). """
 
@@ -201,6 +216,11 @@ class Service:
 
     def after_handle(self) -> Any:
         """ Runs after `handle` succeeded; may be `async def` in async services. """
+
+    @property
+    def channel(self) -> ChannelInfo:
+        """ The channel that invoked this service: `self.channel.type == 'web-socket'`... """
+        return ChannelInfo(self.request.channel, self.request.channel_type)
 
     @property
     def wsgi_environ(self) -> dict[str, Any]:

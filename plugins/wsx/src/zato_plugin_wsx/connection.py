@@ -311,7 +311,7 @@ class WSXConnection:
         try:
             response = await self.server.invoke_service(
                 self.channel.service, frame.data if frame.data is not None else {}, cid=cid,
-                channel=self.channel.name, attributes={"wsx": self.request_info()},
+                channel=self.channel.name, channel_type="web-socket", attributes={"wsx": self.request_info()},
                 timeout=self.server.service_timeout)
             reply = protocol.ok_response(frame.id, response.payload, cid)
         except Exception as exc:

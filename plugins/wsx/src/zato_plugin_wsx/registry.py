@@ -103,6 +103,7 @@ class ConnectionStore:
     def __init__(self, engine: Engine, *, host: str, server_dir: str, pid: int, worker_index: int) -> None:
         self.engine = engine
         self.host, self.server_dir, self.pid, self.worker_index = host, server_dir, pid, worker_index
+        self._written: dict[str, tuple] = {}  # pub_client_id -> the live fields its row has
 
     def is_mine(self, row: dict[str, Any]) -> bool:
         return row["server_name"] == self.host and row["server_pid"] == self.pid
@@ -128,10 +129,22 @@ class ConnectionStore:
                     conn.execute(delete(connection_table).where(connection_table.c.pub_client_id == value))
 
     def refresh(self, rows: list[dict[str, Any]], now: float) -> None:
-        """ The heartbeat: this process's rows written again as they are now (`rows`: its open
-        connections; a row a failed write missed comes back); rows gone stale, and replies
-        nobody read, are deleted. """
-        self.apply([("open", row) for row in rows])
+        """ The heartbeat. One UPDATE moves `last_seen` of all this process's rows; only rows that
+        are missing (a failed write) or whose live fields changed since the last heartbeat
+        (`peer_fqdn`, `pings_missed`, `subscriptions`) are written again, and rows of connections
+        no longer open are deleted (`rows`: this process's open connections as they are now).
+        Rows gone stale, and replies nobody read, are deleted. """
+        mine = (connection_table.c.server_name == self.host) & (connection_table.c.server_pid == self.pid)
+        wanted = {row["pub_client_id"]: row for row in rows}
+        with self.engine.begin() as conn:
+            conn.execute(update(connection_table).where(mine).values(last_seen=now))
+            present = set(conn.execute(select(connection_table.c.pub_client_id).where(mine)).scalars())
+            gone = present - set(wanted)
+            if gone:
+                conn.execute(delete(connection_table).where(connection_table.c.pub_client_id.in_(gone)))
+        self.apply([("open", row) for pub_client_id, row in wanted.items()
+                    if pub_client_id not in present or self._written.get(pub_client_id) != _live_fields(row)])
+        self._written = {pub_client_id: _live_fields(row) for pub_client_id, row in wanted.items()}
         with self.engine.begin() as conn:
             conn.execute(delete(connection_table).where(connection_table.c.last_seen < now - STALE_SECONDS))
             conn.execute(delete(reply_table).where(reply_table.c.created < now - ABANDONED_REPLY_SECONDS))
@@ -298,6 +311,11 @@ class ConnectionRegistry:
                     return answer
                 delay = min(delay * 2, 0.1)
         return None
+
+
+def _live_fields(row: dict[str, Any]) -> tuple:
+    """ What changes in a connection's row while it is open. """
+    return row.get("peer_fqdn"), row.get("pings_missed"), row.get("subscriptions")
 
 
 def _as_listed(row: dict[str, Any]) -> dict[str, Any]:
