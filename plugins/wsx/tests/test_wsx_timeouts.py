@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import trio
 
-from zato_plugin_wsx.connection import PING, PONG, ChannelSettings, WSXConnection
+from zato_plugin_wsx.connection import PING, PONG, ChannelSettings, Pinger, WSXConnection
 
 
 class Peer:
@@ -29,8 +29,9 @@ class Peer:
             return SimpleNamespace(payload={"ok": payload})
         server = SimpleNamespace(config_objects={}, background_nursery=None, service_timeout=None,
                                  invoke_service=invoke_service)
+        self.pinger = Pinger()
         self.connection = WSXConnection(server, settings, {"client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 1)},
-                                        self.app_send, lambda c: None, lambda c: None)
+                                        self.app_send, lambda c: None, lambda c: None, self.pinger)
 
     async def app_send(self, message: dict[str, Any]) -> None:
         self.sent.append(message)
@@ -55,6 +56,7 @@ class Peer:
 
 async def run(peer: Peer, script) -> None:
     async with trio.open_nursery() as nursery:
+        await nursery.start(peer.pinger.run)
         nursery.start_soon(peer.connection.serve, peer.from_client.receive)
         await script()
         await trio.sleep(0)

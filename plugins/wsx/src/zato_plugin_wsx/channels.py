@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import trio
 
 from zato_plugin_wsx import protocol
-from zato_plugin_wsx.connection import ChannelSettings, ClientRequestFailed, WSXConnection
+from zato_plugin_wsx.connection import ChannelSettings, ClientRequestFailed, Pinger, WSXConnection
 
 logger = logging.getLogger("zato.wsx")
 
@@ -51,6 +51,7 @@ class WSXChannels:
         self.listener_endpoints: dict[str, dict[str, Any]] = {}  # host:port -> path -> endpoint
         self.listener_errors: dict[str, str] = {}  # host:port -> why it could not listen
         self._listeners: dict[str, trio.CancelScope] = {}
+        self.pinger = Pinger()  # pings every connection with a session (run by `run`)
         self._nursery: trio.Nursery | None = None
 
     # ############################################################################################
@@ -176,6 +177,7 @@ class WSXChannels:
         up until the graceful timeout. """
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await nursery.start(self.pinger.run)
             self._sync_listeners()
             task_status.started()
             try:
@@ -200,7 +202,8 @@ class WSXChannels:
                 await send({"type": "websocket.close", "code": 1012})
                 return
             await send({"type": "websocket.accept"})
-            connection = WSXConnection(channels.server, settings, scope, send, channels._opened, channels._closed)
+            connection = WSXConnection(channels.server, settings, scope, send, channels._opened, channels._closed,
+                                       channels.pinger)
             await connection.serve(receive)
         return endpoint
 

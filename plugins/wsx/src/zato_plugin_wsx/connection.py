@@ -14,6 +14,7 @@ run them with `trio.testing.MockClock`):
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import socket
@@ -81,11 +82,58 @@ class WSXRequestInfo:
         return trio.from_thread.run(self.connection.invoke_client, data, timeout)
 
 
+class Pinger:
+    """ Pings the connections of a process that have a session, every `ping_interval` of each:
+    one task for all of them (a task per connection would cost about 3 kB each), sleeping until
+    the next one is due. Each Ping is sent from a task of its own that lives as long as the send,
+    so a client that does not read holds up only its own Ping. `run` it in a nursery. """
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, WSXConnection]] = []  # a heap of (when, order, connection)
+        self._order = 0
+        self._changed = trio.Event()
+
+    def add(self, connection: "WSXConnection") -> None:
+        """ Pings `connection` from `ping_interval` seconds from now on, until it closes. """
+        self._push(connection, trio.current_time() + connection.channel.ping_interval)
+        self._changed.set()
+
+    def _push(self, connection: "WSXConnection", when: float) -> None:
+        self._order += 1
+        heapq.heappush(self._due, (when, self._order, connection))
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                self._changed = trio.Event()
+                if not self._due:
+                    await self._changed.wait()
+                    continue
+                when = self._due[0][0]
+                if when > trio.current_time():
+                    with trio.move_on_at(when):
+                        await self._changed.wait()
+                    continue
+                _, _, connection = heapq.heappop(self._due)
+                if connection.closed:
+                    continue
+                self._push(connection, when + connection.channel.ping_interval)
+                nursery.start_soon(connection.ping_due)
+
+
 class WSXConnection:
     """ One client. `serve(receive)` runs it until it goes away or is closed. """
 
+    __slots__ = ("server", "channel", "raw_send", "pub_client_id", "peer_host", "peer_port", "local_host",
+                 "local_port", "forwarded_for", "peer_fqdn", "connection_time", "ext_client_id", "ext_client_name",
+                 "user", "token", "expires_at", "pings_missed", "outstanding_ping", "subscriptions", "closed",
+                 "_on_open", "_on_close", "_pinger", "_send_lock", "_in_flight", "_waiting", "_cancel", "_nursery",
+                 "_session_opened")
+
     def __init__(self, server: Any, channel: ChannelSettings, scope: dict[str, Any], send: Callable,
-                 on_open: Callable[["WSXConnection"], None], on_close: Callable[["WSXConnection"], None]) -> None:
+                 on_open: Callable[["WSXConnection"], None], on_close: Callable[["WSXConnection"], None],
+                 pinger: Pinger) -> None:
         self.server = server
         self.channel = channel
         self.raw_send = send
@@ -107,6 +155,7 @@ class WSXConnection:
         self.subscriptions: dict[str, str] = {}  # topic -> subscription time (pub/sub)
         self.closed = False
         self._on_open, self._on_close = on_open, on_close
+        self._pinger = pinger
         self._send_lock = trio.Lock()
         self._in_flight = trio.Semaphore(MAX_IN_FLIGHT)
         self._waiting: dict[str, tuple[trio.Event, list[Any]]] = {}  # server request id -> (answered, [data])
@@ -247,7 +296,7 @@ class WSXConnection:
             self._session_opened.set()
             self._on_open(self)
             assert self._nursery is not None
-            self._nursery.start_soon(self._ping_forever)
+            self._pinger.add(self)
             self._nursery.start_soon(self._resolve_peer_fqdn)
             self._run_hook("connected")
             logger.info("%s opened a session", self.describe())
@@ -277,23 +326,26 @@ class WSXConnection:
     # ############################################################################################
     # Pings
 
-    async def _ping_forever(self) -> None:
-        while not self.closed:
-            await trio.sleep(self.channel.ping_interval)
-            if self.outstanding_ping is not None:
-                self.pings_missed += 1
-                logger.info("%s missed a ping (%d in a row, threshold %d)", self.describe(), self.pings_missed,
-                            self.channel.pings_missed_threshold)
-                if self.pings_missed >= self.channel.pings_missed_threshold:
-                    logger.warning("%s missed %d pings in a row; closing the connection", self.describe(),
-                                   self.pings_missed)
-                    return await self.close(protocol.CLOSE_PINGS_MISSED, "Pings missed")
-            self.outstanding_ping = protocol.ping_payload(protocol.new_id())
-            try:
-                async with self._send_lock:
-                    await self.raw_send({"type": PING, "bytes": self.outstanding_ping})
-            except Exception:
+    async def ping_due(self) -> None:
+        """ Its next Ping is due (the Pinger calls this every ping_interval): the one before it,
+        if still unanswered, is missed; past the threshold the connection is closed. """
+        if self.closed:
+            return
+        if self.outstanding_ping is not None:
+            self.pings_missed += 1
+            logger.info("%s missed a ping (%d in a row, threshold %d)", self.describe(), self.pings_missed,
+                        self.channel.pings_missed_threshold)
+            if self.pings_missed >= self.channel.pings_missed_threshold:
+                logger.warning("%s missed %d pings in a row; closing the connection", self.describe(),
+                               self.pings_missed)
                 return await self.close(protocol.CLOSE_PINGS_MISSED, "Pings missed")
+        self.outstanding_ping = payload = protocol.ping_payload(protocol.new_id())
+        try:
+            with trio.move_on_after(self.channel.ping_interval):
+                async with self._send_lock:
+                    await self.raw_send({"type": PING, "bytes": payload})
+        except Exception:
+            await self.close(protocol.CLOSE_PINGS_MISSED, "Pings missed")
 
     def _on_pong(self, payload: bytes) -> None:
         if self.outstanding_ping is not None and payload == self.outstanding_ping:
