@@ -153,6 +153,16 @@ async def test_a_client_on_either_worker_is_listed_invoked_and_disconnected_from
                 assert invoked.status_code == 200, invoked.text
                 assert invoked.json() == {"response": f"pong to ping? from {holder}"}
 
+                async with trio.open_nursery() as nursery:  # a service of the other worker asks it too
+                    async def answer_the_service() -> None:
+                        request = await client.next_request()
+                        await client.respond(request, f"{request['data']} from {holder}")
+                    nursery.start_soon(answer_the_service)
+                    by_service = await api.post("/zato/api/invoke/wsx.invoke-by-id", json={
+                        "channel": "wsx.workers", "pub_client_id": pub_client_id, "data": "service asks"})
+                assert by_service.status_code == 200, by_service.text
+                assert by_service.json() == {"answer": {"response": f"service asks from {holder}"}}
+
                 silent = await api.post(f"/zato/api/wsx/connections/{pub_client_id}/invoke",
                                         json={"data": 1, "timeout": 0.3})
                 assert silent.status_code == 504 and "did not answer within 0.3 s" in silent.text, silent.text

@@ -64,6 +64,15 @@ class Broadcast(Service):
             {'news': self.request.payload['news']})}
 
 
+class InvokeByID(Service):
+    name = 'wsx.invoke-by-id'
+
+    def handle(self):
+        payload = self.request.payload
+        self.response.payload = {'answer': self.wsx.channel[payload['channel']].invoke(
+            payload['pub_client_id'], payload['data'], timeout=5)}
+
+
 class Hook(Service):
     name = 'wsx.hook'
 

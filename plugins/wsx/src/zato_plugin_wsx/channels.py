@@ -272,11 +272,25 @@ class ChannelFacade:
         return trio.from_thread.run(self.invoke_async, pub_client_id, data, timeout)
 
     async def invoke_async(self, pub_client_id: str, data: Any, timeout: float = 5.0) -> Any:
+        """ As `invoke`, from an `async def` service; a client of another worker of this server is
+        reached through it (zato_plugin_wsx.registry). """
         connection = self._channels.connections.get(self.name, {}).get(pub_client_id)
-        if connection is None:
-            raise ClientRequestFailed(f"no WebSocket connection {pub_client_id!r} on channel {self.name!r} in this "
-                                      f"process")
-        return await connection.invoke_client(data, timeout)
+        if connection is not None:
+            return await connection.invoke_client(data, timeout)
+        from zato_plugin_wsx.registry import INVOKE, REGISTRY, REPLY_GRACE_SECONDS
+        registry = REGISTRY.get(self._channels.server)
+        row = await registry.find(pub_client_id) if registry is not None else None
+        if row is None or row.get("channel_name") != self.name:
+            raise ClientRequestFailed(f"no WebSocket connection {pub_client_id!r} is open on channel {self.name!r}")
+        answer = await registry.ask(INVOKE, {"pub_client_id": pub_client_id, "data": data, "timeout": timeout},
+                                    timeout + REPLY_GRACE_SECONDS)
+        if answer is None:
+            raise ClientRequestFailed(f"WebSocket connection {pub_client_id!r} is held by process {row.get('server_pid')} "
+                                      f"of {row.get('server_name')}, which did not answer within {timeout:g} s")
+        status, body = answer
+        if status != 200:
+            raise ClientRequestFailed(str(body))
+        return body
 
 
 class WSXFacade:
