@@ -130,6 +130,13 @@ async def test_a_client_on_either_worker_is_listed_invoked_and_disconnected_from
                 while {pid for _, pid in rows_in_database(server.base_dir)} != set(admins):
                     await trio.sleep(0.02)
 
+            # a broadcast from a service of one worker reaches the clients of both
+            reply = await any_admin.post("/zato/api/invoke/wsx.broadcast", json={"channel": "wsx.workers",
+                                                                                "news": "to everyone"})
+            assert reply.status_code == 200 and reply.json()["sent"] == 1, reply.text  # its own worker's client
+            for client, _ in clients.values():
+                assert (await client.next_request())["data"] == {"news": "to everyone"}
+
             for holder, (client, row) in clients.items():
                 other = next(pid for pid in admins if pid != holder)
                 api = admins[other]

@@ -5,6 +5,7 @@ through it is known here (for the admin API and for services' `self.wsx`). """
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -253,11 +254,22 @@ class ChannelFacade:
         return list(self._channels.connections.get(self.name, {}).values())
 
     def broadcast(self, data: Any) -> int:
-        """ Sends `data` (zwsx.rqc, no answer awaited) to every client of the channel with a session;
-        returns how many it was sent to. From a plain `def` service (a worker thread). """
+        """ Sends `data` (zwsx.rqc, no answer awaited) to every client of the channel with a session,
+        in every worker of the server; returns how many clients of this worker it was sent to
+        (the other workers send to theirs as the notification reaches them). From a plain `def`
+        service (a worker thread). """
         return trio.from_thread.run(self.broadcast_async, data)
 
     async def broadcast_async(self, data: Any) -> int:
+        """ As `broadcast`, from an `async def` service. """
+        from zato_plugin_wsx.registry import BROADCAST, REGISTRY
+        sent = await self.send_to_local_clients(data)
+        if REGISTRY.get(self._channels.server) is not None:  # other workers send to theirs
+            await self._channels.server.notify(BROADCAST, {"channel": self.name, "data": data,
+                                                          "origin_pid": os.getpid()})
+        return sent
+
+    async def send_to_local_clients(self, data: Any) -> int:
         sent = 0
         for connection in self.connections():
             try:

@@ -34,7 +34,7 @@ from zato.plugin_api import PluginState
 logger = logging.getLogger("zato.wsx")
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-INVOKE, DISCONNECT = "wsx.invoke", "wsx.disconnect"
+INVOKE, DISCONNECT, BROADCAST = "wsx.invoke", "wsx.disconnect", "wsx.broadcast"
 HEARTBEAT_SECONDS = 10.0
 STALE_SECONDS = 60.0  # a row not refreshed for this long is of a process that is gone
 REPLY_GRACE_SECONDS = 2.0  # beyond an invoke's timeout: the notification's way there and the reply's back
@@ -377,6 +377,18 @@ def on_disconnect(server: Any, payload: Any) -> None:
     server.background_nursery.start_soon(disconnect)
 
 
+def on_broadcast(server: Any, payload: Any) -> None:
+    """ `wsx.broadcast`: every other worker sends the data to its own clients of the channel (the
+    worker that broadcast sent to its own already). """
+    from zato_plugin_wsx import CHANNELS
+    from zato_plugin_wsx.channels import ChannelFacade
+    channels = CHANNELS.get(server)
+    if channels is None or payload.get("origin_pid") == os.getpid() or payload.get("channel") not in channels.settings:
+        return
+    server.background_nursery.start_soon(ChannelFacade(channels, payload["channel"]).send_to_local_clients,
+                                         payload.get("data"))
+
+
 # ################################################################################################
 # What the plugin's hookimpls call
 
@@ -388,6 +400,7 @@ def register_migrations(register: Any) -> None:
 def register_notification_handlers(register: Any) -> None:
     register(INVOKE, on_invoke)
     register(DISCONNECT, on_disconnect)
+    register(BROADCAST, on_broadcast)
 
 
 def register_tasks(register: Any, server: Any) -> None:
