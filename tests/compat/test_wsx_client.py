@@ -1,15 +1,18 @@
 """ The published `zato-websocket-client` package (1.6.1), unchanged, speaking Zato's WSX protocol
 to a WebSocket channel of our server: a session with Basic Auth credentials, `invoke` of the
 channel's service, a wrong secret, requests from the server answered by `on_request_callback`
-(from a service and from the admin API), and WebSocket pings answered by ws4py.
+(from a service and from the admin API), WebSocket pings answered by ws4py, and pub/sub: through a
+second channel, whose service is Zato's gateway `helpers.web-sockets-gateway`, the client subscribes
+to a topic and its callback gets the messages published to it as `zwsx.psrq` requests.
 
 The client (gevent and ws4py) clashes with our `zato` package, so it lives in its own virtual
 environment, built from PyPI and cached under pytest's cache directory, keyed by the recipe and
 the interpreter, as in test_zato_client.py (whose helpers this module reuses).
 
 The server runs as a real process (`ServerProcess`); the security definition and the channel are
-created through the admin API once its port is known, and a script run with the environment's
-interpreter drives the client and prints what it saw, as JSON.
+created through the admin API once its port is known (the gateway channel and the topic too),
+and a script run with the environment's interpreter drives the client and prints what it saw, as
+JSON.
 """
 
 from __future__ import annotations
@@ -36,7 +39,10 @@ pytestmark = pytest.mark.slow
 ADMIN_USER = "admin"
 USER, SECRET = "compat.wsx.user", "compat-wsx-s3cret"
 CLIENT_ID, WRONG_CLIENT_ID = "compat-wsx-client", "compat-wsx-wrong-secret"
-CHANNEL_PATH = "/compat/wsx"
+SUBSCRIBER_ID = "compat-wsx-subscriber"
+CHANNEL_PATH, GATEWAY_PATH = "/compat/wsx", "/compat/wsx-gateway"
+GATEWAY_CHANNEL = "compat.wsx.gateway"
+TOPIC = "/compat/wsx/news"
 PING_INTERVAL = 0.5  # short, so that the script sees a few WebSocket pings answered by ws4py
 
 # Each step is the arguments of `pip install` in the new environment, in order. ws4py does the
@@ -76,8 +82,8 @@ from gevent import sleep
 from zato.websocket.client import Client, Config
 
 ws_address, admin_address, admin_user, admin_password, user, secret, client_id, wrong_client_id, \\
-    ping_wait = sys.argv[1:10]
-requests_seen = {client_id: [], wrong_client_id: []}
+    ping_wait, gateway_address, subscriber_id, topic_name = sys.argv[1:13]
+requests_seen = {client_id: [], wrong_client_id: [], subscriber_id: []}
 
 
 def answering(name):
@@ -109,9 +115,18 @@ def admin(method, path, body=None):
         return {"status": exc.code, "body": exc.read().decode("utf-8", "replace")}
 
 
-def config(name, the_secret):
-    return Config(client_name="compat " + name, client_id=name, address=ws_address, username=user,
+def config(name, the_secret, address=ws_address):
+    return Config(client_name="compat " + name, client_id=name, address=address, username=user,
                   secret=the_secret, on_request_callback=answering(name), wait_time=10)
+
+
+def wait_for_deliveries(name, count, timeout=15):
+    """ Until the callback of `name` has seen `count` zwsx.psrq requests, or `timeout` seconds. """
+    for _ in range(int(timeout / 0.05)):
+        if len([r for r in requests_seen[name] if r["msg_type"] == "zwsx.psrq"]) >= count:
+            return True
+        sleep(0.05)
+    return False
 
 
 results = {}
@@ -144,7 +159,22 @@ sleep(float(ping_wait))  # several pings, each answered by ws4py with a pong
 results["after_pings"] = describe(client.invoke({"still": "here"}))
 results["listed_after_pings"] = admin("GET", "/zato/api/wsx/connections?ext_client_id=" + client_id)
 
+subscriber = Client(config(subscriber_id, secret, gateway_address))
+subscriber.run(max_wait=10)
+results["subscriber_authenticated"] = subscriber.is_authenticated
+results["subscribed"] = describe(subscriber.invoke({"service": "zato.pubsub.pubapi.subscribe-wsx",
+                                                    "request": {"topic_name": topic_name}}))
+results["published"] = admin("POST", "/zato/api/invoke/zato.pubsub.publish.publish",
+                             {"topic_name": topic_name, "data": {"order": 1}, "priority": 7})
+results["first_delivered"] = wait_for_deliveries(subscriber_id, 1)
+results["client_published"] = describe(subscriber.invoke({  # Zato's name for publish, through the gateway
+    "service": "zato.pubsub.pubapi.publish-message", "request": {"topic_name": topic_name, "data": "from a client"}}))
+results["second_delivered"] = wait_for_deliveries(subscriber_id, 2)
+results["after_deliveries"] = describe(subscriber.invoke({"service": "zato.ping"}))
+results["subscriber_listed"] = admin("GET", "/zato/api/wsx/connections?ext_client_id=" + subscriber_id)
+
 results["requests_seen"] = requests_seen
+subscriber.stop()
 client.stop()
 wrong.stop()
 sleep(0.2)
@@ -215,8 +245,8 @@ def client_python(request: pytest.FixtureRequest) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    """ A server process with the channel's service, a Basic Auth definition and the channel, on
-    the server's own (free) port. """
+    """ A server process with the channel's service, a Basic Auth definition, the channel and the
+    gateway's channel, on the server's own (free) port, and the topic. """
     server_dir = create_test_server_dir(tmp_path_factory.mktemp("compat-wsx") / "server", main={"graceful_timeout": 3})
     (server_dir / "pickup" / "compat_wsx_services.py").write_text(textwrap.dedent(SERVICES), "utf-8")
     with ServerProcess(server_dir) as process:
@@ -231,6 +261,12 @@ def server(tmp_path_factory: pytest.TempPathFactory):
                 "name": "compat.wsx", "address": f"ws://127.0.0.1:{port}{CHANNEL_PATH}", "service": "compat.wsx.echo",
                 "security": "compat.wsx.basic", "ping_interval": PING_INTERVAL, "pings_missed_threshold": 2})
             assert reply.status_code == 201, reply.text
+            reply = api.post("/zato/api/objects/channel_web_socket", json={
+                "name": GATEWAY_CHANNEL, "address": f"ws://127.0.0.1:{port}{GATEWAY_PATH}",
+                "service": "helpers.web-sockets-gateway", "security": "compat.wsx.basic"})
+            assert reply.status_code == 201, reply.text
+            reply = api.post("/zato/api/objects/pubsub_topic", json={"name": TOPIC})
+            assert reply.status_code == 201, reply.text
         yield process
 
 
@@ -239,9 +275,11 @@ def results(client_python: Path, server: ServerProcess, tmp_path_factory: pytest
     work = tmp_path_factory.mktemp("wsx-client")
     script = work / "wsx_client_calls.py"
     script.write_text(textwrap.dedent(CLIENT_SCRIPT), "utf-8")
-    ws_address = f"ws://127.0.0.1:{urlsplit(server.address).port}{CHANNEL_PATH}"
+    port = urlsplit(server.address).port
+    ws_address, gateway_address = f"ws://127.0.0.1:{port}{CHANNEL_PATH}", f"ws://127.0.0.1:{port}{GATEWAY_PATH}"
     completed = run([client_python, "-I", script, ws_address, server.address, ADMIN_USER, ADMIN_PASSWORD, USER, SECRET,
-                     CLIENT_ID, WRONG_CLIENT_ID, PING_INTERVAL * 5], cwd=work, timeout=CLIENT_TIMEOUT)
+                     CLIENT_ID, WRONG_CLIENT_ID, PING_INTERVAL * 5, gateway_address, SUBSCRIBER_ID, TOPIC],
+                    cwd=work, timeout=CLIENT_TIMEOUT)
     assert completed.returncode == 0 and completed.stdout.strip(), \
         f"the zato-websocket-client script failed:\n{completed.stderr[-6000:]}\nserver:\n{server.output(6000)}"
     found = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -300,3 +338,34 @@ def test_ws4py_answers_the_servers_pings_and_the_connection_lives_on(results):
     assert response["is_ok"] is True and response["data"]["echo"] == {"still": "here"}, response
     [row] = results["listed_after_pings"]["body"]["connections"]
     assert row["pings_missed"] == 0 and row["pub_client_id"] == results["invoke"]["data"]["pub_client_id"]
+
+
+def test_through_the_gateway_the_client_subscribes_and_its_callback_gets_each_message_as_psrq(results):
+    assert results["subscriber_authenticated"] is True, results["client_log"][-3000:]
+    subscribed = results["subscribed"]
+    assert subscribed["is_ok"] is True and subscribed["msg_type"] == "zwsx.rspok", subscribed
+    sub_key = subscribed["data"]["sub_key"]
+    assert sub_key.startswith("zpsk.wsx.")
+    published = results["published"]
+    assert published["status"] == 200 and published["body"]["msg_id"].startswith("zpsm"), published
+    msg_id = published["body"]["msg_id"]
+    assert results["first_delivered"] is True and results["second_delivered"] is True, results["requests_seen"]
+    seen = results["requests_seen"][SUBSCRIBER_ID]
+    assert [r["msg_type"] for r in seen] == ["zwsx.psrq", "zwsx.psrq"], seen
+    first, second = seen
+    # RequestFromZato.id is the frame's meta.id, the message's id; .data is the message.
+    assert first["id"] == msg_id
+    message = first["data"]
+    assert message["msg_id"] == msg_id and message["topic_name"] == TOPIC and message["data"] == {"order": 1}
+    assert message["sub_key"] == sub_key and message["priority"] == 7 and message["has_gd"] is True
+    assert message["delivery_count"] == 1 and message["mime_type"] == "application/json" and message["size"] == 12
+    assert message["expiration"] > 0 and message["pub_time_iso"] < message["expiration_time_iso"]
+    client_published = results["client_published"]
+    assert client_published["is_ok"] is True and client_published["data"]["msg_id"] == second["id"], client_published
+    assert second["data"]["data"] == "from a client" and second["data"]["mime_type"] == "text/plain"
+    assert second["data"]["sub_key"] == sub_key and second["data"]["topic_name"] == TOPIC
+    # The callback's answers went back as client-responses to zpsm... ids; the server ignores them
+    # and the session goes on.
+    assert results["after_deliveries"]["is_ok"] is True and results["after_deliveries"]["data"] == {"pong": "zato"}
+    [row] = results["subscriber_listed"]["body"]["connections"]
+    assert row["channel_name"] == GATEWAY_CHANNEL and TOPIC in row["subscriptions"]
