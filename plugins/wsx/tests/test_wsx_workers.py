@@ -224,3 +224,39 @@ def test_rows_of_processes_that_are_gone_are_not_listed_and_deleted_at_start(tmp
     store.refresh([], now)
     assert {r["pub_client_id"] for r in store.listed(now - 2 * STALE_SECONDS)} == {"ws.alive", "ws.elsewhere"}
     engine.dispose()
+
+
+async def test_pubsub_messages_reach_clients_of_either_worker_at_the_first_attempt(two_workers):
+    # Whichever worker pub/sub delivers from, a client connected to the other gets each message
+    # through the worker holding its connection, at the first attempt (delivery_count 1).
+    server = two_workers
+    port = urlsplit(server.address).port
+    with trio.fail_after(90):
+        admins = await admin_on_each_worker(server.address)
+        try:
+            api = next(iter(admins.values()))
+            for path, definition in (("/zato/api/objects/channel_web_socket", {
+                    "name": "wsx.workers", "address": f"ws://127.0.0.1:{port}{PATH}",
+                    "service": "helpers.web-sockets-gateway"}), ("/zato/api/objects/pubsub_topic", {"name": "/news"})):
+                reply = await api.post(path, json=definition)
+                assert reply.status_code == 201, reply.text
+            clients = await clients_on_each_worker(server.address, api)
+            for client, _ in clients.values():
+                reply = await client.invoke({"service": "zato.pubsub.pubapi.subscribe-wsx",
+                                             "request": {"topic_name": "/news"}})
+                assert reply["meta"]["msg_type"] == "zwsx.rspok", reply
+            for number in range(6):
+                publisher = admins[list(admins)[number % 2]]
+                reply = await publisher.post("/zato/api/invoke/zato.pubsub.publish.publish",
+                                             json={"topic_name": "/news", "data": {"n": number}})
+                assert reply.status_code == 200, reply.text
+            received = {}
+            for holder, (client, _) in clients.items():
+                frames = [await client.receive_until(lambda f: f["meta"]["msg_type"] == "zwsx.psrq")
+                          for _ in range(6)]
+                received[holder] = sorted((f["data"]["data"]["n"], f["data"]["delivery_count"]) for f in frames)
+                await client.aclose()
+        finally:
+            for admin_client in admins.values():
+                await admin_client.aclose()
+    assert all(messages == [(n, 1) for n in range(6)] for messages in received.values()), received

@@ -26,8 +26,9 @@ this worker gets `zwsx.psrq` with meta.id = the msg_id and the message as data. 
 it waits up to `CLIENT_WAIT_SECONDS` for the client to come back (the queue's next messages
 wait behind it, not failing), then raises: a failed attempt, retried under the subscription's
 failure policy (pub/sub's), while the message stays queued. A client connected to another
-worker of the server is not seen: the attempt fails there and is retried wherever pub/sub
-claims it next.
+worker of the server gets it through that worker: the connection registry
+(zato_plugin_wsx.registry) says which one holds it, and a `wsx.deliver` notification has it send
+the frame and say it did.
 As in Zato there is no acknowledgement: a frame sent is a message delivered. A client-response
 to a `zpsm…` id is accepted and ignored.
 
@@ -40,9 +41,10 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from fnmatch import fnmatchcase
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import trio
 
@@ -276,6 +278,8 @@ async def deliver(server: Any, subscription: Any, message: Any, cid: str) -> Non
     frame = protocol.pubsub_delivery(message.msg_id, message_dict(message))
     name = subscription.endpoint_name
     deadline = trio.current_time() + CLIENT_WAIT_SECONDS
+    if not connections_of(server, name) and await _delivered_by_another_worker(server, name, frame, message, cid):
+        return
     while True:
         for connection in connections_of(server, name):
             try:
@@ -289,3 +293,24 @@ async def deliver(server: Any, subscription: Any, message: Any, cid: str) -> Non
             raise ClientAway(f"WebSocket client {name!r} has no open connection in this worker (it is away); "
                              f"the message stays queued for when it reconnects with the same client_id")
         await trio.sleep(CLIENT_POLL_SECONDS)
+
+
+async def _delivered_by_another_worker(server: Any, name: str, frame: str, message: Any, cid: str) -> bool:
+    """ The client is not connected to this worker: if another worker of this server holds its
+    connection (zato_plugin_wsx.registry), that worker sends the frame. True if it did. """
+    from zato_plugin_wsx.registry import DELIVER, REGISTRY
+    registry = REGISTRY.get(server)
+    if registry is None:
+        return False
+    _, channel, client_id = (unquote(part) for part in name.split("/", 2))
+    rows = [row for row in await registry.in_thread(registry.store.listed, time.time(), channel=channel,
+                                                    ext_client_id=client_id)
+            if registry.store.same_server(row) and not registry.store.is_mine(row)]
+    for row in sorted(rows, key=lambda row: row["connection_time"], reverse=True):
+        answer = await registry.ask(DELIVER, {"pub_client_id": row["pub_client_id"], "frame": frame,
+                                              "topic_name": message.topic_name}, CLIENT_WAIT_SECONDS)
+        if answer is not None and answer[0] == 200:
+            return True
+        logger.info("cid=%s message %s: worker %s did not send it to %s (%s)", cid, message.msg_id,
+                    row.get("server_pid"), row["pub_client_id"], answer)
+    return False

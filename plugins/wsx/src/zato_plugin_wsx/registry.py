@@ -34,7 +34,7 @@ from zato.plugin_api import PluginState
 logger = logging.getLogger("zato.wsx")
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-INVOKE, DISCONNECT, BROADCAST = "wsx.invoke", "wsx.disconnect", "wsx.broadcast"
+INVOKE, DISCONNECT, BROADCAST, DELIVER = "wsx.invoke", "wsx.disconnect", "wsx.broadcast", "wsx.deliver"
 HEARTBEAT_SECONDS = 10.0
 STALE_SECONDS = 60.0  # a row not refreshed for this long is of a process that is gone
 REPLY_GRACE_SECONDS = 2.0  # beyond an invoke's timeout: the notification's way there and the reply's back
@@ -377,6 +377,29 @@ def on_disconnect(server: Any, payload: Any) -> None:
     server.background_nursery.start_soon(disconnect)
 
 
+def on_deliver(server: Any, payload: Any) -> None:
+    """ `wsx.deliver`: the holder sends a pub/sub delivery (zato_plugin_wsx.pubsub) to its client
+    and says whether it could. """
+    found = _holder(server, payload)
+    if found is None:
+        return
+    connection, registry = found
+
+    async def deliver() -> None:
+        from zato_plugin_wsx.protocol import now_iso
+        try:
+            await connection.send_text(payload["frame"])
+            connection.subscriptions.setdefault(payload.get("topic_name"), now_iso())
+            status, body = 200, "sent"
+        except Exception as exc:
+            status, body = 410, f"{type(exc).__name__}: {exc}"
+        try:
+            await registry.in_thread(registry.store.reply, payload["request_id"], status, body)
+        except Exception:
+            logger.exception("%s: the outcome of a pub/sub delivery could not be written", connection.describe())
+    server.background_nursery.start_soon(deliver)
+
+
 def on_broadcast(server: Any, payload: Any) -> None:
     """ `wsx.broadcast`: every other worker sends the data to its own clients of the channel (the
     worker that broadcast sent to its own already). """
@@ -401,6 +424,7 @@ def register_notification_handlers(register: Any) -> None:
     register(INVOKE, on_invoke)
     register(DISCONNECT, on_disconnect)
     register(BROADCAST, on_broadcast)
+    register(DELIVER, on_deliver)
 
 
 def register_tasks(register: Any, server: Any) -> None:
