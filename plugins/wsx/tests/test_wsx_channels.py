@@ -311,3 +311,28 @@ async def test_a_channel_on_another_port_gets_a_listener_of_its_own_while_it_exi
                 except OSError:
                     break
     assert reply["data"]["echo"] == {"port": port}
+
+
+async def test_a_client_that_stops_reading_holds_up_nobody_and_is_disconnected_at_once(tmp_path):
+    async with wsx_server(tmp_path) as server:
+        await create_channel(server)
+        with trio.fail_after(60):
+            silent = await WSXClient.connect(server.address, "/ws/test")  # it never reads again
+            await silent.create_session(USER, PASSWORD, client_id="silent")
+            async with trio.open_nursery() as nursery:
+                async def flood() -> None:  # until its socket buffers are full and sending blocks
+                    for _ in range(200):
+                        await server.invoke("wsx.broadcast", {"channel": "wsx.test", "news": "x" * 200_000})
+                nursery.start_soon(flood)
+                await trio.sleep(2)
+                async with await WSXClient.connect(server.address, "/ws/test") as other:  # others are served
+                    await other.create_session(USER, PASSWORD, client_id="other")
+                    reply = await other.invoke({"still": "served"})
+                async with admin(server) as api:
+                    [row] = (await api.get("/zato/api/wsx/connections", params={"ext_client_id": "silent"})).json()[
+                        "connections"]
+                    with trio.fail_after(10):
+                        gone = await api.post(f"/zato/api/wsx/connections/{row['pub_client_id']}/disconnect")
+                nursery.cancel_scope.cancel()
+            await silent.stream.aclose()
+    assert reply["data"]["echo"] == {"still": "served"} and gone.status_code == 200

@@ -32,6 +32,7 @@ logger = logging.getLogger("zato.wsx")
 PING = "zato.websocket.ping"
 PONG = "zato.websocket.pong"
 MAX_IN_FLIGHT = 8  # a client's requests running at once; past them its frames wait (back-pressure)
+CLOSE_SEND_SECONDS = 2.0  # how long a Close frame may wait to be sent before the connection is dropped
 
 
 @dataclass(frozen=True)
@@ -199,8 +200,9 @@ class WSXConnection:
         if not self.closed:
             self.closed = True
             try:
-                async with self._send_lock:
-                    await self.raw_send({"type": "websocket.close", "code": code, "reason": reason[:120]})
+                with trio.move_on_after(CLOSE_SEND_SECONDS):  # a client that stopped reading is not waited for
+                    async with self._send_lock:
+                        await self.raw_send({"type": "websocket.close", "code": code, "reason": reason[:120]})
             except Exception:  # the peer is gone already
                 pass
         if self._cancel is not None:
