@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import os
 import shutil
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -47,51 +48,11 @@ def plain_ftp(tmp_path):
         yield peer
 
 
-async def start_article(tmp_path: Path, dropbox: DropboxStandIn, ftp: FTPPeer | None, **dropbox_fields):
-    """ The server of the article: its services deployed from pickup/, the Dropbox connection, the
-    FTP connection and the REST channel created through the admin API, as in web-admin. """
-    base_dir = create_test_server_dir(tmp_path / "server", plugins={"ftp": True, "dropbox": True},
-                                      main={"max_body_size": MAX_BODY})
-    for example in EXAMPLES.glob("*.py"):
-        shutil.copy(example, base_dir / "pickup" / example.name)
-    server_cm = run_server(base_dir)
-    server = await server_cm.__aenter__()
-    admin = httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=60,
-                              headers={"content-type": "application/json"})
-    reply = await admin.post("/zato/api/objects/cloud_dropbox", json={
-        "name": "My Connection", "user_agent": "ACME-Article/1.0", "default_directory": DROPBOX_DIR,
-        "tls_ca_file": str(dropbox.ca_file), **dropbox_fields})
-    assert reply.status_code == 201, reply.text
-    reply = await admin.put("/zato/api/objects/cloud_dropbox/My%20Connection/secrets/oauth2_access_token",
-                            json={"value": ACCESS_TOKEN})
-    assert reply.status_code == 204, reply.text
-    if ftp is not None:
-        definition = ftp.definition("My FTP Connection")
-        definition.pop("password")
-        reply = await admin.post("/zato/api/objects/outgoing_ftp", json=definition)
-        assert reply.status_code == 201, reply.text
-        reply = await admin.put("/zato/api/objects/outgoing_ftp/My%20FTP%20Connection/secrets/password",
-                                json={"value": PASSWORD})
-        assert reply.status_code == 204, reply.text
-    reply = await admin.post("/zato/api/objects/channel_rest", json={
-        "name": "upload", "url_path": "/upload", "service": "api.channel.rest.upload", "methods": ["POST"],
-        "data_format": "text"})
-    assert reply.status_code == 201, reply.text
-    return server_cm, server, admin
-
-
 class Article:
-    def __init__(self, tmp_path: Path, dropbox: DropboxStandIn, ftp: FTPPeer | None, **dropbox_fields) -> None:
-        self.args = tmp_path, dropbox, ftp, dropbox_fields
+    """ The running server of the article and an admin client (`server`, `admin`). """
 
-    async def __aenter__(self):
-        tmp_path, dropbox, ftp, fields = self.args
-        self.server_cm, self.server, self.admin = await start_article(tmp_path, dropbox, ftp, **fields)
-        return self
-
-    async def __aexit__(self, *exc_info):
-        await self.admin.aclose()
-        await self.server_cm.__aexit__(*exc_info)
+    def __init__(self, server, admin: httpx.AsyncClient) -> None:
+        self.server, self.admin = server, admin
 
     async def every_second(self, service: str = "api.channel.scheduler.upload") -> None:
         """ The article's interval job (here each second, not each minute). """
@@ -102,7 +63,39 @@ class Article:
     async def runs(self) -> list[dict]:
         reply = await self.admin.get("/zato/api/scheduler/jobs/ftp-to-dropbox/history", params={"limit": 100})
         assert reply.status_code == 200, reply.text
-        return reply.json()["runs"] if isinstance(reply.json(), dict) else reply.json()
+        return reply.json()["runs"]
+
+
+@asynccontextmanager
+async def article_server(tmp_path: Path, dropbox: DropboxStandIn, ftp: FTPPeer | None, **dropbox_fields):
+    """ The server of the article: its services deployed from pickup/, the Dropbox connection, the
+    FTP connection and the REST channel created through the admin API, as in web-admin. """
+    base_dir = create_test_server_dir(tmp_path / "server", plugins={"ftp": True, "dropbox": True},
+                                      main={"max_body_size": MAX_BODY})
+    for example in EXAMPLES.glob("*.py"):
+        shutil.copy(example, base_dir / "pickup" / example.name)
+    async with run_server(base_dir) as server, httpx.AsyncClient(
+            base_url=server.address, auth=admin_auth(), timeout=60, headers={"content-type": "application/json"}) as admin:
+        reply = await admin.post("/zato/api/objects/cloud_dropbox", json={
+            "name": "My Connection", "user_agent": "ACME-Article/1.0", "default_directory": DROPBOX_DIR,
+            "tls_ca_file": str(dropbox.ca_file), **dropbox_fields})
+        assert reply.status_code == 201, reply.text
+        reply = await admin.put("/zato/api/objects/cloud_dropbox/My%20Connection/secrets/oauth2_access_token",
+                                json={"value": ACCESS_TOKEN})
+        assert reply.status_code == 204, reply.text
+        if ftp is not None:
+            definition = ftp.definition("My FTP Connection")
+            definition.pop("password")
+            reply = await admin.post("/zato/api/objects/outgoing_ftp", json=definition)
+            assert reply.status_code == 201, reply.text
+            reply = await admin.put("/zato/api/objects/outgoing_ftp/My%20FTP%20Connection/secrets/password",
+                                    json={"value": PASSWORD})
+            assert reply.status_code == 204, reply.text
+        reply = await admin.post("/zato/api/objects/channel_rest", json={
+            "name": "upload", "url_path": "/upload", "service": "api.channel.rest.upload", "methods": ["POST"],
+            "data_format": "text"})
+        assert reply.status_code == 201, reply.text
+        yield Article(server, admin)
 
 
 async def wait_until(condition, what: str, timeout: float = 20) -> None:
@@ -135,7 +128,7 @@ UPLOADS = {
 
 
 async def test_curl_uploads_land_in_dropbox_byte_identical(tmp_path, dropbox):
-    async with Article(tmp_path, dropbox, None) as article:
+    async with article_server(tmp_path, dropbox, None) as article:
         async with httpx.AsyncClient(base_url=article.server.address, timeout=120) as client:
             for file_name, data in UPLOADS.items():
                 # what `curl -XPOST --data-binary @file 'http://.../upload?file_name=...'` sends
@@ -148,7 +141,7 @@ async def test_curl_uploads_land_in_dropbox_byte_identical(tmp_path, dropbox):
 
 
 async def test_an_upload_over_max_body_size_is_refused_and_nothing_reaches_dropbox(tmp_path, dropbox):
-    async with Article(tmp_path, dropbox, None) as article:
+    async with article_server(tmp_path, dropbox, None) as article:
         async with httpx.AsyncClient(base_url=article.server.address, timeout=120) as client:
             reply = await client.post("/upload?file_name=huge.bin", content=b"x" * (MAX_BODY + 1))
     assert reply.status_code == 413 and str(MAX_BODY) in reply.text
@@ -163,7 +156,7 @@ async def test_the_interval_job_moves_every_ftp_file_to_dropbox_and_deletes_it(t
     files = {"invoice-1.pdf": b"%PDF-1.4\n\x00\xff binary", "empty.csv": b"", "łódź.txt": "ąę\n".encode("utf-8")}
     for name, data in files.items():
         (ftp.home / name).write_bytes(data)
-    async with Article(tmp_path, dropbox, ftp) as article:
+    async with article_server(tmp_path, dropbox, ftp) as article:
         await article.every_second()
         await wait_until(lambda: not ftp_files(ftp), "every FTP file uploaded and deleted")
         assert {path: data for path, data in dropbox.files.items()} == \
@@ -184,7 +177,7 @@ async def test_nothing_is_deleted_while_dropbox_fails_or_is_down_and_the_next_ru
     ftp = plain_ftp
     (ftp.home / "report.csv").write_bytes(b"a,b\n1,2\n")
     dropbox.fail(10**6, status=503)  # Dropbox's trouble, every call
-    async with Article(tmp_path, dropbox, ftp, max_retries_on_error=0) as article:
+    async with article_server(tmp_path, dropbox, ftp, max_retries_on_error=0) as article:
         await article.every_second()
 
         async def failed_twice() -> bool:
@@ -214,7 +207,7 @@ async def test_a_file_that_keeps_failing_is_reported_by_name_and_moved_aside(tmp
     ftp = plain_ftp
     (ftp.home / "Desktop.ini").write_bytes(b"[.ShellClassInfo]\n")  # Dropbox refuses the name
     (ftp.home / "orders.json").write_bytes(b'{"orders": []}')
-    async with Article(tmp_path, dropbox, ftp) as article:
+    async with article_server(tmp_path, dropbox, ftp) as article:
         await article.every_second("api.channel.scheduler.upload.quarantine")
         await wait_until((ftp.home / "failed" / "Desktop.ini").exists, "the refused file moved to /failed")
         assert ftp_files(ftp) == set() and dropbox.files == {f"{DROPBOX_DIR}/orders.json": b'{"orders": []}'}

@@ -90,6 +90,25 @@ def to_bool(value: Any) -> bool:
         raise ValueError(f"expected true or false, got {value!r}") from None
 
 
+def setting_number(settings: Any, field: str, kind: type, default: Any, *, check: Any = None,
+                   expected: str = "", where: str = "") -> Any:
+    """ A connection's numeric setting: `settings[field]` as `kind` (int or float), `default` when
+    missing or empty; a value that is not a number, or that `check` refuses, raises ValueError
+    `"<where>: <field> = <value> is not <expected>"`. """
+    value = settings.get(field)
+    if value is None or value == "":
+        return default
+    expected = expected or f"a{'n' if kind is int else ''} {'integer' if kind is int else 'number'}"
+    prefix = f"{where}: " if where else ""
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{prefix}{field} = {value!r} is not {expected}") from None
+    if check is not None and not check(number):
+        raise ValueError(f"{prefix}{field} = {value!r} is not {expected}")
+    return number
+
+
 def _split_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 

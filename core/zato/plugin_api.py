@@ -45,6 +45,8 @@ Outgoing connections and blocking libraries
     ConnectionNotFound    no connection of that name
     call_plain_or_async   awaits `fn()` if it is `async def`, else runs it in a worker thread
     in_trio_thread        True on the trio loop's own thread (an `async def handle`)
+    client_tls_context    `client_tls_context(verify=..., ca_file=..., peer="FTP")`: an outgoing
+                          connection's TLS context (a private CA's file alone, or the system's)
 
 Admin API routes and CLI commands of a plugin (imported on first use)
     HTTPRequest, HTTPResponse, HTTPError   what a `register_http_routes` handler takes, returns, raises
@@ -60,6 +62,8 @@ A feature's own log file
 
 Configuration values
     as_bool, to_bool, to_int, to_float   server.conf's conversions (`to_*` with messages for users)
+    setting_number        a connection's numeric setting with its default, range check and a message
+                          naming the field: `setting_number(d, "port", int, 21, check=..., expected=...)`
     is_env_reference      True for a `$NAME` value (read from the environment when loaded)
     secret_call           `secret_call("outgoing_ftp", name, "password")`: the admin API call that
                           sets that secret, for error messages that say how to set it
@@ -85,14 +89,14 @@ from typing import Any
 
 from zato import hookimpl
 from zato.common import SERVER_STARTUP
-from zato.config import ConfigError, as_bool, to_bool, to_float, to_int
+from zato.config import ConfigError, as_bool, setting_number, to_bool, to_float, to_int
 from zato.objects import is_env_reference, secret_call
 from zato.registry import (
     ASGIMount, ChannelType, Connector, Field, HTTPRoute, Kind, ListenerType, ObjectType, OutgoingConnectionType, RateLimiterBackend, RegistrationError,
     SecurityType, ServerConfigSection, Setting, Task, ZatoSpelling,
 )
 from zato.server.outgoing import (
-    BlockingCallError, BlockingCalls, ConnectionNotFound, OutgoingError, call_plain_or_async,
+    BlockingCallError, BlockingCalls, ConnectionNotFound, OutgoingError, call_plain_or_async, client_tls_context,
 )
 from zato.server.logs import feature_log_file
 from zato.server.plugin_state import PluginState, PluginStateMissing
@@ -137,11 +141,12 @@ __all__ = [
     "PluginState", "PluginStateMissing",
     # outgoing connections and blocking libraries
     "BlockingCallError", "BlockingCalls", "ConnectionNotFound", "OutgoingError", "call_plain_or_async",
+    "client_tls_context",
     "in_trio_thread",
     # a feature's own log file
     "feature_log_file",
     # configuration values
-    "ConfigError", "as_bool", "to_bool", "to_float", "to_int", "is_env_reference", "secret_call",
+    "ConfigError", "as_bool", "to_bool", "to_float", "to_int", "setting_number", "is_env_reference", "secret_call",
     # the test kit
     *_TEST_KIT, "conformance",
 ]

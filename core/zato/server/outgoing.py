@@ -10,6 +10,7 @@ Each outgoing connection type names its accessor path (`OutgoingConnectionType.a
 from __future__ import annotations
 
 import logging
+import ssl
 from functools import partial
 from typing import Any, Callable, Iterator
 from zato.registry import Kind
@@ -411,3 +412,20 @@ class BlockingCalls:
         from zato.server.service import in_trio_thread
         if in_trio_thread():
             raise BlockingCallError(f"{call} blocks, and this is an async def handle on the trio loop; {instead}")
+
+
+def client_tls_context(*, verify: bool, ca_file: str | None, peer: str) -> ssl.SSLContext:
+    """ The TLS context of an outgoing connection: verifying the peer's certificate against
+    `ca_file` only (a private CA) or, without one, the system's CAs; `verify=False` checks
+    nothing. A `ca_file` that cannot be read raises ValueError saying what it must be (`peer`
+    names the kind of server, e.g. "FTP"). """
+    if not verify:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    try:
+        return ssl.create_default_context(cafile=ca_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"tls_ca_file {ca_file!r} cannot be used ({exc}); it must be a readable PEM file with "
+                         f"the certificate of the CA that signed the {peer} server's certificate") from None

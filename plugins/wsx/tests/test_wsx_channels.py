@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from wsx_fixtures import API_KEY, PASSWORD, SERVICES, USER, admin, create_channel, wsx_server
 from zato.cli import cli
 from zato.plugin_api import create_test_server_dir, run_server
+from zato_plugin_wsx.connection import MAX_IN_FLIGHT
 from zato_plugin_wsx.testing import WSXClient, WSXClosed, WSXRefused
 
 
@@ -231,6 +232,8 @@ async def test_a_client_faster_than_its_service_is_held_back_not_buffered(tmp_pa
                     await client.send_frame("invoke-service", {"sleep": 0.2})
                 replies = [await client.receive() for _ in range(40)]
     assert all(reply["meta"]["msg_type"] == "zwsx.rspok" for reply in replies)
+    # they ran in parallel, but never more than MAX_IN_FLIGHT at once: the rest waited unread
+    assert server.plugin_state["test.wsx.running"]["peak"] == MAX_IN_FLIGHT
 
 
 ZATO_EXPORT = """

@@ -36,7 +36,13 @@ class AsyncEcho(Service):
     name = 'wsx.async-echo'
 
     async def handle(self):
-        await trio.sleep(float(self.request.payload.get('sleep', 0)))
+        running = self.server.plugin_state.setdefault('test.wsx.running', {'now': 0, 'peak': 0})
+        running['now'] += 1
+        running['peak'] = max(running['peak'], running['now'])
+        try:
+            await trio.sleep(float(self.request.payload.get('sleep', 0)))
+        finally:
+            running['now'] -= 1
         self.response.payload = {'echo': self.request.payload}
 
 

@@ -28,7 +28,7 @@ from dropbox.dropbox_client import RouteErrorResult
 from dropbox.exceptions import ApiError, AuthError, BadInputError, HttpError, InternalServerError, RateLimitError
 from dropbox.session import HOST_API
 
-from zato.plugin_api import BlockingCallError, BlockingCalls, OutgoingError, secret_call  # noqa: F401 (BlockingCallError: raised from here)
+from zato.plugin_api import BlockingCallError, BlockingCalls, OutgoingError, secret_call, setting_number  # noqa: F401 (BlockingCallError: raised from here)
 
 logger = logging.getLogger("zato.dropbox")
 
@@ -361,16 +361,8 @@ def tls_session(settings: Mapping[str, Any], where: str) -> requests.Session:
 
 
 def number(settings: Mapping[str, Any], field: str, kind: type, where: str) -> Any:
-    value = settings.get(field)
-    if value is None or value == "":
-        value = DEFAULTS[field]
-    try:
-        value = kind(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: {field} = {value!r} is not a {kind.__name__}") from None
-    if value < 0:
-        raise ValueError(f"{where}: {field} = {value!r} is below 0")
-    return value
+    return setting_number(settings, field, kind, kind(DEFAULTS[field]), check=lambda value: value >= 0,
+                          expected="a number, 0 or more", where=where)
 
 
 def parse_headers(value: Any, where: str) -> dict[str, str]:

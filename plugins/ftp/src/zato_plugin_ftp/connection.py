@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
-from zato.plugin_api import BlockingCalls, OutgoingError, as_bool, secret_call
+from zato.plugin_api import BlockingCalls, OutgoingError, as_bool, client_tls_context, secret_call, setting_number
 
 logger = logging.getLogger("zato.outgoing.ftp")
 
@@ -97,10 +97,12 @@ class FTPConnection:
         self.host = str(definition.get("host") or "").strip()
         if not self.host:
             raise ValueError("host is empty; set it to the FTP server's host name or address")
-        self.port = _number(definition, "port", int, DEFAULT_PORT, lambda v: 0 < v < 65536, "a TCP port (1-65535)")
-        self.timeout = _number(definition, "timeout", float, DEFAULT_TIMEOUT, lambda v: v > 0,
-                               "a number of seconds above 0")
-        self.pool_size = _number(definition, "pool_size", int, DEFAULT_POOL_SIZE, lambda v: v >= 1, "1 or more")
+        self.port = setting_number(definition, "port", int, DEFAULT_PORT, check=lambda v: 0 < v < 65536,
+                                   expected="a TCP port (1-65535)")
+        self.timeout = setting_number(definition, "timeout", float, DEFAULT_TIMEOUT, check=lambda v: v > 0,
+                                      expected="a number of seconds above 0")
+        self.pool_size = setting_number(definition, "pool_size", int, DEFAULT_POOL_SIZE, check=lambda v: v >= 1,
+                                        expected="1 or more")
         self.user = str(definition.get("user") or "") or "anonymous"
         self._password = str(definition.get("password") or "")
         self.acct = str(definition.get("acct") or "")
@@ -113,7 +115,8 @@ class FTPConnection:
                              f"FTPS with AUTH TLS and a protected data channel)")
         self.tls_verify = _flag(definition, "tls_verify", True)
         self.tls_ca_file = str(definition.get("tls_ca_file") or "").strip() or None
-        self._tls_context = self._make_tls_context() if self.tls == TLS_EXPLICIT else None
+        self._tls_context = client_tls_context(verify=self.tls_verify, ca_file=self.tls_ca_file, peer="FTP") \
+            if self.tls == TLS_EXPLICIT else None
         if self.tls == TLS_NONE and self._password and self.user != "anonymous":
             logger.warning("outgoing ftp %r: tls is none, so the password of %r crosses the network in clear; set "
                            "tls to explicit if the server offers AUTH TLS", self.name, self.user)
@@ -132,18 +135,6 @@ class FTPConnection:
 
     def __repr__(self) -> str:
         return f"<FTPConnection {self.name!r} {self.address}{' closed' if self.closed else ''}>"
-
-    def _make_tls_context(self) -> ssl.SSLContext:
-        if not self.tls_verify:
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            return context
-        try:
-            return ssl.create_default_context(cafile=self.tls_ca_file)  # tls_ca_file: only its CAs are trusted
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"tls_ca_file {self.tls_ca_file!r} cannot be used ({exc}); it must be a readable PEM "
-                             f"file with the certificate of the CA that signed the FTP server's certificate") from None
 
     # ############################################################################################
     # For services
@@ -563,20 +554,6 @@ class FTPConnection:
 
 
 # ################################################################################################
-
-
-def _number(definition: Mapping[str, Any], name: str, kind: type, default: Any, check: Callable[[Any], bool],
-            expected: str) -> Any:
-    value = definition.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        value = kind(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} = {value!r} is not {expected}") from None
-    if not check(value):
-        raise ValueError(f"{name} = {value!r} is not {expected}")
-    return value
 
 
 def _flag(definition: Mapping[str, Any], name: str, default: bool) -> bool:

@@ -24,7 +24,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from zato.plugin_api import BlockingCallError, BlockingCalls, secret_call  # noqa: F401 (BlockingCallError: raised from here)
+from zato.plugin_api import BlockingCallError, BlockingCalls, secret_call, setting_number  # noqa: F401 (BlockingCallError: raised from here)
 
 logger = logging.getLogger("zato.redis")
 
@@ -156,16 +156,8 @@ def redis_options(settings: Mapping[str, Any], where: str) -> dict[str, Any]:
     """ redis-py's client options from our settings ([kvdb] or an `outgoing_redis` object);
     a value that cannot work raises ValueError naming the field. """
     def number(field: str, kind: type, check: Callable[[Any], bool], expected: str) -> Any:
-        value = settings.get(field)
-        if value is None or value == "":
-            value = DEFAULTS[field]
-        try:
-            value = kind(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{where}: {field} = {value!r} is not {expected}") from None
-        if not check(value):
-            raise ValueError(f"{where}: {field} = {value!r} is not {expected}")
-        return value
+        return setting_number(settings, field, kind, kind(DEFAULTS[field]), check=check, expected=expected,
+                              where=where)
 
     host = str(settings.get("host") or "").strip()
     unix_socket_path = str(settings.get("unix_socket_path") or "").strip()

@@ -24,7 +24,7 @@ from email.utils import parseaddr
 from typing import Any
 
 from zato.common.api import SMTPMessage
-from zato.plugin_api import BlockingCalls, OutgoingError, as_bool
+from zato.plugin_api import BlockingCalls, OutgoingError, as_bool, client_tls_context
 
 logger = logging.getLogger("zato.outgoing.smtp")
 
@@ -68,7 +68,8 @@ class SMTPConnection:
         tls_verify = definition.get("tls_verify")
         self.tls_verify = True if tls_verify is None else as_bool(tls_verify)  # verify unless told not to
         self.tls_ca_file = str(definition.get("tls_ca_file") or "").strip() or None
-        self._tls_context = self._make_tls_context() if self.tls_mode != TLS_NONE else None
+        self._tls_context = client_tls_context(verify=self.tls_verify, ca_file=self.tls_ca_file, peer="SMTP") \
+            if self.tls_mode != TLS_NONE else None
         if self.username and self.tls_mode == TLS_NONE:
             logger.warning("outgoing smtp %r: tls_mode is none, so the password of %r would cross the network in "
                            "clear; use starttls or ssl unless the server is on this machine", self.name, self.username)
@@ -85,19 +86,6 @@ class SMTPConnection:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
-
-    def _make_tls_context(self) -> ssl.SSLContext:
-        if not self.tls_verify:
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            return context
-        try:
-            # With tls_ca_file only that file's CAs are trusted; without it, the system's.
-            return ssl.create_default_context(cafile=self.tls_ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"tls_ca_file {self.tls_ca_file!r} cannot be used ({exc}); it must be a readable PEM file "
-                             f"with the certificate of the CA that signed the SMTP server's certificate") from None
 
     def __repr__(self) -> str:
         return f"<SMTPConnection {self.name!r} {self.address} tls_mode={self.tls_mode}>"
