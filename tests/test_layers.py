@@ -37,7 +37,9 @@ def test_every_module_of_zato_is_in_a_layer():
     """ A new package under zato/ must be placed in the contract, else nothing would check it. """
     core, builtin, plugins = (_layer_modules(layer) for layer in CONTRACTS["layers"]["layers"][::-1])
     assert builtin == {"zato.builtin"}
-    assert plugins == {"zato_plugin_smtp", "zato_plugin_sql", "zato_plugin_redis"}
+    in_this_repository = {package.name for package in (ROOT / "plugins").glob("*/src/zato_plugin_*")}
+    assert plugins == in_this_repository, f"the `layers` contract in pyproject.toml must name every plugin of " \
+                                          f"plugins/*: missing {sorted(in_this_repository - plugins)}"
     modules = {f"zato.{module.name}" for module in pkgutil.iter_modules(zato.__path__)} - {"zato.builtin"}
     assert modules == core, f"add {sorted(modules - core)} to the core layer of the `layers` contract in " \
                             f"pyproject.toml" if modules - core else f"{sorted(core - modules)} no longer exist"

@@ -35,6 +35,8 @@ A plugin's runtime objects
                           `STATE = PluginState[MyRuntime]("my_plugin")`, then `STATE.set(server, obj)`,
                           `STATE.get(server)`, `STATE.require(server)`, `STATE.get_or_create(server, make)`
     PluginStateMissing    what `require` raises when the plugin has not started in that server
+    PUBSUB_QUEUES, PubSubQueues   pub/sub's queues for plugins whose clients subscribe:
+                          `await PUBSUB_QUEUES.require(server).clear(sub_key)`
 
 Outgoing connections and blocking libraries
     BlockingCalls         a resource's worker threads: `call(fn, *args)` blocks in a plain `def`
@@ -100,6 +102,7 @@ from zato.server.outgoing import (
 )
 from zato.server.logs import feature_log_file
 from zato.server.plugin_state import PluginState, PluginStateMissing
+from zato.server.pubsub_queues import PUBSUB_QUEUES, PubSubQueues
 from zato.server.service import in_trio_thread
 
 # name -> the test-kit module it comes from, imported on first use
@@ -138,7 +141,7 @@ __all__ = [
     "ASGIMount", "ChannelType", "Connector", "Field", "HTTPRoute", "ListenerType", *_ON_FIRST_USE, "ObjectType", "OutgoingConnectionType", "RateLimiterBackend",
     "RegistrationError", "SecurityType", "ServerConfigSection", "Setting", "Task", "Kind", "ZatoSpelling",
     # a plugin's runtime objects
-    "PluginState", "PluginStateMissing",
+    "PluginState", "PluginStateMissing", "PUBSUB_QUEUES", "PubSubQueues",
     # outgoing connections and blocking libraries
     "BlockingCallError", "BlockingCalls", "ConnectionNotFound", "OutgoingError", "call_plain_or_async",
     "client_tls_context",

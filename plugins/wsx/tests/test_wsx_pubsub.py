@@ -5,6 +5,7 @@ with the same client id), unsubscribing, and the gateway's allowed list. """
 
 from __future__ import annotations
 
+import sqlite3
 from contextlib import asynccontextmanager
 
 import pytest
@@ -152,6 +153,38 @@ async def test_an_unsubscribed_client_gets_nothing(tmp_path):
                 await connection.aclose()
     assert gone["data"] == {"unsubscribed": [TOPIC]} and delivered["meta"]["id"] == msg_id
     assert [e["name"] for e in endpoints if e["name"].startswith("wsx/")] == ["wsx/wsx.test/staying"]
+
+
+async def test_unsubscribing_deletes_what_was_still_queued_for_the_client(tmp_path, monkeypatch):
+    # The client goes away; a message waits for its retry (30 s away); the client comes back and
+    # unsubscribes before it: the message is gone with the subscription, and subscribing again
+    # starts from new messages.
+    monkeypatch.setattr(wsx_pubsub, "CLIENT_WAIT_SECONDS", 0.1)
+    monkeypatch.setitem(wsx_pubsub.SUBSCRIPTION_DEFAULTS, "retry_seconds", 30.0)
+    monkeypatch.setitem(wsx_pubsub.SUBSCRIPTION_DEFAULTS, "retry_max_seconds", 30.0)
+    async with gateway_server(tmp_path) as server:
+        with trio.fail_after(30):
+            first = await client(server, "tablet-9")
+            sub_key = await subscribe(first)
+            await first.aclose()
+            old = await publish(server, "queued while away")
+            await trio.sleep(0.5)  # its first attempt gave up: it waits in the queue
+            assert queued(server, sub_key) == [old]
+            again = await client(server, "tablet-9")
+            gone = await gateway(again, "zato.pubsub.pubapi.unsubscribe", {"sub_key": sub_key})
+            left = queued(server, sub_key)
+            assert await subscribe(again) == sub_key  # the same queue, by the same names
+            new = await publish(server, "after subscribing again")
+            delivered = await next_delivery(again)
+            await again.aclose()
+    assert gone["data"] == {"unsubscribed": [TOPIC]}
+    assert left == [] and delivered["meta"]["id"] == new
+
+
+def queued(server, sub_key):
+    """ The msg_ids waiting in one queue, as the database holds them. """
+    with sqlite3.connect(server.paths.base_dir / "work" / "zato.db") as db:
+        return [row[0] for row in db.execute("SELECT msg_id FROM zato_pubsub_delivery WHERE sub_key = ?", (sub_key,))]
 
 
 async def test_the_gateway_runs_only_allowed_services_and_checks_the_subscription_input(tmp_path):

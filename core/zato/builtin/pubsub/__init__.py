@@ -55,6 +55,7 @@ from zato.builtin.pubsub.objects import (
 )
 from zato.builtin.pubsub.runtime import DeliveryError, DeliveryTarget, PubSub, deliver_to_service
 from zato.server.plugin_state import PluginState
+from zato.server.pubsub_queues import PUBSUB_QUEUES
 
 PLUGIN = "pubsub"
 RUNTIME = PluginState[PubSub](PLUGIN)
@@ -101,6 +102,7 @@ def startup_phase(phase, ctx):
         server = ctx.kwargs["server"]
         runtime = PubSub(server)
         RUNTIME.set(server, runtime)
+        PUBSUB_QUEUES.set(server, runtime)
         return trio.to_thread.run_sync(runtime.store.check_schema)
 
 

@@ -803,6 +803,20 @@ class PubSub:
 
     # ############################################################################################
 
+    async def clear(self, sub_key: str) -> int:
+        """ `PubSubQueues.clear` (zato.server.pubsub_queues): every message waiting in one queue
+        deleted, in the database and in this worker's memory. """
+        deleted = await trio.to_thread.run_sync(self.store.delete_from_queue, sub_key, None, limiter=self._db_limiter)
+        runner = self.runners.get(sub_key)
+        if runner is not None:
+            for item in runner.take_unstarted():
+                if item.delivery_id is None:  # a non-GD message lives only in memory
+                    self._ram_done(item.message)
+                    deleted += 1
+                else:  # its row is gone already: the claim is let go
+                    self._drop_item(item, "release")
+        return deleted
+
     def api_for(self, service: Any) -> "PubSubAPI":
         return PubSubAPI(self, service)
 

@@ -10,7 +10,8 @@ ext_client_name, peer_address, peer_fqdn, forwarded_for, local_address, user, co
 server_pid, worker_index.
 
 Every process sharing the configuration database is listed (zato_plugin_wsx.registry); a
-connection held by another worker of this server is invoked and disconnected through it. Live
+connection held by another process, of this server or of another sharing the database, is
+invoked and disconnected through it. Live
 fields of another process's connections (peer_fqdn, pings_missed, subscriptions) are as of its
 last heartbeat.
 """
@@ -80,11 +81,9 @@ def _not_found(pub_client_id: str) -> HTTPError:
 def _unreachable(row: dict[str, Any], registry: Any) -> HTTPError:
     where = f"process {row['server_pid']} (worker {row['worker_index']}) on {row['server_name']}"
     if not registry.store.same_server(row):
-        where += (f", a server in {row['server_dir']!r} sharing this database: notifications reach only the workers "
-                  f"of one server unless a notification_transport plugin carries them between servers; call its own "
-                  f"admin API")
+        where += f", of the server in {row['server_dir']!r} sharing this database"
     return HTTPError(502, f"Error 502 Bad Gateway: WebSocket connection {row['pub_client_id']!r} is held by {where}, "
-                          f"which did not answer")
+                          f"which did not answer; check that it is running and its log")
 
 
 async def _elsewhere(request: HTTPRequest) -> tuple[dict[str, Any], Any]:
@@ -138,7 +137,7 @@ async def invoke_connection(request: HTTPRequest) -> HTTPResponse:
         except ClientRequestFailed as exc:
             raise HTTPError(504, f"Error 504 Gateway Timeout: {exc}") from None
     row, registry = await _elsewhere(request)
-    answer = await registry.ask(INVOKE, {"pub_client_id": row["pub_client_id"], "data": body["data"],
+    answer = await registry.ask(row, INVOKE, {"pub_client_id": row["pub_client_id"], "data": body["data"],
                                          "timeout": float(timeout)}, float(timeout) + REPLY_GRACE_SECONDS)
     if answer is None:
         if await registry.find(row["pub_client_id"]) is None:
@@ -162,7 +161,7 @@ async def disconnect_connection(request: HTTPRequest) -> HTTPResponse:
             await registry.forget(connection.pub_client_id)
         return HTTPResponse.json({"disconnected": connection.pub_client_id})
     row, registry = await _elsewhere(request)
-    answer = await registry.ask(DISCONNECT, {"pub_client_id": row["pub_client_id"]}, DISCONNECT_TIMEOUT)
+    answer = await registry.ask(row, DISCONNECT, {"pub_client_id": row["pub_client_id"]}, DISCONNECT_TIMEOUT)
     if answer is None:
         if await registry.find(row["pub_client_id"]) is None:
             raise _not_found(row["pub_client_id"])

@@ -5,7 +5,6 @@ through it is known here (for the admin API and for services' `self.wsx`). """
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -255,18 +254,18 @@ class ChannelFacade:
 
     def broadcast(self, data: Any) -> int:
         """ Sends `data` (zwsx.rqc, no answer awaited) to every client of the channel with a session,
-        in every worker of the server; returns how many clients of this worker it was sent to
-        (the other workers send to theirs as the notification reaches them). From a plain `def`
-        service (a worker thread). """
+        in every worker of this server and of the servers sharing its database; returns how many
+        clients of this worker it was sent to (the other processes send to theirs as the request
+        reaches them). From a plain `def` service (a worker thread). """
         return trio.from_thread.run(self.broadcast_async, data)
 
     async def broadcast_async(self, data: Any) -> int:
         """ As `broadcast`, from an `async def` service. """
-        from zato_plugin_wsx.registry import BROADCAST, REGISTRY
+        from zato_plugin_wsx.registry import REGISTRY
         sent = await self.send_to_local_clients(data)
-        if REGISTRY.get(self._channels.server) is not None:  # other workers send to theirs
-            await self._channels.server.notify(BROADCAST, {"channel": self.name, "data": data,
-                                                          "origin_pid": os.getpid()})
+        registry = REGISTRY.get(self._channels.server)
+        if registry is not None:  # the other processes send to theirs
+            await registry.broadcast(self.name, data)
         return sent
 
     async def send_to_local_clients(self, data: Any) -> int:
@@ -284,8 +283,8 @@ class ChannelFacade:
         return trio.from_thread.run(self.invoke_async, pub_client_id, data, timeout)
 
     async def invoke_async(self, pub_client_id: str, data: Any, timeout: float = 5.0) -> Any:
-        """ As `invoke`, from an `async def` service; a client of another worker of this server is
-        reached through it (zato_plugin_wsx.registry). """
+        """ As `invoke`, from an `async def` service; a client of another process (a worker of this
+        server or of another sharing the database) is reached through it (zato_plugin_wsx.registry). """
         connection = self._channels.connections.get(self.name, {}).get(pub_client_id)
         if connection is not None:
             return await connection.invoke_client(data, timeout)
@@ -294,7 +293,7 @@ class ChannelFacade:
         row = await registry.find(pub_client_id) if registry is not None else None
         if row is None or row.get("channel_name") != self.name:
             raise ClientRequestFailed(f"no WebSocket connection {pub_client_id!r} is open on channel {self.name!r}")
-        answer = await registry.ask(INVOKE, {"pub_client_id": pub_client_id, "data": data, "timeout": timeout},
+        answer = await registry.ask(row, INVOKE, {"pub_client_id": pub_client_id, "data": data, "timeout": timeout},
                                     timeout + REPLY_GRACE_SECONDS)
         if answer is None:
             raise ClientRequestFailed(f"WebSocket connection {pub_client_id!r} is held by process {row.get('server_pid')} "

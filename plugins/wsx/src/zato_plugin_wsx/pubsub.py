@@ -12,10 +12,9 @@ enmasse and every worker see them):
   gets what was published while it was away (guaranteed-delivery messages; non-GD ones only
   while this worker runs).
 * Endpoints of type `wsx` are found by that name only: one named otherwise gets no deliveries.
-* Subscribing creates both objects if missing and adds the topic; unsubscribing removes it; the
-  last topic removed deletes both. Messages still queued for a removed topic stay in its queue
-  (pub/sub keeps a deleted subscription's queue, and finds it again if the subscription comes
-  back). An endpoint an administrator created beforehand under that name keeps its `sub=`
+* Subscribing creates both objects if missing and adds the topic; unsubscribing removes it and
+  deletes the messages still queued for the client on that topic (as Zato does: subscribing
+  again starts from new messages); the last topic removed deletes both objects. An endpoint an administrator created beforehand under that name keeps its `sub=`
   patterns: a topic they do not allow is refused.
 
 Subscriptions outlive connections (Zato's `unsub_on_wsx_close=False`): that is the point of
@@ -26,9 +25,9 @@ this worker gets `zwsx.psrq` with meta.id = the msg_id and the message as data. 
 it waits up to `CLIENT_WAIT_SECONDS` for the client to come back (the queue's next messages
 wait behind it, not failing), then raises: a failed attempt, retried under the subscription's
 failure policy (pub/sub's), while the message stays queued. A client connected to another
-worker of the server gets it through that worker: the connection registry
-(zato_plugin_wsx.registry) says which one holds it, and a `wsx.deliver` notification has it send
-the frame and say it did.
+process (a worker of this server, or of another server sharing the database) gets it through
+that process: the connection registry (zato_plugin_wsx.registry) says which one holds it, and
+asks it to send the frame and say it did.
 As in Zato there is no acknowledgement: a frame sent is a message delivered. A client-response
 to a `zpsm…` id is accepted and ignored.
 
@@ -49,7 +48,7 @@ from urllib.parse import quote, unquote
 import trio
 
 from zato.common.pubsub import DeliveryError, sub_key
-from zato.plugin_api import Kind
+from zato.plugin_api import PUBSUB_QUEUES, Kind
 from zato_plugin_wsx import protocol
 
 logger = logging.getLogger("zato.wsx")
@@ -151,6 +150,11 @@ async def unsubscribe(server: Any, wsx: Any, topic_names: list[str] | None = Non
         removed = await trio.to_thread.run_sync(_remove_topics, server, name, sorted(wanted))
         if removed:
             await _changed(server)
+    queues = PUBSUB_QUEUES.get(server)
+    for topic in removed:  # what was still queued for the client goes with its subscription, as in Zato
+        deleted = await queues.clear(sub_key_of(topic, name)) if queues is not None else 0
+        if deleted:
+            logger.info("%s: %d messages of %s still queued for it deleted", wsx.connection.describe(), deleted, topic)
     for topic in removed:
         wsx.connection.subscriptions.pop(topic, None)
     if removed:
@@ -278,7 +282,7 @@ async def deliver(server: Any, subscription: Any, message: Any, cid: str) -> Non
     frame = protocol.pubsub_delivery(message.msg_id, message_dict(message))
     name = subscription.endpoint_name
     deadline = trio.current_time() + CLIENT_WAIT_SECONDS
-    if not connections_of(server, name) and await _delivered_by_another_worker(server, name, frame, message, cid):
+    if not connections_of(server, name) and await _delivered_by_another_process(server, name, frame, message, cid):
         return
     while True:
         for connection in connections_of(server, name):
@@ -295,9 +299,10 @@ async def deliver(server: Any, subscription: Any, message: Any, cid: str) -> Non
         await trio.sleep(CLIENT_POLL_SECONDS)
 
 
-async def _delivered_by_another_worker(server: Any, name: str, frame: str, message: Any, cid: str) -> bool:
-    """ The client is not connected to this worker: if another worker of this server holds its
-    connection (zato_plugin_wsx.registry), that worker sends the frame. True if it did. """
+async def _delivered_by_another_process(server: Any, name: str, frame: str, message: Any, cid: str) -> bool:
+    """ The client is not connected to this worker: if another process (a worker of this server
+    or of another sharing the database) holds its connection (zato_plugin_wsx.registry), that
+    process sends the frame. True if it did. """
     from zato_plugin_wsx.registry import DELIVER, REGISTRY
     registry = REGISTRY.get(server)
     if registry is None:
@@ -305,9 +310,9 @@ async def _delivered_by_another_worker(server: Any, name: str, frame: str, messa
     _, channel, client_id = (unquote(part) for part in name.split("/", 2))
     rows = [row for row in await registry.in_thread(registry.store.listed, time.time(), channel=channel,
                                                     ext_client_id=client_id)
-            if registry.store.same_server(row) and not registry.store.is_mine(row)]
+            if not registry.store.is_mine(row)]
     for row in sorted(rows, key=lambda row: row["connection_time"], reverse=True):
-        answer = await registry.ask(DELIVER, {"pub_client_id": row["pub_client_id"], "frame": frame,
+        answer = await registry.ask(row, DELIVER, {"pub_client_id": row["pub_client_id"], "frame": frame,
                                               "topic_name": message.topic_name}, CLIENT_WAIT_SECONDS)
         if answer is not None and answer[0] == 200:
             return True

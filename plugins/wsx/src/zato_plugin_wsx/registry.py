@@ -6,12 +6,15 @@ admin API lists, invokes and disconnects a connection wherever it is open.
   and in batches, in a worker thread); it refreshes `last_seen` of its rows every
   `HEARTBEAT_SECONDS`, so rows of a process that died are no longer listed after
   `STALE_SECONDS`, and deleted. At start, rows of this host's processes that are gone are deleted.
-* Invoking or disconnecting a connection held by another process: a notification (`wsx.invoke`,
-  `wsx.disconnect`) to every worker; the holder acts and writes the outcome to `zato_wsx_reply`,
-  which the asking process polls until the timeout. Notifications reach the workers of one
-  server (the core's transport); a connection held by another server sharing the database is
-  listed, and reached only if a `notification_transport` plugin carries notifications between
-  servers.
+* Invoking, disconnecting or delivering to a connection held by another process: the holder is
+  asked, acts and writes the outcome to `zato_wsx_reply`, which the asking process polls until
+  the timeout. A holder in this server is asked by a notification (`wsx.invoke`,
+  `wsx.disconnect`, `wsx.deliver`) to its workers, which arrives at once; a holder in another
+  server sharing the database by a row in `zato_wsx_request` addressed to its process, which
+  each process holding connections reads every `REQUEST_POLL_SECONDS` (so a call across servers
+  takes up to that much longer). Broadcasts reach the other workers of this server by the
+  notification `wsx.broadcast` and each process of another server holding clients of the
+  channel by a request row.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ HEARTBEAT_SECONDS = 10.0
 STALE_SECONDS = 60.0  # a row not refreshed for this long is of a process that is gone
 REPLY_GRACE_SECONDS = 2.0  # beyond an invoke's timeout: the notification's way there and the reply's back
 DISCONNECT_TIMEOUT = 5.0
+REQUEST_POLL_SECONDS = 0.2  # how often a process holding connections reads requests from other servers
 ABANDONED_REPLY_SECONDS = 600.0  # replies nobody read (the asker gave up) are deleted after this
 
 REGISTRY: PluginState["ConnectionRegistry"] = PluginState("wsx.registry", "the WebSocket connections registry")
@@ -76,6 +80,17 @@ reply_table = Table(
     Column("status", Integer, nullable=False),
     Column("body", Text, nullable=False),
     Column("created", Float, nullable=False),
+)
+
+request_table = Table(
+    "zato_wsx_request", metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("action", String(40), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("holder_name", String(200), nullable=False),
+    Column("holder_pid", Integer, nullable=False),
+    Column("created", Float, nullable=False),
+    Index("ix_zato_wsx_request_holder", "holder_name", "holder_pid"),
 )
 
 _LISTED = ("pub_client_id", "channel_name", "ext_client_id", "ext_client_name", "peer_address", "peer_fqdn",
@@ -148,6 +163,7 @@ class ConnectionStore:
         with self.engine.begin() as conn:
             conn.execute(delete(connection_table).where(connection_table.c.last_seen < now - STALE_SECONDS))
             conn.execute(delete(reply_table).where(reply_table.c.created < now - ABANDONED_REPLY_SECONDS))
+            conn.execute(delete(request_table).where(request_table.c.created < now - ABANDONED_REPLY_SECONDS))
 
     def clean_at_start(self) -> int:
         """ Deletes the rows of processes of this host that are not running (and this pid's,
@@ -182,6 +198,32 @@ class ConnectionStore:
                 connection_table.c.pub_client_id == pub_client_id,
                 connection_table.c.last_seen >= now - STALE_SECONDS)).first()
         return dict(row._mapping) if row is not None else None
+
+    def other_servers_holding(self, channel: str, now: float) -> list[dict[str, Any]]:
+        """ The processes of other servers with clients of `channel` (server_name, server_dir, server_pid). """
+        query = select(connection_table.c.server_name, connection_table.c.server_dir,
+                       connection_table.c.server_pid).where(
+            connection_table.c.channel_name == channel, connection_table.c.last_seen >= now - STALE_SECONDS).distinct()
+        with self.engine.connect() as conn:
+            holders = [dict(row._mapping) for row in conn.execute(query)]
+        return [holder for holder in holders if not self.same_server(holder)]
+
+    def request(self, holder: dict[str, Any], action: str, payload: dict[str, Any]) -> None:
+        """ Asks the process `holder` (a row naming it) of another server to act. """
+        with self.engine.begin() as conn:
+            conn.execute(insert(request_table), [{
+                "request_id": payload["request_id"], "action": action, "payload": json.dumps(payload),
+                "holder_name": holder["server_name"], "holder_pid": holder["server_pid"], "created": time.time()}])
+
+    def take_requests(self) -> list[tuple[str, dict[str, Any]]]:
+        """ The requests addressed to this process, deleted as they are read: (action, payload). """
+        mine = (request_table.c.holder_name == self.host) & (request_table.c.holder_pid == self.pid)
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(request_table.c.action, request_table.c.payload).where(mine).order_by(
+                request_table.c.created)).all()
+            if rows:
+                conn.execute(delete(request_table).where(mine))
+        return [(row.action, json.loads(row.payload)) for row in rows]
 
     def reply(self, request_id: str, status: int, body: Any, *, closed: str | None = None) -> None:
         """ Writes an answer for the asking process; `closed`: the row of that connection goes
@@ -244,11 +286,16 @@ class ConnectionRegistry:
         self.running = True
         task_status.started()
         try:
-            next_heartbeat = trio.current_time() + HEARTBEAT_SECONDS
+            next_poll = trio.current_time()
+            next_heartbeat = next_poll + HEARTBEAT_SECONDS
             while True:
-                with trio.move_on_at(next_heartbeat):
+                holding = self._holds_connections()  # requests come only for connections this process holds
+                with trio.move_on_at(min(next_heartbeat, next_poll) if holding else next_heartbeat):
                     await self._changed.wait()
                 await self._write_changes()
+                if holding and trio.current_time() >= next_poll:
+                    await self._take_requests()
+                    next_poll = trio.current_time() + REQUEST_POLL_SECONDS
                 if trio.current_time() >= next_heartbeat:
                     await self._heartbeat()
                     next_heartbeat = trio.current_time() + HEARTBEAT_SECONDS
@@ -271,6 +318,27 @@ class ConnectionRegistry:
         except Exception:
             logger.exception("WebSocket connections: %d changes could not be written to the database; listings in "
                              "other processes miss them until the next heartbeat", len(changes))
+
+    def _holds_connections(self) -> bool:
+        from zato_plugin_wsx import CHANNELS
+        channels = CHANNELS.get(self.server)
+        return channels is not None and any(channels.connections.values())
+
+    async def _take_requests(self) -> None:
+        """ Acts on what processes of other servers asked of this one. """
+        try:
+            requests = await self.in_thread(self.store.take_requests)
+        except Exception:
+            logger.exception("WebSocket connections: requests of other servers could not be read; retried in %g s",
+                             REQUEST_POLL_SECONDS)
+            return
+        for action, payload in requests:
+            handler = HANDLERS.get(action)
+            if handler is None:
+                logger.warning("WebSocket connections: a request %r of another server is not known here; ignored "
+                               "(are the servers of one version?)", action)
+                continue
+            handler(self.server, payload)
 
     async def _heartbeat(self) -> None:
         from zato_plugin_wsx import CHANNELS
@@ -297,11 +365,16 @@ class ConnectionRegistry:
     async def forget(self, pub_client_id: str) -> None:
         await self.in_thread(self.store.apply, [("close", pub_client_id)])
 
-    async def ask(self, action: str, payload: dict[str, Any], timeout: float) -> tuple[int, Any] | None:
-        """ Notifies every worker of `action`; returns the holder's (status, body), or None if
-        no answer came within `timeout` seconds. """
-        request_id = uuid.uuid4().hex
-        await self.server.notify(action, {**payload, "request_id": request_id})
+    async def ask(self, holder: dict[str, Any], action: str, payload: dict[str, Any],
+                  timeout: float) -> tuple[int, Any] | None:
+        """ Asks the process holding a connection (`holder`: its row) to act; returns its
+        (status, body), or None if no answer came within `timeout` seconds. """
+        payload = {**payload, "request_id": uuid.uuid4().hex}
+        if self.store.same_server(holder):
+            await self.server.notify(action, payload)
+        else:
+            await self.in_thread(self.store.request, holder, action, payload)
+        request_id = payload["request_id"]
         delay = 0.005
         with trio.move_on_after(timeout):
             while True:
@@ -311,6 +384,19 @@ class ConnectionRegistry:
                     return answer
                 delay = min(delay * 2, 0.1)
         return None
+
+
+    async def broadcast(self, channel: str, data: Any) -> None:
+        """ The other workers of this server and each process of another server holding clients of
+        `channel` send `data` to theirs. """
+        payload = {"channel": channel, "data": data, "origin_pid": os.getpid()}
+        await self.server.notify(BROADCAST, payload)
+        try:
+            for holder in await self.in_thread(self.store.other_servers_holding, channel, time.time()):
+                await self.in_thread(self.store.request, holder, BROADCAST, {**payload, "request_id": uuid.uuid4().hex})
+        except Exception:
+            logger.exception("WebSocket channel %r: a broadcast could not be passed on to the servers sharing the "
+                             "database; their clients miss it", channel)
 
 
 def _live_fields(row: dict[str, Any]) -> tuple:
@@ -406,7 +492,8 @@ def on_broadcast(server: Any, payload: Any) -> None:
     from zato_plugin_wsx import CHANNELS
     from zato_plugin_wsx.channels import ChannelFacade
     channels = CHANNELS.get(server)
-    if channels is None or payload.get("origin_pid") == os.getpid() or payload.get("channel") not in channels.settings:
+    if channels is None or payload.get("origin_pid") == os.getpid() or payload.get("channel") not in channels.settings \
+            or server.background_nursery is None:
         return
     server.background_nursery.start_soon(ChannelFacade(channels, payload["channel"]).send_to_local_clients,
                                          payload.get("data"))
@@ -420,11 +507,12 @@ def register_migrations(register: Any) -> None:
     register("wsx", MIGRATIONS)
 
 
+HANDLERS = {INVOKE: on_invoke, DISCONNECT: on_disconnect, BROADCAST: on_broadcast, DELIVER: on_deliver}
+
+
 def register_notification_handlers(register: Any) -> None:
-    register(INVOKE, on_invoke)
-    register(DISCONNECT, on_disconnect)
-    register(BROADCAST, on_broadcast)
-    register(DELIVER, on_deliver)
+    for action, handler in HANDLERS.items():
+        register(action, handler)
 
 
 def register_tasks(register: Any, server: Any) -> None:
