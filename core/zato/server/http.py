@@ -394,15 +394,18 @@ class ASGIApp:
         nothing it raises reaches hypercorn. """
         cid = cid or new_cid()
         started = perf_counter()
-        child = dict(scope)
-        child["root_path"] = scope.get("root_path", "") + mount.root_path
-        extensions = dict(scope.get("extensions") or {})
+        # The scope is hypercorn's, made for this request or connection and not used again: it is
+        # changed in place (a copy would live as long as each WebSocket connection)
+        if mount.root_path:
+            scope["root_path"] = scope.get("root_path", "") + mount.root_path
+        extensions = scope.get("extensions")
+        if extensions is None:
+            extensions = scope["extensions"] = {}
         extensions["zato"] = {"cid": cid, "server": self.server, "prefix": mount.prefix,
                               "websocket_ping": True}  # zato.server.websocket_pings
-        child["extensions"] = extensions
         reply = _MountReply(send, cid)
         try:
-            await mount.app(child, receive, reply.send)
+            await mount.app(scope, receive, reply.send)
         except Exception:
             logger.exception("cid=%s the ASGI application mounted at %s by plugin %r failed on %s %s", cid,
                              mount.prefix, mount.plugin, scope.get("method", "WebSocket"), scope["path"])

@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import textwrap
 
+import click
 import pytest
 import trio
 from click.testing import CliRunner
 
 from wsx_fixtures import API_KEY, PASSWORD, SERVICES, USER, admin, create_channel, wsx_server
-from zato.cli import cli
+from zato.cli import add_plugin_commands, cli
 from zato.plugin_api import create_test_server_dir, run_server
 from zato_plugin_wsx.connection import MAX_IN_FLIGHT
 from zato_plugin_wsx.testing import WSXClient, WSXClosed, WSXRefused
@@ -173,6 +174,48 @@ async def test_admin_lists_invokes_and_disconnects_connections(tmp_path):
     assert silent.status_code == 504 and "did not answer within 0.3 s" in silent.text
     assert gone.status_code == 200 and closed.value.code == 4005
     assert [c["ext_client_id"] for c in after] == ["beta"] and unknown.status_code == 404
+
+
+def zato(*args):
+    """ `zato ...` in this process with the commands of the plugins, on a copy of the command group. """
+    argv = [str(arg) for arg in args]
+    group = click.Group("zato", commands=dict(cli.commands), callback=cli.callback)
+    add_plugin_commands(group, argv)
+    return CliRunner().invoke(group, argv)
+
+
+async def test_the_zato_wsx_commands_list_invoke_and_disconnect_through_the_running_server(tmp_path):
+    async with wsx_server(tmp_path) as server:
+        await create_channel(server)
+        base = server.paths.base_dir
+        with trio.fail_after(30):
+            async with await WSXClient.connect(server.address, "/ws/test") as client:
+                await client.create_session(USER, PASSWORD, client_id="cli-client", client_name="From the CLI")
+                table = await trio.to_thread.run_sync(zato, "wsx", "connections", base)
+                as_json = await trio.to_thread.run_sync(zato, "wsx", "connections", base, "--client-id", "cli-client",
+                                                        "--json")
+                none = await trio.to_thread.run_sync(zato, "wsx", "connections", base, "--channel", "no.such")
+                [row] = json.loads(as_json.output)
+                async with trio.open_nursery() as nursery:
+                    async def answer() -> None:
+                        request = await client.next_request()
+                        await client.respond(request, {"got": request["data"]})
+                    nursery.start_soon(answer)
+                    invoked = await trio.to_thread.run_sync(zato, "wsx", "invoke", base, row["pub_client_id"],
+                                                            "--data", '{"cmd": "status"}')
+                silent = await trio.to_thread.run_sync(zato, "wsx", "invoke", base, row["pub_client_id"], "--data",
+                                                       "anyone?", "--timeout", "0.3")
+                gone = await trio.to_thread.run_sync(zato, "wsx", "disconnect", base, row["pub_client_id"])
+                with pytest.raises(WSXClosed) as closed:
+                    await client.receive_until(lambda frame: False)
+                again = await trio.to_thread.run_sync(zato, "wsx", "disconnect", base, row["pub_client_id"])
+    assert table.exit_code == 0 and "1 WebSocket connections" in table.output and "cli-client" in table.output
+    assert row["ext_client_name"] == "From the CLI" and row["channel_name"] == "wsx.test"
+    assert none.exit_code == 0 and "0 WebSocket connections" in none.output
+    assert invoked.exit_code == 0 and json.loads(invoked.output) == {"got": {"cmd": "status"}}, invoked.output
+    assert silent.exit_code == 1 and "HTTP 504" in silent.output and "did not answer within 0.3 s" in silent.output
+    assert gone.exit_code == 0 and closed.value.code == 4005
+    assert again.exit_code == 1 and "HTTP 404" in again.output and "GET /zato/api/wsx/connections" in again.output
 
 
 async def test_services_broadcast_to_every_client_of_a_channel(tmp_path):

@@ -7,8 +7,9 @@
   `client-response`; tokens, session wait time and pings as in Zato (zato_plugin_wsx.connection).
 * `self.request.wsx` in services invoked through a channel: the connection's ids and addresses.
 * `self.wsx.channel[name].broadcast(data)` and `.invoke(pub_client_id, data)` in services.
-* The admin API lists, invokes and disconnects connections wherever they are open, in any
-  worker (zato_plugin_wsx.admin, zato_plugin_wsx.registry).
+* The admin API and `zato wsx ...` list, invoke and disconnect connections wherever they are
+  open, in any worker of any server sharing the database (zato_plugin_wsx.admin,
+  zato_plugin_wsx.registry).
 * `helpers.web-sockets-gateway`, Zato's gateway service, and pub/sub to WebSocket clients: the
   `wsx` delivery target (zato_plugin_wsx.gateway, zato_plugin_wsx.pubsub).
 
@@ -104,6 +105,12 @@ def register_http_routes(register):
     from zato_plugin_wsx.admin import ROUTES
     for path, handler, methods, openapi in ROUTES:
         register(path, handler, methods=methods, openapi=openapi)
+
+
+@hookimpl
+def register_cli_commands(cli):
+    from zato_plugin_wsx.admin import add_commands
+    add_commands(cli)
 
 
 @hookimpl

@@ -9,6 +9,9 @@ ext_client_name, peer_address, peer_fqdn, forwarded_for, local_address, user, co
 (UTC, ISO), pings_missed, subscriptions (topic -> subscription time), server_name (the host),
 server_pid, worker_index.
 
+The same from the command line, through the running server (`zato wsx connections|invoke|disconnect
+BASE_DIR ...`, `add_commands`).
+
 Every process sharing the configuration database is listed (zato_plugin_wsx.registry); a
 connection held by another process, of this server or of another sharing the database, is
 invoked and disconnected through it. Live
@@ -18,9 +21,11 @@ last heartbeat.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from zato.plugin_api import HTTPError, HTTPRequest, HTTPResponse, check_admin
 
@@ -174,3 +179,74 @@ ROUTES = [
     (f"{PREFIX}/connections/{{pub_client_id}}/invoke", invoke_connection, ("POST",), INVOKE_OPENAPI),
     (f"{PREFIX}/connections/{{pub_client_id}}/disconnect", disconnect_connection, ("POST",), DISCONNECT_OPENAPI),
 ]
+
+
+# ################################################################################################
+# The command line: `zato wsx ...` (the register_cli_commands hook)
+
+
+def add_commands(cli: Any) -> None:
+    import click
+
+    @cli.group("wsx")
+    def wsx() -> None:
+        """ WebSocket connections of a running server: list, invoke, disconnect. """
+
+    @wsx.command("connections")
+    @click.argument("base_dir", type=click.Path(exists=True, file_okay=False))
+    @click.option("--channel", default="", help="Only this channel's connections")
+    @click.option("--client-id", default="", help="Only connections of this external client id")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table")
+    def connections(base_dir: str, channel: str, client_id: str, as_json: bool) -> None:
+        """ The connections open in every process of the server in BASE_DIR and of the servers
+        sharing its database. """
+        query = urlencode({key: value for key, value in (("channel", channel), ("ext_client_id", client_id)) if value})
+        rows = _call(base_dir, "GET", f"{PREFIX}/connections" + (f"?{query}" if query else ""))["connections"]
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+            return
+        # Plain columns, never cut or wrapped: ids are copied from here into `zato wsx invoke`
+        header = ("PUB_CLIENT_ID", "CHANNEL", "CLIENT_ID", "CLIENT_NAME", "PEER", "CONNECTED_UTC", "SERVER:PID",
+                  "TOPICS")
+        lines = [header] + [(row["pub_client_id"], row["channel_name"], row["ext_client_id"] or "-",
+                             row["ext_client_name"] or "-", row["peer_fqdn"] or row["peer_address"],
+                             row["connection_time"], f"{row['server_name']}:{row['server_pid']}",
+                             ",".join(row["subscriptions"]) or "-") for row in rows]
+        widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
+        for line in lines:
+            click.echo("  ".join(value.ljust(width) for value, width in zip(line, widths)).rstrip())
+        click.echo(f"{len(rows)} WebSocket connections")
+
+    @wsx.command("invoke")
+    @click.argument("base_dir", type=click.Path(exists=True, file_okay=False))
+    @click.argument("pub_client_id")
+    @click.option("--data", required=True, help="JSON sent to the client (zwsx.rqc); text that is not JSON is sent "
+                                                "as a string")
+    @click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for the client's answer")
+    def invoke(base_dir: str, pub_client_id: str, data: str, timeout: float) -> None:
+        """ Send a request to the connection PUB_CLIENT_ID and print the client's answer. """
+        try:
+            value = json.loads(data)
+        except ValueError:
+            value = data
+        answer = _call(base_dir, "POST", f"{PREFIX}/connections/{quote(pub_client_id, safe='')}/invoke",
+                       {"data": value, "timeout": timeout}, timeout=timeout + 10)
+        click.echo(json.dumps(answer["response"]))
+
+    @wsx.command("disconnect")
+    @click.argument("base_dir", type=click.Path(exists=True, file_okay=False))
+    @click.argument("pub_client_id")
+    def disconnect(base_dir: str, pub_client_id: str) -> None:
+        """ Close the connection PUB_CLIENT_ID (close code 4005). """
+        _call(base_dir, "POST", f"{PREFIX}/connections/{quote(pub_client_id, safe='')}/disconnect", {})
+        click.echo(f"disconnected {pub_client_id}")
+
+
+def _call(base_dir: str, method: str, path: str, body: Any = None, timeout: float = 60.0) -> dict[str, Any]:
+    import click
+    from zato.plugin_api import admin_request, describe_error, server_paths
+    status, _, reply = admin_request(server_paths(base_dir), method, path,
+                                     json.dumps(body).encode() if body is not None else None, timeout=timeout)
+    if status != 200:
+        raise click.ClickException(describe_error(status, reply))
+    return json.loads(reply)

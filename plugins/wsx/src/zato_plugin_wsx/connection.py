@@ -158,11 +158,13 @@ class WSXConnection:
         self._on_open, self._on_close = on_open, on_close
         self._pinger = pinger
         self._send_lock = trio.Lock()
-        self._in_flight = trio.Semaphore(MAX_IN_FLIGHT)
-        self._waiting: dict[str, tuple[trio.Event, list[Any]]] = {}  # server request id -> (answered, [data])
+        # Made on first use, and the session's event dropped once it opened: thousands of idle
+        # connections are held at a time, each byte of each counts
+        self._in_flight: trio.Semaphore | None = None  # the client's requests running (MAX_IN_FLIGHT)
+        self._waiting: dict[str, tuple[trio.Event, list[Any]]] | None = None  # server request id -> (answered, [data])
         self._cancel: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
-        self._session_opened = trio.Event()
+        self._session_opened: trio.Event | None = trio.Event()
 
     # ############################################################################################
     # Running
@@ -189,7 +191,7 @@ class WSXConnection:
 
     def _finish(self) -> None:
         self.closed = True
-        for event, _ in self._waiting.values():
+        for event, _ in (self._waiting or {}).values():
             event.set()
         if self.token is not None:
             self._on_close(self)
@@ -252,6 +254,8 @@ class WSXConnection:
             return await self._create_session(frame)
         if frame.action == protocol.CLIENT_RESPONSE:
             return self._on_client_response(frame)
+        if self._in_flight is None:
+            self._in_flight = trio.Semaphore(MAX_IN_FLIGHT)
         await self._in_flight.acquire()  # past MAX_IN_FLIGHT, this client's next frames wait
         nursery.start_soon(self._invoke, frame)
 
@@ -272,8 +276,10 @@ class WSXConnection:
     # Sessions
 
     async def _wait_for_session(self) -> None:
+        opened = self._session_opened
+        assert opened is not None
         with trio.move_on_after(self.channel.new_token_wait_time):
-            await self._session_opened.wait()
+            await opened.wait()
             return
         await self._forbid(f"did not create a session within {self.channel.new_token_wait_time:g} s")
 
@@ -295,7 +301,9 @@ class WSXConnection:
         self.expires_at = trio.current_time() + self.channel.token_ttl
         await self.send_text(protocol.auth_response(frame.id, self.token))
         if first:
+            assert self._session_opened is not None
             self._session_opened.set()
+            self._session_opened = None
             self._on_open(self)
             assert self._nursery is not None
             self._pinger.add(self)
@@ -375,6 +383,7 @@ class WSXConnection:
                              exc, exc_info=not isinstance(exc, (HTTPError, trio.TooSlowError)))
             reply = protocol.error_response(frame.id, status, message, cid)
         finally:
+            assert self._in_flight is not None
             self._in_flight.release()
         try:
             await self.send_text(reply)
@@ -393,6 +402,8 @@ class WSXConnection:
         or raises ClientRequestFailed after `timeout` seconds. """
         msg_id = protocol.new_id()
         answered, box = trio.Event(), []
+        if self._waiting is None:
+            self._waiting = {}
         self._waiting[msg_id] = (answered, box)
         try:
             await self.send_text(protocol.server_request(msg_id, data))
@@ -405,6 +416,8 @@ class WSXConnection:
             return box[0]
         finally:
             self._waiting.pop(msg_id, None)
+            if not self._waiting:
+                self._waiting = None
 
     async def send_to_client(self, data: Any) -> None:
         """ Sends `data` as zwsx.rqc without waiting for an answer (broadcasts). """
@@ -412,7 +425,7 @@ class WSXConnection:
 
     def _on_client_response(self, frame: ClientFrame) -> None:
         in_reply_to = frame.meta.get("in_reply_to")
-        waiting = self._waiting.get(in_reply_to) if isinstance(in_reply_to, str) else None
+        waiting = self._waiting.get(in_reply_to) if isinstance(in_reply_to, str) and self._waiting else None
         if waiting is None:
             logger.info("%s answered %r, which no request is waiting for (it timed out, or was never sent)",
                         self.describe(), in_reply_to)
