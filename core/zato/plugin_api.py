@@ -44,6 +44,9 @@ Outgoing connections and blocking libraries
                           stops a blocking method from stalling the trio loop
     BlockingCallError     what `refuse_on_loop` raises (an `OutgoingError` and a `RuntimeError`)
     OutgoingError         an outgoing connection failed: say which one, what it did and why
+    outgoing_credentials  `outgoing_credentials(server, security_name)`: the user and clear secret an
+                          outgoing connection sends for a security definition (direction outgoing),
+                          or OutgoingCredentialsError (a LookupError) saying what to fix
     ConnectionNotFound    no connection of that name
     call_plain_or_async   awaits `fn()` if it is `async def`, else runs it in a worker thread
     in_trio_thread        True on the trio loop's own thread (an `async def handle`)
@@ -121,7 +124,8 @@ _ON_FIRST_USE = {"Invocation": "zato.server.listeners", "Backoff": "zato.server.
                  "check_admin": "zato.server.admin_auth",
                  "ServiceNotFound": "zato.server.deployment", "InputError": "zato.server.service.simpleio",
                  "admin_request": "zato.cli.admin_client", "describe_error": "zato.cli.admin_client",
-                 "server_paths": "zato.cli.admin_client"}
+                 "server_paths": "zato.cli.admin_client",
+                 "outgoing_credentials": "zato.server.credentials", "OutgoingCredentialsError": "zato.server.credentials"}
 
 
 def __getattr__(name: str) -> Any:

@@ -76,6 +76,11 @@ def register_server_config(register):
         "claim_batch": Setting(50, minimum=1, maximum=100_000, doc="Messages a queue holds in RAM"),
         "cleanup_interval": Setting(10.0, exclusive_minimum=0, maximum=86400,
                                     doc="Seconds between two removals of expired messages"),
+        # Zato's key for what helpers.web-sockets-gateway may run; the wsx plugin reads it (its own
+        # spelling is [wsx] gateway_service_allowed)
+        "wsx_gateway_service_allowed": Setting("", doc="Services WebSocket clients may invoke through "
+                                                       "helpers.web-sockets-gateway, comma-separated (Zato's "
+                                                       "spelling of [wsx] gateway_service_allowed)"),
     },
              doc="Publish/subscribe: how often to look for messages published by other processes (seconds), how "
                  "long a claimed delivery is reserved for this server, how many messages a queue holds in RAM, "

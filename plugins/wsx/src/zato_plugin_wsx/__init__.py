@@ -10,6 +10,8 @@
 * The admin API and `zato wsx ...` list, invoke and disconnect connections wherever they are
   open, in any worker of any server sharing the database (zato_plugin_wsx.admin,
   zato_plugin_wsx.registry).
+* `outgoing_wsx` definitions: `self.out.wsx[name].conn.client()` invokes a remote cluster's
+  services, hooks hear connects, messages and closes (zato_plugin_wsx.outgoing).
 * `helpers.web-sockets-gateway`, Zato's gateway service, and pub/sub to WebSocket clients: the
   `wsx` delivery target (zato_plugin_wsx.gateway, zato_plugin_wsx.pubsub).
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zato.plugin_api import ChannelType, Field, ObjectType, PluginState, ZatoSpelling, hookimpl
+from zato.plugin_api import ChannelType, Connector, Field, ObjectType, OutgoingConnectionType, PluginState, ZatoSpelling, hookimpl
 
 PLUGIN = "wsx"
 OBJECT_TYPE = "channel_web_socket"
@@ -76,8 +78,33 @@ def create_runtime(server: Any) -> Any:
 
 
 @hookimpl
+def register_server_config(register):
+    from zato.plugin_api import Setting
+    register(PLUGIN, {
+        "gateway_service_allowed": Setting("", doc="Services WebSocket clients (and other clusters' outgoing "
+                                                   "connections) may invoke through helpers.web-sockets-gateway, "
+                                                   "comma-separated names or patterns such as api.*; also read "
+                                                   "from Zato's [pubsub] wsx_gateway_service_allowed"),
+    }, doc="WebSocket channels: what helpers.web-sockets-gateway lets clients invoke besides pub/sub's services.")
+
+
+@hookimpl
 def register_object_types(register):
     register(CHANNEL_WEB_SOCKET)
+
+
+@hookimpl
+def register_connectors(register):
+    from zato_plugin_wsx import outgoing
+    register(Connector(outgoing.OUTGOING_WSX, OutgoingConnectionType(
+        outgoing.CONNECTION_TYPE, outgoing.OBJECT_TYPE, outgoing.ACCESSOR, outgoing.create_outgoing,
+        "Outgoing WebSocket connections: invoke a remote Zato cluster's services, hooks for what it sends")))
+
+
+@hookimpl
+def config_objects_changed(server, object_types):
+    from zato_plugin_wsx import outgoing
+    outgoing.on_objects_changed(server, object_types)
 
 
 @hookimpl
@@ -127,8 +154,9 @@ def register_notification_handlers(register):
 
 @hookimpl
 def register_tasks(register, server):
-    from zato_plugin_wsx import registry
+    from zato_plugin_wsx import outgoing, registry
     registry.register_tasks(register, server)
+    outgoing.register_tasks(register, server)
 
 
 @hookimpl

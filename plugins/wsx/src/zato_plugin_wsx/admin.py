@@ -3,6 +3,7 @@
     GET  /zato/api/wsx/connections[?channel=NAME&ext_client_id=ID]    the open connections of every process
     POST /zato/api/wsx/connections/{pub_client_id}/invoke             {"data": ..., "timeout": 5} -> the client's answer
     POST /zato/api/wsx/connections/{pub_client_id}/disconnect         a Close frame (4005), its resources released
+    GET  /zato/api/wsx/outgoing                                       outgoing connections: state, last error, holder
 
 Each connection: pub_client_id (new at each connect), channel_name, ext_client_id,
 ext_client_name, peer_address, peer_fqdn, forwarded_for, local_address, user, connection_time
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -174,7 +176,42 @@ async def disconnect_connection(request: HTTPRequest) -> HTTPResponse:
     return HTTPResponse.json({"disconnected": row["pub_client_id"]})
 
 
+OUTGOING_OPENAPI = {"get": {
+    "operationId": "listOutgoingWebSocketConnections", "tags": ["wsx"],
+    "summary": "The outgoing WebSocket connections (outgoing_wsx): state, last error and which process holds each",
+    "responses": {"200": {"description": "The connections", "content": {"application/json": {"schema": {
+        "type": "object", "required": ["outgoing"], "properties": {"outgoing": {"type": "array", "items": {
+            "type": "object", "properties": {
+                "name": {"type": "string"}, "address": {"type": "string"},
+                "state": {"type": "string", "enum": ["connecting", "connected", "disconnected", "closed",
+                                                     "not open"]},
+                "since": {"type": ["string", "null"]}, "last_error": {"type": "string"},
+                "server_name": {"type": ["string", "null"]}, "server_pid": {"type": ["integer", "null"]}}}}}}}}}}}}
+
+
+async def list_outgoing(request: HTTPRequest) -> HTTPResponse:
+    """ Every active outgoing_wsx definition, with the state its holder last wrote (or "not open"). """
+    from datetime import datetime, timezone
+    from zato_plugin_wsx.outgoing import OBJECT_TYPE
+    await check_admin(request)
+    registry = _registry(request)
+    rows = {row["name"]: row for row in await registry.in_thread(registry.store.listed_outgoing, time.time())} \
+        if registry is not None else {}
+    out = []
+    for name, definition in sorted(request.server.config_objects.get(OBJECT_TYPE, {}).items()):
+        if definition.get("is_active", True) is False:
+            continue
+        row = rows.get(name) or {}
+        since = row.get("since")
+        out.append({"name": name, "address": definition.get("address"), "state": row.get("state", "not open"),
+                    "since": datetime.fromtimestamp(since, timezone.utc).isoformat() if since else None,
+                    "last_error": row.get("last_error", ""), "server_name": row.get("server_name"),
+                    "server_pid": row.get("server_pid")})
+    return HTTPResponse.json({"outgoing": out})
+
+
 ROUTES = [
+    (f"{PREFIX}/outgoing", list_outgoing, ("GET",), OUTGOING_OPENAPI),
     (f"{PREFIX}/connections", list_connections, ("GET",), LIST_OPENAPI),
     (f"{PREFIX}/connections/{{pub_client_id}}/invoke", invoke_connection, ("POST",), INVOKE_OPENAPI),
     (f"{PREFIX}/connections/{{pub_client_id}}/disconnect", disconnect_connection, ("POST",), DISCONNECT_OPENAPI),

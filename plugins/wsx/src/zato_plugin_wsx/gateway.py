@@ -4,7 +4,9 @@ services it lets them reach.
 A channel whose service is `helpers.web-sockets-gateway` lets its clients name the service to
 run: `invoke({"service": "zato.pubsub.pubapi.subscribe-wsx", "request": {"topic_name": "/orders"}})`
 answers `{"sub_key": "zpsk.wsx.…"}`. Only the services in its allowed list run (anything else:
-403, as in Zato); a subclass adds its own with `services_allowed = [...]` and a name of its own.
+403, as in Zato): pub/sub's services below, what server.conf lists (`[wsx]
+gateway_service_allowed = crm.*, billing.get-invoice`, or Zato's `[pubsub]
+wsx_gateway_service_allowed`), and a subclass's `services_allowed = [...]` under a name of its own.
 
 The pub/sub services need the WebSocket client (`self.request.wsx`), which the gateway passes on:
 * `zato.pubsub.pubapi.subscribe-wsx` - topic_name -> sub_key. Zato's `unsub_on_wsx_close`
@@ -21,6 +23,7 @@ Publishing is pub/sub's `zato.pubsub.publish.publish`, also under Zato's name
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from typing import Any
 
 from zato.common.exception import BadRequest, ClientHTTPError, Forbidden
@@ -36,6 +39,14 @@ RESUME = "zato.pubsub.resume-wsx-subscription"
 PING = "zato.ping"
 ZATO_NAMES = {"zato.pubsub.pubapi.publish-message": PUBLISH}  # Zato's name -> ours
 NOT_ALLOWED = "You are not allowed to access this resource"
+
+
+def configured_allowed(server: Any) -> list[str]:
+    """ What server.conf lets the gateway run: `[wsx] gateway_service_allowed` and Zato's
+    `[pubsub] wsx_gateway_service_allowed`, comma- or line-separated names or patterns. """
+    values = ((server.config.get("wsx") or {}).get("gateway_service_allowed") or "",
+              (server.config.get("pubsub") or {}).get("wsx_gateway_service_allowed") or "")
+    return [name.strip() for value in values for name in str(value).replace("\n", ",").split(",") if name.strip()]
 
 
 def _request(service: Service) -> dict[str, Any]:
@@ -59,7 +70,8 @@ class WebSocketsGateway(Service):
         service = payload.get("service")
         if not isinstance(service, str) or not service:
             raise BadRequest(self.cid, 'name the service to invoke: {"service": "...", "request": {...}}')
-        if service not in self.DEFAULT_ALLOWED and service not in self.services_allowed:
+        if service not in self.DEFAULT_ALLOWED and service not in self.services_allowed and \
+                not any(fnmatchcase(service, allowed) for allowed in configured_allowed(self.server)):
             self.logger.warning("cid=%s a WebSocket client asked for service %r, which %s does not allow", self.cid,
                                 service, self.name)
             raise Forbidden(self.cid, NOT_ALLOWED)

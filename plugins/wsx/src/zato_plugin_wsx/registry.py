@@ -38,6 +38,7 @@ logger = logging.getLogger("zato.wsx")
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 INVOKE, DISCONNECT, BROADCAST, DELIVER = "wsx.invoke", "wsx.disconnect", "wsx.broadcast", "wsx.deliver"
+OUT_CALL = "wsx.outgoing.call"  # a service's invoke or send through an outgoing connection held elsewhere
 HEARTBEAT_SECONDS = 10.0
 STALE_SECONDS = 60.0  # a row not refreshed for this long is of a process that is gone
 REPLY_GRACE_SECONDS = 2.0  # beyond an invoke's timeout: the notification's way there and the reply's back
@@ -93,6 +94,20 @@ request_table = Table(
     Index("ix_zato_wsx_request_holder", "holder_name", "holder_pid"),
 )
 
+outgoing_table = Table(
+    "zato_wsx_outgoing", metadata,
+    Column("name", String(400), primary_key=True),
+    Column("address", String(1000), nullable=False),
+    Column("state", String(40), nullable=False),
+    Column("since", Float, nullable=False),
+    Column("last_error", Text, nullable=False, server_default=""),
+    Column("server_name", String(200), nullable=False),
+    Column("server_dir", String(1000), nullable=False),
+    Column("server_pid", Integer, nullable=False),
+    Column("worker_index", Integer, nullable=False),
+    Column("last_seen", Float, nullable=False),
+)
+
 _LISTED = ("pub_client_id", "channel_name", "ext_client_id", "ext_client_name", "peer_address", "peer_fqdn",
            "forwarded_for", "local_address", "user", "connection_time", "pings_missed", "server_name",
            "server_pid", "worker_index")
@@ -133,15 +148,39 @@ class ConnectionStore:
                 "last_seen": now}
 
     def apply(self, changes: Iterable[tuple[str, Any]]) -> None:
-        """ `changes`: ("open", row) and ("close", pub_client_id), in the order they happened. """
+        """ `changes`: ("open", row) and ("close", pub_client_id) of channel connections, and
+        ("outgoing", status) of outgoing ones, in the order they happened. """
         with self.engine.begin() as conn:
             for kind, value in changes:
-                if kind == "open":
+                if kind == "outgoing":
+                    conn.execute(delete(outgoing_table).where(outgoing_table.c.name == value["name"]))
+                    if value["state"] != "gone":
+                        conn.execute(insert(outgoing_table), [self.outgoing_row(value, time.time())])
+                elif kind == "open":
                     conn.execute(delete(connection_table).where(
                         connection_table.c.pub_client_id == value["pub_client_id"]))
                     conn.execute(insert(connection_table), [value])
                 else:
                     conn.execute(delete(connection_table).where(connection_table.c.pub_client_id == value))
+
+    def outgoing_row(self, status: dict[str, Any], now: float) -> dict[str, Any]:
+        return {"name": status["name"], "address": status.get("address") or "", "state": status["state"],
+                "since": status.get("since") or now, "last_error": status.get("last_error") or "",
+                "server_name": self.host, "server_dir": self.server_dir, "server_pid": self.pid,
+                "worker_index": self.worker_index, "last_seen": now}
+
+    def find_outgoing(self, name: str, now: float) -> dict[str, Any] | None:
+        """ Where the live outgoing connection `name` is (its holder's row), if anywhere. """
+        with self.engine.connect() as conn:
+            row = conn.execute(select(outgoing_table).where(
+                outgoing_table.c.name == name, outgoing_table.c.last_seen >= now - STALE_SECONDS)).first()
+        return dict(row._mapping) if row is not None else None
+
+    def listed_outgoing(self, now: float) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(outgoing_table).where(outgoing_table.c.last_seen >= now - STALE_SECONDS)
+                                .order_by(outgoing_table.c.name))
+            return [dict(row._mapping) for row in rows]
 
     def refresh(self, rows: list[dict[str, Any]], now: float) -> None:
         """ The heartbeat. One UPDATE moves `last_seen` of all this process's rows; only rows that
@@ -153,6 +192,8 @@ class ConnectionStore:
         wanted = {row["pub_client_id"]: row for row in rows}
         with self.engine.begin() as conn:
             conn.execute(update(connection_table).where(mine).values(last_seen=now))
+            conn.execute(update(outgoing_table).where((outgoing_table.c.server_name == self.host)
+                                                      & (outgoing_table.c.server_pid == self.pid)).values(last_seen=now))
             present = set(conn.execute(select(connection_table.c.pub_client_id).where(mine)).scalars())
             gone = present - set(wanted)
             if gone:
@@ -162,6 +203,7 @@ class ConnectionStore:
         self._written = {pub_client_id: _live_fields(row) for pub_client_id, row in wanted.items()}
         with self.engine.begin() as conn:
             conn.execute(delete(connection_table).where(connection_table.c.last_seen < now - STALE_SECONDS))
+            conn.execute(delete(outgoing_table).where(outgoing_table.c.last_seen < now - STALE_SECONDS))
             conn.execute(delete(reply_table).where(reply_table.c.created < now - ABANDONED_REPLY_SECONDS))
             conn.execute(delete(request_table).where(request_table.c.created < now - ABANDONED_REPLY_SECONDS))
 
@@ -169,11 +211,15 @@ class ConnectionStore:
         """ Deletes the rows of processes of this host that are not running (and this pid's,
         left by an earlier process that had it); returns how many. """
         with self.engine.begin() as conn:
-            holders = conn.execute(select(connection_table.c.server_pid).where(
-                connection_table.c.server_name == self.host).distinct()).scalars().all()
-            gone = [pid for pid in holders if pid == self.pid or not _is_running(pid)]
+            holders = list(conn.execute(select(connection_table.c.server_pid).where(
+                connection_table.c.server_name == self.host).distinct()).scalars().all())
+            holders += conn.execute(select(outgoing_table.c.server_pid).where(
+                outgoing_table.c.server_name == self.host).distinct()).scalars().all()
+            gone = sorted({pid for pid in holders if pid == self.pid or not _is_running(pid)})
             if not gone:
                 return 0
+            conn.execute(delete(outgoing_table).where(
+                outgoing_table.c.server_name == self.host, outgoing_table.c.server_pid.in_(gone)))
             return conn.execute(delete(connection_table).where(
                 connection_table.c.server_name == self.host, connection_table.c.server_pid.in_(gone))).rowcount
 
@@ -181,6 +227,8 @@ class ConnectionStore:
         with self.engine.begin() as conn:
             conn.execute(delete(connection_table).where(
                 connection_table.c.server_name == self.host, connection_table.c.server_pid == self.pid))
+            conn.execute(delete(outgoing_table).where(
+                outgoing_table.c.server_name == self.host, outgoing_table.c.server_pid == self.pid))
 
     def listed(self, now: float, *, channel: str | None = None, ext_client_id: str | None = None) -> list[dict]:
         """ The rows not stale, of any process. """
@@ -278,6 +326,12 @@ class ConnectionRegistry:
             self._changes.append(("close", connection.pub_client_id))
             self._changed.set()
 
+    def outgoing_changed(self, status: dict[str, Any]) -> None:
+        """ An outgoing connection of this process changed state (or is "gone"). """
+        if self.running:
+            self._changes.append(("outgoing", status))
+            self._changed.set()
+
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """ Writes the changes as they come and the heartbeat; at stop, deletes this process's rows. """
         removed = await self.in_thread(self.store.clean_at_start)
@@ -321,8 +375,10 @@ class ConnectionRegistry:
 
     def _holds_connections(self) -> bool:
         from zato_plugin_wsx import CHANNELS
-        channels = CHANNELS.get(self.server)
-        return channels is not None and any(channels.connections.values())
+        from zato_plugin_wsx.outgoing import SESSIONS
+        channels, sessions = CHANNELS.get(self.server), SESSIONS.get(self.server)
+        return channels is not None and any(channels.connections.values()) or sessions is not None and \
+            bool(sessions.sessions)
 
     async def _take_requests(self) -> None:
         """ Acts on what processes of other servers asked of this one. """
@@ -507,7 +563,30 @@ def register_migrations(register: Any) -> None:
     register("wsx", MIGRATIONS)
 
 
-HANDLERS = {INVOKE: on_invoke, DISCONNECT: on_disconnect, BROADCAST: on_broadcast, DELIVER: on_deliver}
+def on_outgoing_call(server: Any, payload: Any) -> None:
+    """ `wsx.outgoing.call`: the holder of an outgoing connection invokes (or sends) through it for
+    a service of another process and writes the answer. """
+    from zato_plugin_wsx.outgoing import SESSIONS
+    sessions, registry = SESSIONS.get(server), REGISTRY.get(server)
+    session = sessions.sessions.get(payload.get("name")) if sessions is not None and isinstance(payload, dict) \
+        else None
+    if session is None or registry is None or server.background_nursery is None:
+        return
+
+    async def call() -> None:
+        try:
+            status, body = 200, await session.call(payload["action"], payload.get("data"), float(payload["timeout"]))
+        except Exception as exc:
+            status, body = 502, str(exc)
+        try:
+            await registry.in_thread(registry.store.reply, payload["request_id"], status, body)
+        except Exception:
+            logger.exception("%s: the answer to a call of another process could not be written", session.describe())
+    server.background_nursery.start_soon(call)
+
+
+HANDLERS = {INVOKE: on_invoke, DISCONNECT: on_disconnect, BROADCAST: on_broadcast, DELIVER: on_deliver,
+            OUT_CALL: on_outgoing_call}
 
 
 def register_notification_handlers(register: Any) -> None:
