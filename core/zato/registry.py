@@ -46,6 +46,9 @@ class Field:
     unique_items: bool = False  # list: no item given twice
 
 
+ZATO_NONE = "ZATO_NONE"  # how Zato's exports say "no value" (security_def: ZATO_NONE): the field is left out
+
+
 @dataclass(frozen=True)
 class ZatoSpelling:
     """ How Zato's own enmasse files name an object type: its top-level `key` (`def_jms_wmq`),
@@ -64,7 +67,7 @@ class ZatoSpelling:
         """ A row of Zato's spelling in ours (a field given both ways keeps ours). """
         out: dict[str, Any] = {}
         for key, value in row.items():
-            if key in self.ignored or (self.generic_type and key == "type_"):
+            if key in self.ignored or (self.generic_type and key == "type_") or value == ZATO_NONE:
                 continue
             ours = self.fields.get(key, key)
             if ours in out and ours != key:

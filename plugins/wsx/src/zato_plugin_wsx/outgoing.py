@@ -18,11 +18,13 @@ cluster-to-cluster article shows:
   servers) and its answer comes back the same way. Where the holder is is in
   `zato_wsx_outgoing`, with each connection's state and last error (`GET /zato/api/wsx/outgoing`).
 * **Hooks**: `on_connect_service_name`, `on_message_service_name`, `on_close_service_name` are
-  services with `input_optional = (Opaque('ctx'),)`; `ctx` is a `HookCtx` (type `connect`,
-  `message` or `close`; `data`; `conn`). For a Zato remote end, pub/sub deliveries (zwsx.psrq)
-  reach on_message with `ctx.data.data` the list of messages (the article's fields), and the
-  remote end's requests (zwsx.rqc) with `ctx.data.data` its data; the hook's response answers
-  the request. Hooks of one connection run one at a time, in the order frames arrived.
+  services with `input_optional = (Opaque('ctx'),)`, invoked with `{"ctx": ctx}` (so
+  `self.request.input.ctx`, and `self.request.raw_request['ctx']` as in Zato 3.2); `ctx` is a
+  `HookCtx` (type `connect`, `message` or `close`; `data`; `conn`). For a Zato remote end,
+  pub/sub deliveries (zwsx.psrq) reach on_message with `ctx.data.data` the list of messages
+  (the article's fields), and the remote end's requests (zwsx.rqc) with its data; each is
+  answered with a client-response carrying the hook's response, as Zato's client does. Hooks of
+  one connection run one at a time, in the order frames arrived.
 * A remote end that is not Zato (`is_zato` off): no session and no subscriptions; `send(msg)`
   sends the message as it is (JSON for dicts and lists), and on_message gets what arrives.
 """
@@ -51,8 +53,8 @@ ACCESSOR = "out.wsx"
 TASK = "outgoing"  # the one_process task of the plugin: lease task:wsx.outgoing
 DEFAULT_TIMEOUT = 10.0
 HOOK_QUEUE = 1000  # frames waiting for the on_message hook of one connection; past it the reader waits
-RECONNECT = Backoff(initial=0.5, maximum=30.0)
-SUBSCRIBE_SERVICE = "zato.pubsub.pubapi.subscribe-wsx"  # reached through the remote gateway
+RECONNECT = Backoff(initial=0.5, maximum=10.0)
+SUBSCRIBE_SERVICE = "zato.pubsub.subscription.create-wsx-subscription"  # through the remote gateway, as Zato's client
 
 SESSIONS: PluginState["RemoteSessions"] = PluginState("wsx.outgoing", "the outgoing WebSocket connections")
 
@@ -95,7 +97,7 @@ OUTGOING_WSX = ObjectType(OBJECT_TYPE, (
     Field("subscription_list", default="", description="Remote pub/sub topics to subscribe to, one per line; "
                                                        "their messages reach on_message",
           example="/customer/new"),
-    Field("ping_interval", "float", default=30.0, minimum=0.1, description="Seconds between WebSocket pings to "
+    Field("ping_interval", "float", default=45.0, minimum=0.1, description="Seconds between WebSocket pings to "
                                                                            "the remote end"),
     Field("pings_missed_threshold", "int", default=2, minimum=1, description="Pings missed in a row after which "
                                                                              "the connection is reopened"),
@@ -131,12 +133,15 @@ class HookData:
 
 class HookCtx:
     """ `self.request.input.ctx` of a hook service: `type` (connect, message, close), `data`
-    (a HookData for message; for close, why), `conn` (the connection's client: `invoke`,
-    `send`), `conn_name`. """
-    __slots__ = ("type", "data", "conn", "conn_name")
+    (a HookData for message), `code` and `reason` (for close: the Close frame's code, 1006 if
+    none came, and why), `conn` (the connection's client: `invoke`, `send`), `conn_name`,
+    `config` (the connection's definition). """
+    __slots__ = ("type", "data", "conn", "conn_name", "config", "code", "reason")
 
-    def __init__(self, type: str, conn: "WSXClient", data: Any = None) -> None:
+    def __init__(self, type: str, conn: "WSXClient", data: Any = None, *, code: int | None = None,
+                 reason: str = "") -> None:
         self.type, self.data, self.conn, self.conn_name = type, data, conn, conn.name
+        self.config, self.code, self.reason = conn.connection.definition, code, reason
 
     def __repr__(self) -> str:
         return f"<HookCtx {self.type} {self.conn_name!r}>"
@@ -283,7 +288,7 @@ class RemoteSession:
         """ One connection, from connect to close; True if its session opened. """
         from zato_plugin_wsx.client import RemoteEndpoint, RemoteError, RemoteGone
         self._set_state("connecting")
-        opened = False
+        opened, close_code = False, 1000
         try:
             address = self.definition["address"]
             tls = client_tls_context(verify=True, ca_file=self.definition.get("tls_ca_file") or None,
@@ -305,12 +310,13 @@ class RemoteSession:
         except (RemoteError, RemoteGone, OSError, trio.TooSlowError, ValueError) as exc:
             error = str(exc) if not isinstance(exc, trio.TooSlowError) else \
                 f"{self.describe()}: no answer within {self.timeout:g} s"
-            self.last_error = error
+            self.last_error, close_code = error, getattr(exc, "code", 1006)
         except BaseExceptionGroup as group:  # from the reader or the pinger: the connection ended
             ended, rest = group.split((RemoteError, RemoteGone, OSError, trio.TooSlowError))
             if ended is None or rest is not None:
                 raise
-            self.last_error = str(_leaves(ended)[0])
+            first = _leaves(ended)[0]
+            self.last_error, close_code = str(first), getattr(first, "code", 1006)
         finally:
             endpoint, self.endpoint = self.endpoint, None
             if endpoint is not None:
@@ -318,7 +324,8 @@ class RemoteSession:
             if opened:
                 self._set_state("disconnected", self.last_error)
                 with trio.CancelScope(shield=True), trio.move_on_after(self.timeout):
-                    await self._hook("on_close_service_name", HookCtx("close", self.client, self.last_error))
+                    await self._hook("on_close_service_name", HookCtx("close", self.client, code=close_code,
+                                                                      reason=self.last_error))
         return opened
 
     async def _open_session(self, endpoint: Any) -> None:
@@ -378,8 +385,9 @@ class RemoteSession:
             data = data if isinstance(data, list) else [data]
         response = await self._hook("on_message_service_name", HookCtx("message", self.client, HookData(
             data, meta.get("id"), meta.get("timestamp"), msg_type)))
-        endpoint = self.endpoint
-        if msg_type == protocol.SERVER_REQUEST and endpoint is not None and isinstance(meta.get("id"), str):
+        endpoint = self.endpoint  # every request of the remote end is answered, as Zato's client does
+        if msg_type in (protocol.SERVER_REQUEST, protocol.PUBSUB_DELIVERY) and endpoint is not None and \
+                isinstance(meta.get("id"), str):
             await endpoint.respond(meta["id"], response)
 
     async def _hook(self, field: str, ctx: HookCtx) -> Any:
