@@ -401,9 +401,10 @@ def _object_type_names(server_dir) -> list[str]:
 def test_every_error_names_file_line_and_object_and_changes_nothing(new_dir, tmp_path, kind):
     server_dir = new_dir()
     text, line, message = ERRORS[kind]
-    if kind == "zato key without a plugin":
+    if kind in ("zato key without a plugin", "generic connection"):
         from zato.testing import set_config_value
-        set_config_value(server_dir, "plugins", "outgoing_http", "False")  # the plugin providing outgoing_rest
+        # the plugins providing outgoing_rest and outgoing_wsx
+        set_config_value(server_dir, "plugins", "outgoing_http" if kind.startswith("zato key") else "wsx", "False")
     # valid objects around the bad one: none of them may be written
     good = "security:\n  - name: good\n    type: apikey\n    password: k\n" if not text.startswith("security") else \
         "channel_rest:\n  - name: good\n    url_path: /good\n    service: demo.hello\n"

@@ -9,14 +9,17 @@ import trio
 
 
 @asynccontextmanager
-async def serve_asgi(app: Any) -> AsyncIterator[str]:
-    """ Serves `app` with hypercorn on 127.0.0.1, port 0; yields its address (http://...). """
+async def serve_asgi(app: Any, certificates: Any = None) -> AsyncIterator[str]:
+    """ Serves `app` with hypercorn on 127.0.0.1, port 0; yields its address (http://..., or
+    https://... with `certificates`, a `TestCertificates`: TLS with its server certificate). """
     from hypercorn.config import Config
     from hypercorn.trio import serve
 
     config = Config()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
+    if certificates is not None:
+        config.certfile, config.keyfile = str(certificates.cert_file), str(certificates.key_file)
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(lambda task_status: serve(app, config, shutdown_trigger=stop.wait,

@@ -4,6 +4,7 @@ pub/sub messages reaching on_message, and errors that name the connection. """
 
 from __future__ import annotations
 
+import socket
 import textwrap
 from urllib.parse import urlsplit
 
@@ -130,3 +131,138 @@ async def test_the_articles_service_invokes_a_remote_service_and_hooks_hear_conn
     assert message["data"] == "This is a sample message" and message["topic_name"] == "/customer/new"
     assert {"msg_id", "pub_time_iso", "expiration_time_iso", "priority", "has_gd", "delivery_count", "sub_key",
             "mime_type", "size", "expiration"} <= set(message)
+
+
+SEND = '''
+from zato.server.service import Service
+
+
+class SendAsIs(Service):
+    name = 'wsx.send-as-is'
+
+    def handle(self):
+        with self.out.wsx.get(self.request.payload['conn']).conn.client() as client:
+            self.response.payload = {'returned': client.send(self.request.payload['msg'])}
+'''
+
+
+def websocket_peer(received: list):
+    """ A WebSocket server that is not Zato: it keeps what it gets and answers `echo: <text>`. """
+    from zato.testing import handle_lifespan
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            return await handle_lifespan(receive, send)
+        assert scope["type"] == "websocket"
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            received.append(message.get("text"))
+            await send({"type": "websocket.send", "text": f"echo: {message.get('text')}"})
+    return app
+
+
+async def create(api, object_type, body):
+    reply = await api.post(f"/zato/api/objects/{object_type}", json=body)
+    assert reply.status_code == 201, reply.text
+
+
+async def test_a_remote_end_that_is_not_zato_gets_messages_as_they_are_over_tls_and_hooks_get_its_answers(tmp_path,
+                                                                                                       caplog):
+    from zato.plugin_api import make_test_certificates
+    from zato.testing import serve_asgi
+    certificates = make_test_certificates(tmp_path / "tls")
+    received: list = []
+    async with wsx_server(tmp_path) as server, serve_asgi(websocket_peer(received), certificates) as peer:
+        (server.paths.base_dir / "pickup" / "wsx_hooks.py").write_text(textwrap.dedent(HOOKS))
+        (server.paths.base_dir / "pickup" / "wsx_send.py").write_text(textwrap.dedent(SEND))
+        port = urlsplit(peer).port
+        async with admin(server) as api:
+            with trio.fail_after(20):
+                while "wsx.send-as-is" not in server.services.entries or "wsx.on-message" not in server.services.entries:
+                    await trio.sleep(0.05)
+            await create(api, "outgoing_wsx", {
+                "name": "plain", "address": f"wss://localhost:{port}/anything", "is_zato": False,
+                "tls_ca_file": str(certificates.ca_file), "on_message_service_name": "wsx.on-message"})
+            await create(api, "outgoing_wsx", {
+                "name": "untrusted", "address": f"wss://localhost:{port}/anything", "is_zato": False,
+                "tls_ca_file": str(certificates.other_ca_file)})
+            await wait_state(api, "connected", "plain")
+            sent = await api.post("/zato/api/invoke/wsx.send-as-is", json={"conn": "plain", "msg": {"hello": "world"}})
+            text = await api.post("/zato/api/invoke/wsx.send-as-is", json={"conn": "plain", "msg": "plain text"})
+            events = server.plugin_state.setdefault("test.wsx.out", [])
+            with trio.fail_after(10):
+                while len([e for e in events if e[0] == "message"]) < 2:
+                    await trio.sleep(0.05)
+            with trio.fail_after(15):
+                while not (untrusted := await outgoing_state(api, "untrusted"))["last_error"]:
+                    await trio.sleep(0.05)
+            refused = await api.post("/zato/api/invoke/wsx.send-as-is", json={"conn": "untrusted", "msg": "x"})
+    assert sent.status_code == 200 and sent.json() == {"returned": None}, sent.text
+    assert text.status_code == 200, text.text
+    assert received == ['{"hello": "world"}', "plain text"]
+    assert [e[1] for e in events if e[0] == "message"] == ['echo: {"hello": "world"}', "echo: plain text"]
+    assert untrusted["state"] != "connected"
+    assert "TLS handshake failed" in untrusted["last_error"] and "certificate" in untrusted["last_error"]
+    assert refused.status_code == 500 and refused.json()["cid"] in caplog.text
+    assert "outgoing WebSocket connection 'untrusted' (wss://" in caplog.text and "is not connected (" in caplog.text
+
+
+async def test_errors_say_which_connection_and_why(tmp_path):
+    async with wsx_server(tmp_path, wsx={"gateway_service_allowed": "wsx.echo-input"}) as server:
+        port = urlsplit(server.address).port
+        await create_channel(server, name="gateway", path="/ws/gateway", service="helpers.web-sockets-gateway")
+        with socket.socket() as sock:  # a port nothing listens on
+            sock.bind(("127.0.0.1", 0))
+            closed_port = sock.getsockname()[1]
+        async with admin(server) as api:
+            await create(api, "security", {"name": "out.wrong", "type": "basic_auth", "username": USER,
+                                           "direction": "outgoing"})
+            reply = await api.put("/zato/api/objects/security/out.wrong/secrets/password", json={"value": "wrong"})
+            assert reply.status_code == 204, reply.text
+            await create(api, "outgoing_wsx", {"name": "wrong secret", "address": f"ws://127.0.0.1:{port}/ws/gateway",
+                                               "security": "out.wrong"})
+            await create(api, "outgoing_wsx", {"name": "nobody home", "address": f"ws://127.0.0.1:{closed_port}/x"})
+            await create(api, "outgoing_wsx", {"name": "no such path", "address": f"ws://127.0.0.1:{port}/ws/none"})
+            states = {}
+            with trio.fail_after(15):
+                for name in ("wrong secret", "nobody home", "no such path"):
+                    while not (row := await outgoing_state(api, name)) or not row["last_error"]:
+                        await trio.sleep(0.05)
+                    states[name] = row
+            bad_field = await api.post("/zato/api/objects/outgoing_wsx", json={"name": "bad", "address": "http://x/"})
+    assert "refused the session with 403" in states["wrong secret"]["last_error"]
+    assert f"cannot connect to 127.0.0.1:{closed_port}" in states["nobody home"]["last_error"]
+    assert "refused the WebSocket handshake with HTTP 404" in states["no such path"]["last_error"]
+    assert bad_field.status_code == 400 and "ws:// or wss://" in bad_field.text
+
+
+async def test_zato_enmasse_rows_of_outgoing_wsx_import_unchanged(tmp_path):
+    import yaml
+    from click.testing import CliRunner
+    from zato.cli import cli
+    from zato.plugin_api import create_test_server_dir, run_server
+    base_dir = create_test_server_dir(tmp_path / "server")
+    export = tmp_path / "zato-export.yaml"
+    export.write_text(yaml.safe_dump({
+        "outgoing_wsx": [{"name": "to-cluster2", "address": "ws://cluster2.example.com:17010/ws/gateway",
+                          "data_format": "json", "on_message_service_name": "zato.ping",
+                          "subscription_list": "/customer/new\n/customer/updated"}],
+        "zato_generic_connection": [{"name": "legacy", "type_": "outconn-wsx", "address": "ws://10.0.0.1:17010/ws",
+                                     "is_zato": True, "is_active": True, "has_auto_reconnect": False,
+                                     "security_def": "ZATO_NONE", "pool_size": 1, "is_channel": False,
+                                     "is_outconn": True, "is_internal": False, "sec_use_rbac": False,
+                                     "ping_interval": 45, "pings_missed_threshold": 1, "socket_read_timeout": 60,
+                                     "socket_write_timeout": 60}]}))
+    result = await trio.to_thread.run_sync(
+        lambda: CliRunner().invoke(cli, ["enmasse", "import", str(base_dir), str(export)], catch_exceptions=False))
+    assert result.exit_code == 0 and "2 created" in result.output, result.output
+    async with run_server(base_dir) as server:
+        objects = server.config_objects["outgoing_wsx"]
+    assert objects["to-cluster2"]["subscription_list"] == "/customer/new\n/customer/updated"
+    assert objects["to-cluster2"]["is_zato"] is True and objects["to-cluster2"]["on_message_service_name"] == "zato.ping"
+    assert objects["legacy"]["has_auto_reconnect"] is False and not objects["legacy"].get("security")
+    assert objects["legacy"]["ping_interval"] == 45 and objects["legacy"]["pings_missed_threshold"] == 1

@@ -260,6 +260,12 @@ class RemoteSession:
         return {"name": self.name, "address": self.definition.get("address"), "state": self.state,
                 "since": self.since, "last_error": self.last_error}
 
+    def _why(self, exc: BaseException) -> str:
+        """ What went wrong, without the connection's name (each message that shows it names it). """
+        text = str(exc) if not isinstance(exc, trio.TooSlowError) else f"no answer within {self.timeout:g} s"
+        prefix = self.describe() + ": "
+        return text[len(prefix):] if text.startswith(prefix) else text
+
     def _set_state(self, state: str, error: str = "") -> None:
         self.state, self.since, self.last_error = state, time.time(), error or self.last_error
         self.sessions.state_changed(self)
@@ -281,7 +287,8 @@ class RemoteSession:
                         await trio.sleep_forever()
                     delay = RECONNECT.delay(attempt)
                     if attempt == 1 or attempt % 10 == 0:  # an outage is logged once, then now and then
-                        logger.warning("%s: %s; reconnecting in %.1f s", self.describe(), self.last_error, delay)
+                        logger.warning("%s: %s; reconnecting in %.1f s (attempt %d)", self.describe(),
+                                       self.last_error, delay, attempt)
                     await trio.sleep(delay)
 
     async def _connect_once(self) -> bool:
@@ -307,16 +314,14 @@ class RemoteSession:
                     await self._subscribe(endpoint)
                 nursery.start_soon(self._ping, endpoint)
                 await trio.sleep_forever()
-        except (RemoteError, RemoteGone, OSError, trio.TooSlowError, ValueError) as exc:
-            error = str(exc) if not isinstance(exc, trio.TooSlowError) else \
-                f"{self.describe()}: no answer within {self.timeout:g} s"
-            self.last_error, close_code = error, getattr(exc, "code", 1006)
+        except (RemoteError, RemoteGone, OSError, trio.TooSlowError, ValueError, LookupError) as exc:
+            self.last_error, close_code = self._why(exc), getattr(exc, "code", 1006)
         except BaseExceptionGroup as group:  # from the reader or the pinger: the connection ended
             ended, rest = group.split((RemoteError, RemoteGone, OSError, trio.TooSlowError))
             if ended is None or rest is not None:
                 raise
             first = _leaves(ended)[0]
-            self.last_error, close_code = str(first), getattr(first, "code", 1006)
+            self.last_error, close_code = self._why(first), getattr(first, "code", 1006)
         finally:
             endpoint, self.endpoint = self.endpoint, None
             if endpoint is not None:
