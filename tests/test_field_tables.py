@@ -22,7 +22,7 @@ EXPECTED_TABLES = {
     "plugins/ibm_mq/README.md": ["definition_ibm_mq", "channel_ibm_mq", "outgoing_ibm_mq"],
     "plugins/dropbox/README.md": ["cloud_dropbox"],
     "plugins/ftp/README.md": ["outgoing_ftp"],
-    "plugins/wsx/README.md": ["channel_web_socket"],
+    "plugins/wsx/README.md": ["channel_web_socket", "outgoing_wsx"],
     "docs/outgoing.md": ["outgoing_rest"],
 }
 

@@ -4,7 +4,8 @@ its own database. The remote one has a channel with helpers.web-sockets-gateway;
 either worker; each remote pub/sub message reaches the on_message hook once; killed with -9 and
 restarted, the remote end is reconnected to (on_close, then on_connect) and invoking works again;
 guaranteed-delivery messages published while the local server was down arrive when it is back
-(the remote end knows the connection by a client id that stays the same). """
+(the remote end knows the connection by a client id that stays the same); and when the local
+worker holding the connection is killed, the other one takes it over. """
 
 from __future__ import annotations
 
@@ -123,7 +124,8 @@ async def clusters(tmp_path):
     remote_port = free_port()
     remote_dir = create_test_server_dir(tmp_path / "remote", main={"graceful_timeout": 2, "name": "remote"},
                                         wsx={"gateway_service_allowed": "wsx.echo-input"})
-    local_dir = create_test_server_dir(tmp_path / "local", workers=2, main={"graceful_timeout": 2, "name": "local"})
+    local_dir = create_test_server_dir(tmp_path / "local", workers=2, main={"graceful_timeout": 2, "name": "local",
+                                                                          "placement_lease_seconds": 1})
     for base in (remote_dir, local_dir):
         (base / "pickup" / "wsx_services.py").write_text(textwrap.dedent(SERVICES))
         (base / "pickup" / "wsx_hooks.py").write_text(textwrap.dedent(HOOKS))
@@ -219,3 +221,16 @@ async def test_two_clusters_invoke_publish_survive_a_killed_remote_and_catch_up_
         await start(local)
         await wait_for(lambda: set(while_down) <= set(delivered()), 30, "the messages published while down")
         assert sorted(delivered()) == sorted(published + while_down)
+
+        # the worker holding the connection dies: the other takes it over within the lease (1 s here)
+        holder = (await wait_connected(local))["server_pid"]
+        os.kill(holder, signal.SIGKILL)
+        killed_at = time.monotonic()
+        with trio.fail_after(30):
+            while (state := await outgoing_state(local))["state"] != "connected" or state["server_pid"] == holder:
+                await trio.sleep(0.1)
+        print(f"taken over by process {state['server_pid']} {time.monotonic() - killed_at:.1f} s after "
+              f"process {holder} was killed")
+        async with admin(local) as api:
+            after = await api.post("/zato/api/invoke/wsx.my-service", json={})
+        assert after.status_code == 200 and after.json()["response"] == {"elem1": "value1", "elem2": "value2"}
