@@ -138,6 +138,20 @@ def register_pubsub_delivery_targets(register):
     register("allhooks", deliver_to_allhooks)
 
 
+async def deploy_allhooks_file(server, file_name, source):
+    return [file_name]
+
+
+async def undeploy_allhooks_file(server, file_name):
+    return [file_name]
+
+
+@hookimpl
+def register_deployable_files(register):
+    from zato.registry import DeployableFile
+    register(DeployableFile(".allhooks", deploy_allhooks_file, undeploy_allhooks_file, "allhooks files"))
+
+
 @hookimpl
 def register_request_attributes(register):
     register("allhooks_note", "what an allhooks channel adds")

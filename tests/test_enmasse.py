@@ -362,7 +362,8 @@ ERRORS = {
     "yaml syntax": ("channel_rest:\n  - name: x\n    url_path: [/a\n", 4,
                     "YAML syntax: while parsing a flow sequence (from line 3), expected ',' or ']', but got ':'"),
     "unknown key": ("security: []\nchanel_rest:\n  - name: x\n", 2,
-                    "unknown key 'chanel_rest': not an object type of this server. Known keys: channel_rest, "),
+                    "unknown key 'chanel_rest': not an object type of this server. Known keys: bst_definition, "
+                    "channel_rest, "),
     "zato key without a plugin": ("outgoing_rest:\n  - name: crm\n", 1,
                                   "'outgoing_rest' is a Zato enmasse key, but no enabled plugin provides object type "
                                   "'outgoing_rest'"),

@@ -50,6 +50,8 @@ GOOD = {
     "outgoing_ftp": {"host": "127.0.0.1", "port": 21},
     "cloud_dropbox": {"user_agent": "Good-Agent/1.0"},
     "channel_web_socket": {"address": "ws://127.0.0.1:17010/good/ws", "service": "demo.hello"},
+    "outgoing_wsx": {"address": "ws://127.0.0.1:9/good/ws"},
+    "bst_definition": {"text": "Good\n----\nObjects: Good thing\nNew: Done\n"},
 }
 NEEDS = {"pubsub_subscription": [("pubsub_endpoint", "good", GOOD["pubsub_endpoint"]),
                                  ("pubsub_topic", "good", GOOD["pubsub_topic"])]}

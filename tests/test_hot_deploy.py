@@ -469,3 +469,79 @@ def test_a_change_made_while_the_watching_worker_restarts_reaches_the_other_work
         os.kill(info["pid"], 9)  # the worker watching pickup/; the supervisor restarts it
         (base / "pickup" / "hello.py").write_text(hello("v2"))  # nobody watches while it is down
         _workers_seeing(server.address, "v2", timeout=30)  # the restarted one tells the other
+
+
+# ################################################################################################
+# Files other than .py that plugins deploy (register_deployable_files)
+
+NOTES_PLUGIN = '''
+from zato.plugin_api import DeployableFile, DeploymentError, hookimpl
+
+DEPLOYED = {}  # file name -> its text, in this process
+EVENTS = []
+
+
+async def deploy(server, file_name, source):
+    text = source.decode("utf-8")
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("bad"):
+            raise DeploymentError(f"{file_name}:{number}: a note may not start with 'bad'", file=file_name,
+                                  line=number)
+    DEPLOYED[file_name] = text
+    EVENTS.append(("deploy", file_name))
+    return [text.splitlines()[0]]
+
+
+async def undeploy(server, file_name):
+    DEPLOYED.pop(file_name, None)
+    EVENTS.append(("undeploy", file_name))
+    return [file_name]
+
+
+@hookimpl
+def register_deployable_files(register):
+    register(DeployableFile(".note", deploy, undeploy, "notes"))
+'''
+
+
+async def test_files_of_a_plugins_suffix_deploy_from_pickup_at_start_and_live_and_through_the_api(plugin_site,
+                                                                                                   server_dir, pickup):
+    import importlib
+    notes = importlib.import_module(plugin_site.add("notes", NOTES_PLUGIN))
+    (pickup / "at-start.note").write_text("first note\n")
+    (pickup / "ignored.txt").write_text("not deployable\n")
+    async with run_server(server_dir) as server, httpx.AsyncClient(base_url=server.address) as client:
+        with trio.fail_after(DEADLINE):
+            while "at-start.note" not in notes.DEPLOYED:
+                await trio.sleep(0.01)
+            (pickup / "dropped.note").write_text("dropped while running\n")
+            while "dropped.note" not in notes.DEPLOYED:
+                await trio.sleep(0.01)
+        uploaded = await upload(client, "uploaded.note", "uploaded one\nmore\n")
+        broken = await upload(client, "broken.note", "fine\nbad line\n")
+        wrong_suffix = await upload(client, "x.txt", "text")
+        saved = (pickup / "uploaded.note").read_text()
+        (pickup / "dropped.note").unlink()
+        with trio.fail_after(DEADLINE):
+            while "dropped.note" in notes.DEPLOYED:
+                await trio.sleep(0.01)
+        removed = await client.delete("/zato/api/deploy/uploaded.note", auth=admin_auth(), headers=JSON_TYPE)
+        missing = await client.delete("/zato/api/deploy/uploaded.note", auth=admin_auth(), headers=JSON_TYPE)
+    assert uploaded.status_code == 200 and uploaded.json()["services"] == ["uploaded one"], uploaded.text
+    assert saved == "uploaded one\nmore\n"
+    assert broken.status_code == 400 and broken.json()["line"] == 2, broken.text
+    assert "broken.note:2: a note may not start with 'bad'" in broken.text and not (pickup / "broken.note").exists()
+    assert wrong_suffix.status_code == 400 and ".note files, which enabled plugins deploy)" in wrong_suffix.text
+    assert removed.status_code == 200 and removed.json()["undeployed"] == ["uploaded.note"]
+    assert missing.status_code == 404 and not (pickup / "uploaded.note").exists()
+    assert "ignored.txt" not in notes.DEPLOYED and notes.EVENTS.count(("deploy", "at-start.note")) == 1
+
+
+@pytest.mark.parametrize("suffix", [".py", "bst", ".BST", ".a/b", "." + "x" * 17, ""])
+def test_a_deployable_file_suffix_is_a_dot_and_lowercase_letters_or_digits_other_than_py(suffix):
+    from zato.registry import DeployableFile, RegistrationError
+
+    async def nothing(*args):
+        return []
+    with pytest.raises(RegistrationError, match="must be a dot and 1 to 16 lowercase letters or digits, other than .py"):
+        DeployableFile(suffix, nothing, nothing)

@@ -40,7 +40,9 @@ def test_every_module_of_zato_is_in_a_layer():
     in_this_repository = {package.name for package in (ROOT / "plugins").glob("*/src/zato_plugin_*")}
     assert plugins == in_this_repository, f"the `layers` contract in pyproject.toml must name every plugin of " \
                                           f"plugins/*: missing {sorted(in_this_repository - plugins)}"
-    modules = {f"zato.{module.name}" for module in pkgutil.iter_modules(zato.__path__)} - {"zato.builtin"}
+    core_dir = [str(Path(zato.__file__).parent)]  # not the modules plugins add to the package (zato.enclog)
+    modules = {f"zato.{module.name}" for module in pkgutil.iter_modules(core_dir) if not module.name.startswith("_")} \
+        - {"zato.builtin"}
     assert modules == core, f"add {sorted(modules - core)} to the core layer of the `layers` contract in " \
                             f"pyproject.toml" if modules - core else f"{sorted(core - modules)} no longer exist"
 
@@ -94,3 +96,39 @@ assert "zato.builtin.rate_limit" not in sys.modules
     assert result.stdout.strip() == str([{"field": "rate_limit_def", "error": "line 1: `* = 5/w`: the unit 'w' is "
                                                                               "not one of m (per minute), h (per hour) "
                                                                               "or d (per day)"}])
+
+
+def test_a_zato_package_taken_over_at_start_stops_the_command_and_the_server_saying_how_to_repair_it():
+    """ The published zato-enclog's *-nspkg.pth makes `zato` a bare module at interpreter start
+    (zato/__init__.py never runs); the CLI and the server say what to uninstall instead of an
+    ImportError about __version__. """
+    for module in ("zato.cli", "zato.server.main"):
+        result = _run_python(f"""
+import importlib.util, sys
+from importlib.machinery import PathFinder
+import zato as real
+sys.modules["zato"] = importlib.util.module_from_spec(PathFinder.find_spec("zato", [real.__path__[0].rsplit("/", 1)[0]]))
+import {module}
+""")
+        assert result.returncode == 1, (module, result.stdout, result.stderr)
+        assert "taken over when Python started" in result.stderr and "pip uninstall zato-enclog" in result.stderr
+
+
+def test_a_plugin_module_that_is_not_installed_names_the_plugin_to_install():
+    result = _run_python("""
+import sys
+sys.modules["zato.enclog"] = None  # as if zato-plugin-enclog were not installed
+try:
+    import zato_bst_not_here
+except ImportError as exc:
+    print("plain:", exc)
+from zato._plugin_modules import MissingPluginModule
+try:
+    MissingPluginModule.find_spec("zato_bst")
+except ModuleNotFoundError as exc:
+    print("named:", exc)
+""")
+    assert result.returncode == 0, result.stderr
+    assert "plain: No module named 'zato_bst_not_here'" in result.stdout
+    assert "named: No module named 'zato_bst': it comes with the bst plugin; install it with `pip install " \
+           "zato-plugin-bst`" in result.stdout

@@ -52,8 +52,10 @@ LEGACY_ROWS = {
 }
 # The branches of the built-in plugins and of the plugins installed with this repository that have tables
 BUILTIN_HEADS = {"scheduler": {"scheduler_0002"}, "rate_limit": {"rate_limit_0001"}, "pubsub": {"pubsub_0001"},
-                 "wsx": {"wsx_0001"}}
-WSX_TABLES = {"zato_wsx_connection", "zato_wsx_reply"}  # the wsx plugin's, new to every old database
+                 "wsx": {"wsx_0002"}, "bst": {"bst_0001"}}
+# the tables of the plugins installed with this repository, new to every old database
+PLUGIN_TABLES = {"zato_wsx_connection", "zato_wsx_reply", "zato_wsx_request", "zato_wsx_outgoing",
+              "zato_bst_state", "zato_bst_history"}
 
 
 def legacy_database(url: str, revision: str) -> dict[str, list]:
@@ -108,7 +110,7 @@ def test_a_database_of_the_old_chain_is_stamped_keeping_every_row(database_url, 
                  "zato_pubsub_dead_letter", "zato_pubsub_topic_state"},
         "0004": {"zato_pubsub_message", "zato_pubsub_delivery", "zato_pubsub_dead_letter", "zato_pubsub_topic_state"},
         "0005": set(),
-    }[old_revision] | WSX_TABLES
+    }[old_revision] | PLUGIN_TABLES
     assert odb.upgrade().startswith(f"at revisions zato {HEAD_REVISION}, ")
     assert odb.get_object("scheduler", "job1")["service"] == "demo.hello"
     odb.close()
@@ -117,7 +119,7 @@ def test_a_database_of_the_old_chain_is_stamped_keeping_every_row(database_url, 
 def test_an_old_database_is_stamped_for_a_plugin_switched_off_and_kept_until_it_is_on_again(database_url):
     before = legacy_database(database_url, "0005")
     odb = ODB(database_url)
-    builtin = {k: v for k, v in installed_migrations().items() if k != "wsx"}  # the branches the old chain had
+    builtin = {k: v for k, v in installed_migrations().items() if k not in ("wsx", "bst")}  # the old chain's branches
     enabled = {k: v for k, v in builtin.items() if k != "pubsub"}
     odb.upgrade(enabled)
     assert odb.revisions({}) == {"zato": {HEAD_REVISION}}
@@ -135,7 +137,7 @@ def test_a_plugin_switched_off_keeps_its_tables_and_is_upgraded_when_switched_on
     odb.upgrade(only_scheduler)
     assert "zato_scheduler_run" in tables_of(database_url) and "zato_pubsub_message" not in tables_of(database_url)
     assert odb.revisions() == {"zato": {HEAD_REVISION}, "scheduler": {"scheduler_0002"},
-                               "rate_limit": set(), "pubsub": set(), "wsx": set()}
+                               "rate_limit": set(), "pubsub": set(), "wsx": set(), "bst": set()}
     assert "rate_limit from nothing to rate_limit_0001" in odb.upgrade()  # switched on: its branch runs
     engine = create_engine(database_url)
     with engine.begin() as conn:

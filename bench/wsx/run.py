@@ -474,7 +474,7 @@ def summarise(results: dict[str, Any], args: argparse.Namespace) -> dict[str, An
 
 def print_table(results: dict[str, Any], summary: dict[str, Any], args: argparse.Namespace,
                 limits: dict[str, int]) -> None:
-    memory, pings = results["memory"], results["pings"]
+    memory = results["memory"]
     print(f"\n{args.sessions} sessions (open files: soft {limits['soft']}, hard {limits['hard']}), "
           f"{args.rounds} round(s) of {args.seconds:g} s per round-trip case, pings every "
           f"{args.ping_interval:g} s over {args.ping_seconds:g} s")

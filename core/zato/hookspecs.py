@@ -270,6 +270,16 @@ def register_pubsub_delivery_targets(register):
 
 
 @hookspec
+def register_deployable_files(register):
+    """ Let users deploy files other than `.py` like services: `register(DeployableFile(".bst",
+    deploy, undeploy, "BST definitions"))` (`zato.registry.DeployableFile`). The hot deploy
+    plugin then takes such files from the pickup directory, `zato deploy` and the admin API's
+    upload, and hands each to `deploy(server, file_name, source)` in one worker; a
+    `DeploymentError` refuses it with file and line. Returns nothing.
+    """
+
+
+@hookspec
 def register_migrations(register):
     """ Bring tables of the plugin's own into the configuration database.
 

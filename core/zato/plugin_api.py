@@ -26,6 +26,8 @@ What a plugin registers (`register(...)` in its `register_<things>` hooks)
                           policies (from `zato.server.listeners`, imported on first use)
     SecurityType, RateLimiterBackend, HTTPRoute, Task
     ASGIMount             a whole ASGI application under a path prefix (`register_asgi_mounts`)
+    DeployableFile, DeploymentError   files other than .py deployed like services (`register_deployable_files`),
+                          and what their `deploy` raises to refuse one with file and line
     ServerConfigSection, Setting   a server.conf section and its keys (default, range, choices)
     RegistrationError     what `register` raises for a duplicate name or a bad registration
     Kind                  the registry's kinds (`server.registry.items(Kind.OBJECT_TYPES)`)
@@ -97,7 +99,7 @@ from zato.common import SERVER_STARTUP
 from zato.config import ConfigError, as_bool, setting_number, to_bool, to_float, to_int
 from zato.objects import is_env_reference, secret_call
 from zato.registry import (
-    ASGIMount, ChannelType, Connector, Field, HTTPRoute, Kind, ListenerType, ObjectType, OutgoingConnectionType, RateLimiterBackend, RegistrationError,
+    ASGIMount, ChannelType, Connector, DeployableFile, Field, HTTPRoute, Kind, ListenerType, ObjectType, OutgoingConnectionType, RateLimiterBackend, RegistrationError,
     SecurityType, ServerConfigSection, Setting, Task, ZatoSpelling,
 )
 from zato.server.outgoing import (
@@ -122,7 +124,7 @@ _ON_FIRST_USE = {"Invocation": "zato.server.listeners", "Backoff": "zato.server.
                  "FailurePolicy": "zato.server.listeners",
                  "HTTPRequest": "zato.server.http", "HTTPResponse": "zato.server.http", "HTTPError": "zato.server.http",
                  "check_admin": "zato.server.admin_auth",
-                 "ServiceNotFound": "zato.server.deployment", "InputError": "zato.server.service.simpleio",
+                 "ServiceNotFound": "zato.server.deployment", "DeploymentError": "zato.server.deployment", "InputError": "zato.server.service.simpleio",
                  "admin_request": "zato.cli.admin_client", "describe_error": "zato.cli.admin_client",
                  "server_paths": "zato.cli.admin_client",
                  "outgoing_credentials": "zato.server.credentials", "OutgoingCredentialsError": "zato.server.credentials"}
@@ -142,7 +144,7 @@ __all__ = [
     # hooks
     "hookimpl", "SERVER_STARTUP",
     # registrations
-    "ASGIMount", "ChannelType", "Connector", "Field", "HTTPRoute", "ListenerType", *_ON_FIRST_USE, "ObjectType", "OutgoingConnectionType", "RateLimiterBackend",
+    "ASGIMount", "ChannelType", "Connector", "DeployableFile", "Field", "HTTPRoute", "ListenerType", *_ON_FIRST_USE, "ObjectType", "OutgoingConnectionType", "RateLimiterBackend",
     "RegistrationError", "SecurityType", "ServerConfigSection", "Setting", "Task", "Kind", "ZatoSpelling",
     # a plugin's runtime objects
     "PluginState", "PluginStateMissing", "PUBSUB_QUEUES", "PubSubQueues",

@@ -22,7 +22,7 @@ import pluggy
 
 from zato import PROJECT_NAME, __version__, hookspecs
 from zato.registry import (
-    ASGIMount, ChannelType, Connector, HTTPRoute, Kind, ObjectType, OutgoingConnectionType, RateLimiterBackend, Registry,
+    ASGIMount, ChannelType, Connector, DeployableFile, HTTPRoute, Kind, ObjectType, OutgoingConnectionType, RateLimiterBackend, Registry,
     RegistrationError, SecurityType, ServerConfigSection, Task,
 )
 
@@ -391,6 +391,7 @@ REGISTER_HOOKS: dict[str, tuple[str | None, Callable[..., Any]]] = {
     "register_service_attributes": (Kind.SERVICE_ATTRIBUTES, _register_service_attribute),
     "register_request_attributes": (Kind.REQUEST_ATTRIBUTES, _register_request_attribute),
     "register_pubsub_delivery_targets": (Kind.PUBSUB_DELIVERY_TARGETS, _register_delivery_target),
+    "register_deployable_files": (Kind.DEPLOYABLE_FILES, _register_typed(DeployableFile)),
 }
 
 

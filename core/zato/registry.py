@@ -6,6 +6,8 @@ rejects duplicates naming both plugins, and remembers which plugin registered wh
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Callable, Mapping
@@ -197,6 +199,33 @@ class RateLimiterBackend:
 
 
 @dataclass(frozen=True)
+class DeployableFile:
+    """ Files other than `.py` that users deploy like services - from the pickup directory,
+    `zato deploy DIR FILE` and the admin API's upload - by their `suffix` (`".bst"`). The hot
+    deploy plugin calls `await deploy(server, file_name, source)` in the one worker taking the
+    change (worker 1 for pickup/, at start for every such file there too, and any worker for an
+    upload), which returns the names of what it deployed, or raises
+    `zato.server.deployment.DeploymentError(message, file=..., line=...)` to refuse the file (the
+    message says what is wrong; hot deploy reports it with file and line and keeps what was
+    deployed). `await undeploy(server, file_name)` when the file is deleted, returning the names
+    undeployed. The plugin makes what it deployed reach every worker and server itself, e.g. as
+    configuration objects. `name` is the suffix. """
+    suffix: str
+    deploy: Callable[[Any, str, bytes], Any]
+    undeploy: Callable[[Any, str], Any]
+    description: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.suffix
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"\.[a-z0-9]{1,16}", self.suffix) or self.suffix == ".py":
+            raise RegistrationError(f"deployable file suffix {self.suffix!r} must be a dot and 1 to 16 lowercase "
+                                    f"letters or digits, other than .py (e.g. .bst)")
+
+
+@dataclass(frozen=True)
 class SecurityType:
     """ A way callers authenticate. `check(definition, request)` returns the user name or raises
     `HTTPError` (401/403). """
@@ -352,6 +381,7 @@ class Kind(StrEnum):
     SERVICE_ATTRIBUTES = "service_attributes"
     REQUEST_ATTRIBUTES = "request_attributes"
     PUBSUB_DELIVERY_TARGETS = "pubsub_delivery_targets"
+    DEPLOYABLE_FILES = "deployable_files"
 
 
 def _kind(kind: str) -> Kind:

@@ -14,7 +14,11 @@ from typing import Any
 
 import click
 
-from zato import __version__
+from zato._plugin_modules import check_package_intact
+
+check_package_intact()  # before anything that needs zato/__init__.py to have run
+
+from zato import __version__  # noqa: E402
 
 EXIT_NOT_RUNNING = 3
 

@@ -10,6 +10,10 @@ from pathlib import Path
 
 import trio
 
+from zato._plugin_modules import check_package_intact
+
+check_package_intact()  # before anything that needs zato/__init__.py to have run
+
 from zato.common.files import PRIVATE_DIR, PRIVATE_FILE, PUBLIC_FILE, make_dir, tighten, write_file
 from zato.config import ConfigError
 from zato.plugins import PluginLoadError

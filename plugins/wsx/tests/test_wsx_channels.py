@@ -6,6 +6,7 @@ enmasse rows. """
 from __future__ import annotations
 
 import json
+import socket
 import textwrap
 
 import click
@@ -357,6 +358,27 @@ async def test_a_channel_on_another_port_gets_a_listener_of_its_own_while_it_exi
                 except OSError:
                     break
     assert reply["data"]["echo"] == {"port": port}
+
+
+async def test_an_address_the_server_cannot_listen_on_is_logged_and_the_server_goes_on(tmp_path, caplog):
+    # a host name that does not resolve, and a port another program holds: neither stops the server
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        async with wsx_server(tmp_path) as server:
+            async with admin(server) as api:
+                for name, address in (("no.such.host", "ws://no-such-host.invalid:17999/ws"),
+                                      ("port.taken", f"ws://127.0.0.1:{taken.getsockname()[1]}/ws2")):
+                    reply = await api.post("/zato/api/objects/channel_web_socket", json={
+                        "name": name, "address": address, "service": "wsx.echo"})
+                    assert reply.status_code == 201, reply.text
+                with trio.fail_after(20):
+                    while caplog.text.count("are not served: cannot listen there") < 2:
+                        await trio.sleep(0.05)
+                alive = await api.get("/zato/ping")
+    assert alive.status_code == 200
+    assert "no-such-host.invalid:17999 are not served: cannot listen there (gaierror" in caplog.text
+    assert "check the host and port of the channels' address" in caplog.text
 
 
 async def test_a_client_that_stops_reading_holds_up_nobody_and_is_disconnected_at_once(tmp_path):

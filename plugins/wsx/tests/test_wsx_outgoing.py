@@ -227,9 +227,11 @@ async def test_errors_say_which_connection_and_why(tmp_path):
                                                "security": "out.wrong"})
             await create(api, "outgoing_wsx", {"name": "nobody home", "address": f"ws://127.0.0.1:{closed_port}/x"})
             await create(api, "outgoing_wsx", {"name": "no such path", "address": f"ws://127.0.0.1:{port}/ws/none"})
+            await create(api, "outgoing_wsx", {"name": "inbound secret", "address": f"ws://127.0.0.1:{port}/ws/gateway",
+                                               "security": "wsx.basic"})  # a definition for inbound use
             states = {}
             with trio.fail_after(15):
-                for name in ("wrong secret", "nobody home", "no such path"):
+                for name in ("wrong secret", "nobody home", "no such path", "inbound secret"):
                     while not (row := await outgoing_state(api, name)) or not row["last_error"]:
                         await trio.sleep(0.05)
                     states[name] = row
@@ -237,6 +239,7 @@ async def test_errors_say_which_connection_and_why(tmp_path):
     assert "refused the session with 403" in states["wrong secret"]["last_error"]
     assert f"cannot connect to 127.0.0.1:{closed_port}" in states["nobody home"]["last_error"]
     assert "refused the WebSocket handshake with HTTP 404" in states["no such path"]["last_error"]
+    assert "'wsx.basic' is for inbound use" in states["inbound secret"]["last_error"]
     assert bad_field.status_code == 400 and "ws:// or wss://" in bad_field.text
 
 

@@ -1,7 +1,10 @@
 """ The `hot_deploy` plugin: deploying user services while the server runs.
 
 A `.py` file dropped into the pickup directory, replaced there or deleted from it is deployed,
-redeployed or undeployed within a second, without a restart. `zato deploy DIR FILE` and the
+redeployed or undeployed within a second, without a restart. So are files of the suffixes
+plugins register (`register_deployable_files`, e.g. `.bst` definitions): the plugin deploys
+each (`DeployableFile.deploy`, in the worker taking the change; at start in the watching
+worker once the server has started) and shares what it deployed itself. `zato deploy DIR FILE` and the
 admin API (`POST /zato/api/deploy/{file_name}` with the source as the body, `DELETE` to
 undeploy) do the same. A file that does not import is rejected with its file and line, and the
 version deployed before keeps serving. See docs/hot-deployment.md.
@@ -114,6 +117,7 @@ def register_tasks(register, server):
         await deployer.ready.wait()
         for name in deployer.to_announce:
             await deployer.tell_others(name)
+        await deployer.deploy_other_files_at_start(baseline)
         await PickupWatcher(deployer, interval).watch(baseline)
 
     register("pickup", watch_pickup_dir)

@@ -45,7 +45,7 @@ async def delete(request: HTTPRequest) -> HTTPResponse:
 
 def _file_name_of(request: HTTPRequest) -> str:
     try:
-        return check_file_name(request.path_params["file_name"])
+        return check_file_name(request.path_params["file_name"], deployer_of(request.server).suffixes)
     except InvalidFileName as exc:
         raise HTTPError(400, f"Error 400 Bad Request: {exc}") from None
 
@@ -53,11 +53,12 @@ def _file_name_of(request: HTTPRequest) -> str:
 _ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 _FILE_NAME = {
     "name": "file_name", "in": "path", "required": True,
-    "description": f"a plain .py file name directly in the pickup directory (at most {MAX_NAME_BYTES} bytes in "
-                   "UTF-8, no path separator, no '..', no control characters)",
-    # what check_file_name accepts: no '/', '\\', '..' or control characters, and something before '.py'
+    "description": f"a plain file name directly in the pickup directory (at most {MAX_NAME_BYTES} bytes in "
+                   "UTF-8, no path separator, no '..', no control characters): a .py file of services, or a file "
+                   "of a suffix an enabled plugin deploys (such as .bst)",
+    # what check_file_name accepts: no '/', '\\', '..' or control characters, something before the suffix
     "schema": {"type": "string", "maxLength": MAX_NAME_BYTES,
-               "pattern": r"^(?:[^./\\\x00-\x1f\x7f]|\.[^./\\\x00-\x1f\x7f])+\.py$"},
+               "pattern": r"^(?:[^./\\\x00-\x1f\x7f]|\.[^./\\\x00-\x1f\x7f])+\.[a-z0-9]{1,16}$"},
     "examples": {"module": {"value": "my_services.py"}}}
 _DEPLOYED = {"description": "Deployed (or already deployed with this content: `unchanged`)", "content": {
     "application/json": {"schema": {"type": "object", "required": ["file", "services", "undeployed", "digest",

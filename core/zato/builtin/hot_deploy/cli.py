@@ -17,7 +17,8 @@ from zato.builtin.hot_deploy.files import InvalidFileName, check_file_name
 @click.argument("base_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 def deploy_command(base_dir: str, file: str) -> None:
-    """ Deploy FILE (a .py file of services) to the server running in BASE_DIR, without a restart.
+    """ Deploy FILE (a .py file of services, or a file a plugin deploys, such as .bst) to the server
+    running in BASE_DIR, without a restart.
 
     It is saved in the pickup directory under its own name. If it does not import, nothing
     changes, the error (file and line) is printed and the exit code is 1. """
@@ -25,7 +26,7 @@ def deploy_command(base_dir: str, file: str) -> None:
     paths = server_paths(base_dir)
     name = os.path.basename(file)
     try:
-        check_file_name(name)
+        check_file_name(name, None)  # the server says which suffixes its plugins deploy
     except InvalidFileName as exc:
         raise click.ClickException(str(exc)) from None
     source = Path(file).read_bytes()
@@ -52,7 +53,7 @@ def undeploy_command(base_dir: str, file_name: str) -> None:
     from zato.cli.admin_client import admin_request, describe_error, server_paths
     paths = server_paths(base_dir)
     try:
-        check_file_name(file_name)
+        check_file_name(file_name, None)
     except InvalidFileName as exc:
         raise click.ClickException(str(exc)) from None
     status, _, body = admin_request(paths, "DELETE", f"/zato/api/deploy/{quote(file_name)}")

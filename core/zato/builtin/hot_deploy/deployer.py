@@ -18,6 +18,7 @@ from zato.builtin.hot_deploy.files import (
     InvalidFileName, Signature, check_file_name, escaping_target, read_or_none, saved_names, scan_pickup, sha256,
     unlink, write_atomically,
 )
+from zato.registry import Kind
 from zato.server.deployment import DeploymentError
 from zato.server.plugin_state import PluginState
 
@@ -63,9 +64,16 @@ class HotDeployer:
         self.import_timeout = float(settings.get("import_timeout", DEFAULT_IMPORT_TIMEOUT))
         self.ready = trio.Event()  # set in AFTER_STARTED: from then on notifications reach other workers
         self.to_announce: list[str] = []  # files changed while this worker was down, to tell the others about
+        # Files other than .py that plugins deploy (zato.registry.DeployableFile), by suffix
+        self.other_files: dict[str, Any] = dict(server.registry.items(Kind.DEPLOYABLE_FILES))
+        self.suffixes = tuple(self.other_files)
 
     def path_of(self, name: str) -> Path:
-        return self.pickup_dir / check_file_name(name)
+        return self.pickup_dir / check_file_name(name, self.suffixes)
+
+    def handler_of(self, name: str) -> Any:
+        """ The `DeployableFile` a plugin registered for this file's suffix, or None for .py. """
+        return self.other_files.get(os.path.splitext(name)[1])
 
     def deployed(self, name: str) -> Any:
         """ The `DeployedFile` of a pickup file, or None. """
@@ -84,6 +92,9 @@ class HotDeployer:
         Only deployments of the same file wait for each other: a module that takes long to
         import holds up nothing else (it is imported outside the lock that swaps services in). """
         path = self.path_of(name)
+        handler = self.handler_of(name)
+        if handler is not None:
+            return await self._deploy_other(handler, name, source, how=how, save_to_pickup=save_to_pickup)
         started = time.perf_counter()
         digest = sha256(source)
         async with self.file_lock(name):
@@ -113,6 +124,57 @@ class HotDeployer:
                     ", ".join(deployed) or "(none)", f"; undeployed {', '.join(undeployed)}" if undeployed else "")
         await self.tell_others(name)
         return DeployResult(name, deployed, undeployed, digest, took_ms=took)
+
+    async def _deploy_other(self, handler: Any, name: str, source: bytes, *, how: str,
+                            save_to_pickup: bool) -> DeployResult:
+        """ A file of a plugin's suffix: the plugin deploys it (here only: it makes what it deployed
+        reach the other workers itself), and an upload is saved in the pickup directory. """
+        path = self.pickup_dir / name
+        started = time.perf_counter()
+        async with self.file_lock(name):
+            try:
+                names = list(await handler.deploy(self.server, name, source) or ())
+            except DeploymentError as exc:
+                message = f"{exc}; what was deployed from it before stays"
+                logger.error("hot deployment of %s (%s) rejected: %s", self.shown(name), how, message)
+                raise DeploymentError(message, file=exc.file or str(path), line=exc.line) from None
+            except Exception as exc:
+                logger.exception("hot deployment of %s (%s): the plugin deploying %s files failed", self.shown(name),
+                                 how, handler.suffix)
+                raise DeploymentError(f"{self.shown(name)}: the plugin deploying {handler.suffix} files failed "
+                                      f"({type(exc).__name__}: {exc}); see the server log", file=str(path)) from None
+            if save_to_pickup:
+                await trio.to_thread.run_sync(write_atomically, path, source)
+        took = (time.perf_counter() - started) * 1000
+        logger.info("hot-deployed %s (%s) in %.1f ms: %s %s", self.shown(name), how, took, handler.description,
+                    ", ".join(names) or "(none)")
+        return DeployResult(name, names, digest=sha256(source), took_ms=took)
+
+    async def _undeploy_other(self, handler: Any, name: str, *, how: str, remove_from_pickup: bool) -> list[str]:
+        path = self.pickup_dir / name
+        async with self.file_lock(name):
+            if remove_from_pickup:
+                if not os.path.lexists(path):
+                    raise NotDeployed(f"{self.shown(name)} is not in the pickup directory")
+                await trio.to_thread.run_sync(unlink, path)
+            names = list(await handler.undeploy(self.server, name) or ())
+        logger.info("hot-undeployed %s (%s): %s %s", self.shown(name), how, handler.description,
+                    ", ".join(names) or "(none)")
+        return names
+
+    async def deploy_other_files_at_start(self, snapshot: dict[str, Signature]) -> None:
+        """ The watching worker deploys the pickup directory's files of plugins' suffixes once the
+        server has started (what they deploy is shared: configuration objects, for instance). """
+        for name in sorted(snapshot):
+            if self.handler_of(name) is None or escaping_target(self.pickup_dir, self.pickup_dir / name) is not None:
+                continue  # a link out of the pickup directory is refused (reconcile logged it)
+            source = await trio.to_thread.run_sync(read_or_none, self.pickup_dir / name)
+            if source is None:
+                continue
+            try:
+                await self.deploy(name, source, how="at start", save_to_pickup=False)
+            except DeploymentError:
+                pass  # logged with its file and line
 
     def file_lock(self, name: str) -> trio.Lock:
         lock = self.file_locks.get(name)
@@ -150,6 +212,9 @@ class HotDeployer:
     async def undeploy(self, name: str, *, how: str, remove_from_pickup: bool) -> list[str]:
         """ Undeploys a pickup file's services here, then in every worker. """
         path = self.path_of(name)
+        handler = self.handler_of(name)
+        if handler is not None:
+            return await self._undeploy_other(handler, name, how=how, remove_from_pickup=remove_from_pickup)
         async with self.file_lock(name), self.lock:
             if remove_from_pickup:
                 if self.deployed(name) is None and not os.path.lexists(path):
@@ -189,6 +254,8 @@ class HotDeployer:
         except InvalidFileName as exc:
             logger.error("ignoring a %s notification: %s", SYNC, exc)
             return
+        if self.handler_of(name) is not None:
+            return  # the plugin deploying it reaches the other workers itself
         async with self.file_lock(name):
             source = await trio.to_thread.run_sync(read_or_none, self.deployed_dir / name)
             current = self.deployed(name)
@@ -220,7 +287,7 @@ class HotDeployer:
         pickup directory, serves the last good version of files that failed, and (in the
         watching worker) brings work/deployed/ in step with pickup/. Returns the state of the
         pickup directory the watcher starts from. """
-        snapshot = await trio.to_thread.run_sync(scan_pickup, self.pickup_dir)
+        snapshot = await trio.to_thread.run_sync(scan_pickup, self.pickup_dir, self.suffixes)
         failed = {name: error for name in snapshot
                   if (error := self.store.file_errors.get(str(self.pickup_dir / name))) is not None}
         for name in snapshot:

@@ -8,6 +8,7 @@ import os
 import secrets
 import stat
 from pathlib import Path
+from typing import Collection
 
 MAX_NAME_BYTES = 255
 
@@ -15,13 +16,16 @@ Signature = tuple[int, int, int, int, int, bool]  # what a scan sees of a file: 
 
 
 class InvalidFileName(ValueError):
-    """ A name that is not a plain `.py` file name directly in the pickup directory. """
+    """ A name that is not a plain deployable file name directly in the pickup directory. """
 
 
-def check_file_name(name: str) -> str:
-    """ Returns `name` if it names a `.py` file directly in the pickup directory; otherwise
-    raises `InvalidFileName` saying why. Nothing with a path in it gets through, so no name can
-    reach outside the pickup directory. """
+def check_file_name(name: str, suffixes: Collection[str] | None = ()) -> str:
+    """ Returns `name` if it names a `.py` file directly in the pickup directory, or a file of
+    one of `suffixes` (those plugins register, `zato.registry.DeployableFile`; None: any suffix,
+    for a client that leaves the choice to the server); otherwise raises `InvalidFileName`
+    saying why. Nothing with a path in it gets through, so no name can reach outside the pickup
+    directory. """
+    suffix = os.path.splitext(name)[1]
     problem = ""
     if not name:
         problem = "it is empty"
@@ -33,16 +37,19 @@ def check_file_name(name: str) -> str:
         problem = "it holds control characters"
     elif len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
         problem = f"it is longer than {MAX_NAME_BYTES} bytes"
-    elif not name.endswith(".py") or name == ".py":
-        problem = "only .py files hold services"
+    elif not suffix or name == suffix:
+        problem = "it has no suffix such as .py"
+    elif suffix != ".py" and suffixes is not None and suffix not in suffixes:
+        problem = "only .py files hold services" + (
+            f" (and {', '.join(sorted(suffixes))} files, which enabled plugins deploy)" if suffixes else "")
     if problem:
         raise InvalidFileName(f"{name!r} cannot be deployed: {problem}; use a plain file name such as my_services.py")
     return name
 
 
-def is_deployable_name(name: str) -> bool:
+def is_deployable_name(name: str, suffixes: Collection[str] = ()) -> bool:
     try:
-        check_file_name(name)
+        check_file_name(name, suffixes)
     except InvalidFileName:
         return False
     return True
@@ -57,14 +64,15 @@ def escaping_target(pickup_dir: Path, path: Path) -> str | None:
     return None if target != root and target.is_relative_to(root) else str(target)
 
 
-def scan_pickup(pickup_dir: Path) -> dict[str, Signature]:
-    """ Every deployable regular file in the pickup directory, with what identifies its version
-    on disk (inode, size, modification and change times). Blocking: run it in a thread. """
+def scan_pickup(pickup_dir: Path, suffixes: Collection[str] = ()) -> dict[str, Signature]:
+    """ Every deployable regular file in the pickup directory (`.py`, and `suffixes`), with what
+    identifies its version on disk (inode, size, modification and change times). Blocking: run
+    it in a thread. """
     found: dict[str, Signature] = {}
     try:
         with os.scandir(pickup_dir) as entries:
             for entry in entries:
-                if not is_deployable_name(entry.name):
+                if not is_deployable_name(entry.name, suffixes):
                     continue
                 try:
                     info = entry.stat()  # follows a symbolic link; a dangling one (an editor's lock file) is skipped

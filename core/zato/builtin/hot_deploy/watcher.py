@@ -34,7 +34,7 @@ class PickupWatcher:
             while True:
                 await trio.sleep(self.interval)
                 try:
-                    snapshot = await trio.to_thread.run_sync(scan_pickup, self.pickup_dir)
+                    snapshot = await trio.to_thread.run_sync(scan_pickup, self.pickup_dir, self.deployer.suffixes)
                 except OSError as exc:
                     if str(exc) != failing:
                         logger.error("cannot read the pickup directory %s: %s; retrying", self.pickup_dir, exc)

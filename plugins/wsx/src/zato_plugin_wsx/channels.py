@@ -145,10 +145,14 @@ class WSXChannels:
             try:
                 logger.info("WebSocket channels listen on %s", listen_on)
                 await serve(self._listener_app(listen_on), config, shutdown_trigger=trio.sleep_forever)
-            except OSError as exc:
-                self.listener_errors[listen_on] = str(exc)
-                logger.error("WebSocket channels on %s are not served: cannot listen there (%s); is another "
-                             "program using the port? Change the channels' address", listen_on, exc)
+            except Exception as exc:  # hypercorn raises an address it cannot bind to inside exception groups
+                reason = exc
+                while isinstance(reason, BaseExceptionGroup) and reason.exceptions:
+                    reason = reason.exceptions[0]
+                self.listener_errors[listen_on] = f"{type(reason).__name__}: {reason}"
+                logger.error("WebSocket channels on %s are not served: cannot listen there (%s: %s); check the host "
+                             "and port of the channels' address (a name this machine resolves, a port no other "
+                             "program uses)", listen_on, type(reason).__name__, reason)
         if self._listeners.get(listen_on) is scope:
             self._listeners.pop(listen_on)
 

@@ -266,8 +266,11 @@ class RemoteSession:
         prefix = self.describe() + ": "
         return text[len(prefix):] if text.startswith(prefix) else text
 
-    def _set_state(self, state: str, error: str = "") -> None:
-        self.state, self.since, self.last_error = state, time.time(), error or self.last_error
+    def _set_state(self, state: str, error: str | None = None) -> None:
+        """ `error`: the last error from now on ("" clears it); None keeps it. """
+        self.state, self.since = state, time.time()
+        if error is not None:
+            self.last_error = error
         self.sessions.state_changed(self)
 
     # ############################################################################################
@@ -316,8 +319,8 @@ class RemoteSession:
                 await trio.sleep_forever()
         except (RemoteError, RemoteGone, OSError, trio.TooSlowError, ValueError, LookupError) as exc:
             self.last_error, close_code = self._why(exc), getattr(exc, "code", 1006)
-        except BaseExceptionGroup as group:  # from the reader or the pinger: the connection ended
-            ended, rest = group.split((RemoteError, RemoteGone, OSError, trio.TooSlowError))
+        except BaseExceptionGroup as group:  # from the reader, the pinger or the session: the connection ended
+            ended, rest = group.split((RemoteError, RemoteGone, OSError, trio.TooSlowError, ValueError, LookupError))
             if ended is None or rest is not None:
                 raise
             first = _leaves(ended)[0]

@@ -148,20 +148,32 @@ class ConnectionStore:
                 "last_seen": now}
 
     def apply(self, changes: Iterable[tuple[str, Any]]) -> None:
-        """ `changes`: ("open", row) and ("close", pub_client_id) of channel connections, and
-        ("outgoing", status) of outgoing ones, in the order they happened. """
+        """ `changes`, in the order they happened: ("open", row) of a connection whose session
+        opened (its pub_client_id is new), ("rewrite", row) of one whose row is missing or out of
+        date, ("close", pub_client_id), and ("outgoing", status) of outgoing connections. Rows
+        of sessions opened one after another are inserted together (thousands of clients
+        connecting at once cost one statement per batch). """
         with self.engine.begin() as conn:
+            opened: list[dict[str, Any]] = []
             for kind, value in changes:
+                if kind == "open":
+                    opened.append(value)
+                    continue
+                if opened:
+                    conn.execute(insert(connection_table), opened)
+                    opened = []
                 if kind == "outgoing":
                     conn.execute(delete(outgoing_table).where(outgoing_table.c.name == value["name"]))
                     if value["state"] != "gone":
                         conn.execute(insert(outgoing_table), [self.outgoing_row(value, time.time())])
-                elif kind == "open":
+                elif kind == "rewrite":
                     conn.execute(delete(connection_table).where(
                         connection_table.c.pub_client_id == value["pub_client_id"]))
                     conn.execute(insert(connection_table), [value])
                 else:
                     conn.execute(delete(connection_table).where(connection_table.c.pub_client_id == value))
+            if opened:
+                conn.execute(insert(connection_table), opened)
 
     def outgoing_row(self, status: dict[str, Any], now: float) -> dict[str, Any]:
         return {"name": status["name"], "address": status.get("address") or "", "state": status["state"],
@@ -198,7 +210,7 @@ class ConnectionStore:
             gone = present - set(wanted)
             if gone:
                 conn.execute(delete(connection_table).where(connection_table.c.pub_client_id.in_(gone)))
-        self.apply([("open", row) for pub_client_id, row in wanted.items()
+        self.apply([("rewrite", row) for pub_client_id, row in wanted.items()
                     if pub_client_id not in present or self._written.get(pub_client_id) != _live_fields(row)])
         self._written = {pub_client_id: _live_fields(row) for pub_client_id, row in wanted.items()}
         with self.engine.begin() as conn:
