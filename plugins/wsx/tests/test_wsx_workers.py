@@ -245,6 +245,10 @@ async def test_pubsub_messages_reach_clients_of_either_worker_at_the_first_attem
                 reply = await client.invoke({"service": "zato.pubsub.pubapi.subscribe-wsx",
                                              "request": {"topic_name": "/news"}})
                 assert reply["meta"]["msg_type"] == "zwsx.rspok", reply
+            for admin_client in admins.values():  # each worker routes what it publishes to both subscriptions
+                while len([sub for sub in (await admin_client.get("/zato/api/pubsub/subscriptions")).json()
+                           if sub["sub_key"].startswith("zpsk.wsx.")]) < 2:
+                    await trio.sleep(0.05)
             for number in range(6):
                 publisher = admins[list(admins)[number % 2]]
                 reply = await publisher.post("/zato/api/invoke/zato.pubsub.publish.publish",
