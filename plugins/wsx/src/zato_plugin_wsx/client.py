@@ -66,7 +66,6 @@ class RemoteEndpoint:
         self.pongs = 0
         self._send_lock = trio.Lock()
         self._waiting: dict[str, tuple[trio.Event, list[dict[str, Any]]]] = {}  # our request id -> (answered, [frame])
-        self._counter = 0
 
     def describe(self) -> str:
         return f"outgoing WebSocket connection {self.name!r} ({self.address})"
@@ -196,8 +195,7 @@ class RemoteEndpoint:
         await self._send(Ping(payload=payload))
 
     def _frame(self, action: str, data: Any, **meta: Any) -> tuple[str, str]:
-        self._counter += 1
-        msg_id = f"{protocol.new_id()}"
+        msg_id = protocol.new_id()
         header = {"action": action, "id": msg_id, "timestamp": datetime.now(timezone.utc).isoformat(),
                   "token": self.token, "client_id": self.client_id, "client_name": self.client_name, **meta}
         return msg_id, json.dumps({"data": data if data is not None else {}, "meta": header})

@@ -138,7 +138,7 @@ class HookCtx:
     `config` (the connection's definition). """
     __slots__ = ("type", "data", "conn", "conn_name", "config", "code", "reason")
 
-    def __init__(self, type: str, conn: "WSXClient", data: Any = None, *, code: int | None = None,
+    def __init__(self, type: str, conn: "OutgoingClient", data: Any = None, *, code: int | None = None,
                  reason: str = "") -> None:
         self.type, self.data, self.conn, self.conn_name = type, data, conn, conn.name
         self.config, self.code, self.reason = conn.connection.definition, code, reason
@@ -156,15 +156,15 @@ def create_outgoing(server: Any, definition: dict[str, Any]) -> "OutgoingWSX":
 
 
 class OutgoingWSX:
-    """ `self.out.wsx[name]`; `.conn.client()` is a `WSXClient`. """
+    """ `self.out.wsx[name]`; `.conn.client()` is a `OutgoingClient`. """
 
     def __init__(self, server: Any, definition: dict[str, Any]) -> None:
         self.server, self.definition, self.name = server, definition, definition["name"]
         self.timeout = float(definition.get("timeout") or DEFAULT_TIMEOUT)
         self.conn = self
 
-    def client(self) -> "WSXClient":
-        return WSXClient(self)
+    def client(self) -> "OutgoingClient":
+        return OutgoingClient(self)
 
     async def call(self, action: str, data: Any, timeout: float | None) -> Any:
         """ `invoke` or `send` through the live connection, wherever it is. """
@@ -182,7 +182,7 @@ class OutgoingWSX:
         pass
 
 
-class WSXClient:
+class OutgoingClient:
     """ `with conn.client() as client:` - `client.invoke(msg)` returns the remote service's
     response (a Zato end: `msg` is the gateway's input, `{"service": ..., "request": ...}`);
     `client.send(msg)` is the same for a Zato end and sends `msg` as it is to any other. From a
@@ -191,13 +191,13 @@ class WSXClient:
     def __init__(self, connection: OutgoingWSX) -> None:
         self.connection, self.name = connection, connection.name
 
-    def __enter__(self) -> "WSXClient":
+    def __enter__(self) -> "OutgoingClient":
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         return None
 
-    async def __aenter__(self) -> "WSXClient":
+    async def __aenter__(self) -> "OutgoingClient":
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
@@ -250,7 +250,7 @@ class RemoteSession:
         self.endpoint: Any = None  # a zato_plugin_wsx.client.RemoteEndpoint while connected
         self.state, self.since, self.last_error = "connecting", time.time(), ""
         self.scope = trio.CancelScope()
-        self.client = WSXClient(OutgoingWSX(server, definition))
+        self.client = OutgoingClient(OutgoingWSX(server, definition))
         self._hooks_send, self._hooks_receive = trio.open_memory_channel[Any](HOOK_QUEUE)
 
     def describe(self) -> str:
