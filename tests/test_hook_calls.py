@@ -133,7 +133,7 @@ def test_a_wrapper_of_a_hook_called_one_plugin_at_a_time_is_refused_at_load(plug
     message = str(info.value)
     for part in ("plugin 'wrapping'", f"its {hook} implementation", f"{module}.py:", opts,
                  f"calls each plugin's {hook} on its own", f"remove {opts}", "tryfirst=True or trylast=True",
-                 "wrapping = False"):
+                 f"[deploy_internal] {module} = False"):
         assert part in message, (part, message)
 
 

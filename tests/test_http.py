@@ -60,8 +60,10 @@ async def test_demo_channel_and_error_replies(server_dir, caplog):
             reply = await client.delete("/demo/hello")
             is_error_body(reply, 405)
             assert reply.headers["allow"] == "GET, POST"
-            body = is_error_body(await client.post("/demo/hello", content=b"{not json"), 400)
-            assert "not valid JSON" in body["details"]
+            # demo.hello reads no body: one that is not JSON is never parsed (a service that reads
+            # it gets a 400 saying why: tests/test_http_compat.py)
+            reply = await client.post("/demo/hello", content=b"{not json")
+            assert reply.status_code == 200, reply.text
             is_error_body(await client.post("/demo/hello", content=b"x" * 1001), 413)
 
             reply = await client.get("/test/fails")

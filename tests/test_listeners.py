@@ -291,7 +291,11 @@ def test_request_attributes_are_declared_read_as_attributes_and_none_elsewhere()
     assert first.ibm_mq == "info" and first.scheduler_job is None
     assert dict(first.attributes) == {"ibm_mq": "info", "scheduler_job": None}
     assert second.ibm_mq is None and request_attributes(declared, None) is declared  # nothing made per request
-    with pytest.raises(AttributeError, match="self.request has no attribute 'wsx': channel 'orders' gives ibm_mq"):
+    with pytest.raises(AttributeError, match="self.request has no attribute 'other': channel 'orders' gives ibm_mq"):
+        first.other
+    # a channel attribute of a known plugin that is not enabled here says which line switches it on
+    with pytest.raises(AttributeError, match=r"self.request.wsx needs the wsx plugin \(zato-plugin-wsx\).*"
+                                             r"\[deploy_internal\] zato_plugin_wsx = True"):
         first.wsx
     with pytest.raises(ValueError, match=r"request attribute\(s\) wsx not declared by any enabled plugin; .* "
                                          r"register_request_attributes hook \(declared: ibm_mq, scheduler_job\)"):

@@ -23,7 +23,7 @@ def test_a_slot_sets_gets_requires_and_makes_on_first_use():
     slot = PluginState[list]("demo")
     server = _server()
     assert slot.get(server) is None
-    with pytest.raises(PluginStateMissing, match=r"the demo plugin is not running in this server: .*\[plugins\] demo = False"):
+    with pytest.raises(PluginStateMissing, match=r"the demo plugin is not running in this server: .*\[deploy_internal\] zato_plugin_demo = True"):
         slot.require(server)
     made = slot.get_or_create(server, list)
     assert slot.get_or_create(server, lambda: pytest.fail("made twice")) is made is slot.require(server)
@@ -98,9 +98,11 @@ async def test_a_provided_attribute_reaches_services_and_the_tester_can_set_it()
 def test_a_missing_plugin_attribute_names_the_plugin_to_enable():
     service = Service()
     service.server = SimpleNamespace(service_attributes={})
-    with pytest.raises(AttributeError, match=r"self\.kvdb needs the redis plugin: install zato-plugin-redis"):
+    with pytest.raises(AttributeError, match=r"self\.kvdb needs the redis plugin \(zato-plugin-redis\), which is "
+                                             r"switched off .*\[deploy_internal\] zato_plugin_redis = True"):
         service.kvdb
-    with pytest.raises(AttributeError, match=r"self\.pubsub needs the pubsub plugin"):
+    with pytest.raises(AttributeError, match=r"self\.pubsub needs the pubsub plugin .*\[deploy_internal\] "
+                                             r"zato\.builtin\.pubsub = True"):
         service.pubsub
     with pytest.raises(AttributeError, match=r"'Service' object has no attribute 'nothing'"):
         service.nothing

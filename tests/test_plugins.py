@@ -64,12 +64,13 @@ def test_switched_off_plugin_is_never_imported(plugin_site, tmp_path):
 
 
 def test_broken_plugin_stops_loading_naming_plugin_distribution_and_exception(plugin_site):
-    plugin_site.add("broken", "raise RuntimeError('boom at import')\n", distribution="zato-plugin-broken", version="0.3")
+    module = plugin_site.add("broken", "raise RuntimeError('boom at import')\n", distribution="zato-plugin-broken",
+                             version="0.3")
     with pytest.raises(PluginLoadError) as info:
         load_plugins({})
     message = str(info.value)
-    for part in ("'broken'", "zato-plugin-broken 0.3", "RuntimeError: boom at import", "broken = False",
-                 "--skip-broken-plugins"):
+    for part in ("'broken'", "zato-plugin-broken 0.3", "RuntimeError: boom at import",
+                 f"`[deploy_internal] {module} = False`", "--skip-broken-plugins"):
         assert part in message
 
 
@@ -322,7 +323,8 @@ def test_plugins_section_wins_over_component_enabled_with_one_warning(plugin_sit
     caplog.clear()
     with caplog.at_level("WARNING", logger="zato.plugins"):
         assert plugin_switches({"optin": "True"}, {"optin": "yes"}) == {"optin": True}  # they agree
-    assert not caplog.records
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "wins" not in warnings[0] and "[deploy_internal]" in warnings[0], warnings
 
 
 async def test_component_enabled_switches_an_opt_in_plugin_on_in_a_running_server(plugin_site, server_dir):
@@ -344,9 +346,9 @@ async def test_component_enabled_switches_an_opt_in_plugin_on_in_a_running_serve
 
 def test_plugins_list_shows_an_opt_in_plugin_off_until_switched_on(plugin_site, server_dir):
     from zato.cli import cli
-    plugin_site.add("optin", OPT_IN_SOURCE, opt_in=True)
+    module = plugin_site.add("optin", OPT_IN_SOURCE, opt_in=True)
     runner = CliRunner()
-    hint = "off until switched on: [component_enabled] optin = True or [plugins] optin = True in server.conf"
+    hint = f"off until switched on: [deploy_internal] {module} = True (or [component_enabled] optin = True) in server.conf"
     rows = {r["name"]: r for r in json.loads(runner.invoke(cli, ["plugins", "list", str(server_dir), "--json"]).output)}
     assert rows["optin"]["opt_in"] and not rows["optin"]["enabled"] and not rows["optin"]["loaded"]
     table = runner.invoke(cli, ["plugins", "list", str(server_dir)])
@@ -362,12 +364,14 @@ def test_plugins_list_shows_an_opt_in_plugin_off_until_switched_on(plugin_site, 
 def test_quickstart_lists_an_opt_in_plugin_commented_out(plugin_site, tmp_path):
     from zato.server.server import ServerPaths, read_server_config
     from zato.testing import create_test_server_dir
-    plugin_site.add("optin", OPT_IN_SOURCE, opt_in=True)
+    module = plugin_site.add("optin", OPT_IN_SOURCE, opt_in=True)
     base_dir = create_test_server_dir(tmp_path / "fresh")
     text = (base_dir / "config" / "server.conf").read_text("utf-8")
-    assert "# optin = True  (off until switched on, here or as [component_enabled] optin = True)" in text
+    assert ("# off until switched on: uncomment the line below, or set [component_enabled] optin = True as in "
+            f"Zato\n# {module} = True\n") in text
     config = read_server_config(ServerPaths(base_dir))
-    assert "optin" not in config.plugins
+    assert "plugins" not in config and module not in config.deploy_internal
+    assert "optin" not in plugin_switches(None, None, config.deploy_internal)
     set_config_value(base_dir, "component_enabled", "optin", "True")  # as the Zato article says
     config = read_server_config(ServerPaths(base_dir))
-    assert plugin_switches(config.get("plugins"), config.get("component_enabled"))["optin"] is True
+    assert plugin_switches(None, config.get("component_enabled"), config.deploy_internal)["optin"] is True

@@ -56,7 +56,7 @@ async def test_fs_config_only_changes_made_in_place_take_effect(server_dir):
         def adjust(ctx):
             if ctx.phase == "FS_CONFIG_ONLY":
                 config = ctx.kwargs["server_config"]
-                config.plugins.cache = False          # switch a plugin off before plugins load
+                config.deploy_internal["zato.builtin.cache"] = False  # switch a plugin off before plugins load
                 config.main.max_body_size = "10"       # typed afterwards like any value from the file
     """)
     set_config_value(server_dir, "misc", "startup_callable", f"{module}.adjust")

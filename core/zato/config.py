@@ -273,6 +273,8 @@ def apply_schema(config: Bunch, sections: Iterable[Any]) -> list[str]:
             continue
         section = declared.get(name)
         if section is None:
+            if name in SWITCH_SECTIONS:
+                continue  # read by the core before plugins load (zato.plugins)
             hint = _nearest(name, declared)
             warnings.append(f"{path}: unknown section [{name}]{hint}; it is ignored")
             continue
@@ -307,18 +309,25 @@ STARTUP_SETTINGS: dict[str, dict[str, Setting]] = {
 }
 PLUGIN_SWITCH = Setting(True, allowed="True or False")
 
+# Sections the core reads itself, before any plugin is loaded (zato.plugins): every key is a
+# switch, and none is unknown to `apply_schema`. [deploy_internal] switches plugins and modules of
+# internal services, as Zato's does; [plugins] is its name before, still read.
+SWITCH_SECTIONS = ("deploy_internal", "plugins")
+
 
 def check_startup_keys(config: Bunch) -> None:
-    """ Types and checks the keys in `STARTUP_SETTINGS` and each `[plugins]` switch, in place;
-    raises ConfigError naming the file, section, key and what is allowed. """
+    """ Types and checks the keys in `STARTUP_SETTINGS` and each switch of `SWITCH_SECTIONS`
+    ([deploy_internal], [plugins]), in place; raises ConfigError naming the file, section, key
+    and what is allowed. """
     path = config.get("__path__", "server.conf")
     for section, settings in STARTUP_SETTINGS.items():
         values = config.get(section) or {}
         for key, setting in settings.items():
             if key in values:
                 values[key] = check_value(values[key], setting, _Location(path, section, key))
-    for name, value in (config.get("plugins") or {}).items():
-        check_value(value, PLUGIN_SWITCH, _Location(path, "plugins", name))
+    for section in SWITCH_SECTIONS:
+        for name, value in (config.get(section) or {}).items():
+            check_value(value, PLUGIN_SWITCH, _Location(path, section, name))
 
 
 def get_config(repo_location: str | Path, file_name: str) -> Bunch:

@@ -1,10 +1,14 @@
 """ enmasse: a server's configuration objects as code, in one YAML file.
 
     zato enmasse import DIR FILE.yaml [--dry-run] [--delete-missing]
-    zato enmasse export DIR [--secrets omit|env] > FILE.yaml
+    zato enmasse export DIR [--secrets omit|env] [--format ours|zato] > FILE.yaml
 
 The file's top-level keys are object type names (Zato's: `security`, `channel_rest`,
-`outgoing_rest`, `scheduler`..., and every enabled plugin's), each holding a list of objects:
+`outgoing_rest`, `scheduler`..., and every enabled plugin's), each holding a list of objects.
+A file as Zato 3.2 exports it reads too: each type's `ObjectType.zato` (`zato.registry.ZatoSpelling`)
+names Zato's keys (`http_soap`, `def_sec`, `outconn_sql`...), field names and values, which are
+read into ours; Zato-only fields are dropped and listed in `Plan.notes`. `export --format zato`
+writes Zato's spelling back. Our own spelling:
 
     security:
       - name: my.user
@@ -59,17 +63,30 @@ from zato.registry import Field, Kind, ObjectType, Registry
 
 # Zato's enmasse top-level keys (shared/reference/zato-facts.md). A key of these that no enabled
 # plugin provides yet is reported as such rather than as a typo.
-ZATO_KEYS = ("security", "channel_rest", "outgoing_rest", "scheduler", "pubsub_topic", "pubsub_endpoint",
-             "pubsub_subscription", "outgoing_sql", "email_smtp", "web_socket", "zato_generic_connection",
+ZATO_KEYS = ("security", "def_sec", "channel_rest", "outgoing_rest", "http_soap", "channel_plain_http",
+             "outconn_plain_http", "scheduler", "pubsub_topic", "pubsub_endpoint", "pubsub_subscription", "outconn_sql",
+             "outgoing_sql", "email_smtp", "outconn_redis", "outconn_ftp", "web_socket", "zato_generic_connection",
              "def_jms_wmq", "channel_jms_wmq", "outconn_jms_wmq")
 
 # Zato keys of connectors that ship as their own distributions: (plugin, distribution)
-ZATO_KEY_PLUGINS = {key: ("ibm_mq", "zato-plugin-ibm-mq") for key in ("def_jms_wmq", "channel_jms_wmq",
-                                                                      "outconn_jms_wmq")}
+ZATO_KEY_PLUGINS = {
+    **{key: ("ibm_mq", "zato-plugin-ibm-mq") for key in ("def_jms_wmq", "channel_jms_wmq", "outconn_jms_wmq")},
+    "outconn_sql": ("sql", "zato-plugin-sql"), "email_smtp": ("smtp", "zato-plugin-smtp"),
+    "outconn_redis": ("redis", "zato-plugin-redis"), "outconn_ftp": ("ftp", "zato-plugin-ftp"),
+    "web_socket": ("wsx", "zato-plugin-wsx"),
+}
 
 # Zato's generic connections: one key, each row's `type_` says which kind
 GENERIC_KEY = "zato_generic_connection"
 ZATO_GENERIC_PLUGINS = {"cloud-dropbox": ("dropbox", "zato-plugin-dropbox"), "outconn-wsx": ("wsx", "zato-plugin-wsx")}
+
+# Export formats: ours (our type and field names) or Zato 3.2's (its keys, field names and values)
+FORMAT_OURS, FORMAT_ZATO = "ours", "zato"
+FORMATS = (FORMAT_OURS, FORMAT_ZATO)
+
+# Keys Zato 3.2's import reads unconditionally (its enmasse maps them back to its older names
+# with `dict.pop(key)`, which fails when one is missing): a Zato export always writes them
+ZATO_ALWAYS_WRITTEN = ("security", "channel_rest", "outgoing_rest")
 
 SECRETS_OMIT = "omit"
 SECRETS_ENV = "env"
@@ -340,6 +357,7 @@ class FileObject:
     line: int
     data: dict[str, Any]  # validated; secrets in clear or as $NAME, as given
     given: _Mapping
+    zato: bool = False  # read from a row in Zato's spelling (ObjectType.zato)
 
 
 @dataclass
@@ -348,6 +366,7 @@ class ImportFile:
     objects: list[FileObject]
     type_lines: dict[str, int]  # type key -> its line
     invalid: set[tuple[str, str]] = dataclass_field(default_factory=set)  # (type, name) of rows with problems
+    notes: list[Problem] = dataclass_field(default_factory=list)  # Zato-only fields, ignored
     _names: dict[str, set[str]] = dataclass_field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -382,11 +401,26 @@ def _read_import_file(store: ServerConfigStore, path: Path | str, shown: str | N
     type_lines: dict[str, int] = {}
     first_seen: dict[tuple[str, str], int] = {}
     invalid: set[tuple[str, str]] = set()
-    zato_keys = {t.zato.key: t for t in store.object_types.values() if t.zato is not None and not t.zato.generic_type}
+    spelled = zato_keys(store.object_types)
     generic_types = {t.zato.generic_type: t for t in store.object_types.values()
                      if t.zato is not None and t.zato.generic_type}
+    notes: list[Problem] = []
     for key, rows in document.items():
         key_line = document.line_of(key)
+        if isinstance(key, str) and key in spelled and (rows is None or isinstance(rows, list)):
+            # Zato's key (which may also be our type's name): each row is of the type whose
+            # spelling matches it, renamed to ours
+            for object_type in spelled[key]:
+                type_lines.setdefault(object_type.name, key_line)
+            for row in rows or ():
+                candidates = [t for t in spelled[key] if not isinstance(row, _Mapping) or t.zato.matches(row)]
+                if len(candidates) != 1:
+                    problems.append(Problem(shown, getattr(row, "line", key_line),
+                                            _unmatched_row_message(key, row, spelled[key], candidates)))
+                    continue
+                _read_rows(shown, candidates[0], [row], key_line, problems, objects, first_seen, invalid,
+                           candidates[0].zato, notes)
+            continue
         object_type = store.object_types.get(key) if isinstance(key, str) else None
         if object_type is None and key == GENERIC_KEY and generic_types and isinstance(rows, list):
             # Zato's generic connections: each row is of the type its `type_` names
@@ -397,12 +431,9 @@ def _read_import_file(store: ServerConfigStore, path: Path | str, shown: str | N
                                             _unknown_generic_message(row, generic_types)))
                     continue
                 type_lines.setdefault(generic.name, key_line)
-                _read_rows(shown, generic, [row], key_line, problems, objects, first_seen, invalid, generic.zato)
+                _read_rows(shown, generic, [row], key_line, problems, objects, first_seen, invalid, generic.zato,
+                           notes)
             continue
-        spelling = None
-        if object_type is None and isinstance(key, str) and key in zato_keys:
-            object_type = zato_keys[key]  # Zato's own key for the type: its rows are renamed to ours
-            spelling = object_type.zato
         if object_type is None:
             problems.append(Problem(shown, key_line, _unknown_key_message(key, store.object_types, rows)))
             continue
@@ -414,17 +445,52 @@ def _read_import_file(store: ServerConfigStore, path: Path | str, shown: str | N
             problems.append(Problem(shown, key_line, f"must be a list of objects (`  - name: ...`), not a "
                                                      f"{_kind(rows)}", key))
             continue
-        _read_rows(shown, object_type, rows, key_line, problems, objects, first_seen, invalid, spelling)
-    return ImportFile(shown, objects, type_lines, invalid), problems
+        _read_rows(shown, object_type, rows, key_line, problems, objects, first_seen, invalid)
+    notes += _outgoing_directions(store, objects, shown)
+    return ImportFile(shown, objects, type_lines, invalid, notes=notes), problems
+
+
+DIRECTION, OUTGOING = "direction", "outgoing"  # a security definition's field, and its value for outgoing use
+
+
+def _outgoing_directions(store: ServerConfigStore, objects: list[FileObject], shown: str) -> list[Problem]:
+    """ Zato's security definitions serve channels and outgoing connections alike; ours say which
+    (`direction`), since an outgoing one's password is stored encrypted, to be sent, and an
+    inbound one's only as a hash. A definition from a Zato row that gives no direction and that
+    only outgoing connections of the file use is made outgoing (else its password would be hashed,
+    and lost for sending); each such change is a note. """
+    outgoing_types = {t.object_type for t in store.registry.values(Kind.OUTGOING_CONNECTION_TYPES)}
+    users: dict[tuple[str, str], set[str]] = {}  # (type, name) -> the types of the objects naming it
+    for obj in objects:
+        for ref_field in _references(store.object_types[obj.object_type]):
+            value = obj.data.get(ref_field.name)
+            if isinstance(value, str):
+                users.setdefault((ref_field.references, value), set()).add(obj.object_type)
+    notes = []
+    for obj in objects:
+        object_type = store.object_types[obj.object_type]
+        used_by = users.get((obj.object_type, obj.name), set())
+        if (obj.zato and DIRECTION not in obj.given and any(f.name == DIRECTION for f in object_type.fields)
+                and used_by and used_by <= outgoing_types):
+            obj.data[DIRECTION] = OUTGOING
+            notes.append(Problem(shown, obj.line, f"set to {OUTGOING!r}: only outgoing connections "
+                                                  f"({', '.join(sorted(used_by))}) use it, and Zato has no such field",
+                                 obj.object_type, obj.name, DIRECTION))
+    return notes
 
 
 def _read_rows(shown: str, object_type: ObjectType, rows: list[Any], key_line: int, problems: list["Problem"],
                objects: list["FileObject"], first_seen: dict[tuple[str, str], int], invalid: set[tuple[str, str]],
-               spelling: Any = None) -> None:
-    """ Reads the rows of one type into `objects` (and what is wrong with them into `problems`). """
+               spelling: Any = None, notes: list["Problem"] | None = None) -> None:
+    """ Reads the rows of one type into `objects` (and what is wrong with them into `problems`;
+    Zato-only fields a row of Zato's spelling gives into `notes`). """
     key = object_type.name
     for row in rows:
         if spelling is not None and isinstance(row, _Mapping):
+            name = row.get("name") if isinstance(row.get("name"), str) else None
+            for ignored in spelling.ignored_in(row):
+                if notes is not None:
+                    notes.append(Problem(shown, row.line_of(ignored), "Zato's field, which means nothing here; ignored", key, name, ignored))
             row = _in_our_spelling(spelling, row)
         found = _read_row(shown, object_type, row, key_line, problems)
         if found is None:
@@ -438,7 +504,34 @@ def _read_rows(shown: str, object_type: ObjectType, rows: list[Any], key_line: i
                                     found.name, "name"))
             continue
         first_seen[(key, found.name)] = found.line
+        found.zato = spelling is not None
         objects.append(found)
+
+
+def zato_keys(object_types: Mapping[str, ObjectType]) -> dict[str, list[ObjectType]]:
+    """ Each top-level key of Zato's enmasse files (but the generic connections' one) -> the
+    object types whose rows it may hold, told apart by `ZatoSpelling.when`. """
+    out: dict[str, list[ObjectType]] = {}
+    for object_type in object_types.values():
+        if object_type.zato is not None and not object_type.zato.generic_type:
+            for key in object_type.zato.all_keys:
+                out.setdefault(key, []).append(object_type)
+    return out
+
+
+def _unmatched_row_message(key: str, row: Any, types: list[ObjectType], matching: list[ObjectType]) -> str:
+    """ Why a row under a Zato key is of none (or more than one) of the types the key holds. """
+    if not isinstance(row, Mapping):
+        return f"each item under {key!r} must be a mapping with at least `name`, not a {_kind(row)} ({row!r:.60})"
+    accepted = "; ".join(f"{t.name}: " + ", ".join(
+        f"{name} {' or '.join(repr(v) if v is not None else 'left out' for v in values)}"
+        for name, values in t.zato.when.items()) for t in types if t.zato.when)
+    given = ", ".join(f"{name} {row[name]!r}" if name in row else f"{name} left out"
+                      for name in sorted({n for t in types for n in t.zato.when}))
+    which = f"{key} {row.get('name')!r}" if isinstance(row.get("name"), str) else f"a {key} row"
+    if matching:
+        return (f"{which} ({given}) could be any of {', '.join(t.name for t in matching)}; say which: {accepted}")
+    return f"{which} ({given}) has no counterpart on this server; supported rows: {accepted}"
 
 
 def _unknown_generic_message(row: Any, generic_types: Mapping[str, ObjectType]) -> str:
@@ -455,13 +548,16 @@ def _in_our_spelling(spelling: Any, row: _Mapping) -> _Mapping:
     """ A row of Zato's spelling of a type (`ObjectType.zato`) with our field names, lines kept. """
     translated = _Mapping(spelling.translate(row))
     translated.line = row.line
-    translated.key_lines = {spelling.fields.get(key, key): line for key, line in row.key_lines.items()}
+    translated.key_lines = {}
+    for key, line in row.key_lines.items():
+        translated.key_lines.setdefault(spelling.fields.get(key, key), line)
     return translated
 
 
 def _plugin_hint(plugin: str, distribution: str) -> str:
+    from zato.plugins import switch_on_line
     return (f"the {plugin} plugin: pip install {distribution}, then switch it on in server.conf "
-            f"([plugins] {plugin} = True)")
+            f"({switch_on_line(plugin)})")
 
 
 def _unknown_key_message(key: Any, object_types: Mapping[str, ObjectType], rows: Any) -> str:
@@ -573,6 +669,8 @@ class Plan:
     updates in dependency order. """
     file: str
     steps: list[Step] = dataclass_field(default_factory=list)
+    notes: list[Problem] = dataclass_field(default_factory=list)  # Zato-only fields of the file, ignored
+    warnings: list[str] = dataclass_field(default_factory=list)  # $NAME references to unset variables
 
     def counts(self) -> dict[str, int]:
         return {action: sum(1 for s in self.steps if s.action == action) for action in ACTIONS}
@@ -621,12 +719,30 @@ def plan_import(store: ServerConfigStore, path: Path | str, *, delete_missing: b
     for step in deletes:
         by_type_deletes.setdefault(step.object_type, []).append(step)
 
-    plan = Plan(imported.path)
+    plan = Plan(imported.path, notes=list(imported.notes))
     for object_type in reversed(store.dependency_order(by_type_deletes)):
         plan.steps += sorted(by_type_deletes[object_type], key=lambda s: s.name)
     for object_type in store.dependency_order(by_type):
         plan.steps += sorted(by_type[object_type], key=lambda s: s.name)
+    for step in plan.changes:
+        if step.data is not None:
+            plan.warnings += missing_env_references(step.object_type, step.name, step.data)
     return plan
+
+
+def missing_env_references(object_type: str, name: str, data: Mapping[str, Any],
+                           environ: Mapping[str, str] | None = None) -> list[str]:
+    """ A warning for each `$NAME` value (or list item) whose variable `environ` (this process's
+    environment) lacks: the object is stored as given, but the server cannot use it until the
+    variable is set where it runs. Shared by enmasse and the admin API. """
+    environ = os.environ if environ is None else environ
+    warnings = []
+    for field_name, value in data.items():
+        for item in value if isinstance(value, list) else [value]:
+            if is_env_reference(item) and item[1:] not in environ:
+                warnings.append(f"{object_type} {name!r}: field {field_name!r}: environment variable {item[1:]} "
+                                f"is not set; set it where the server runs, or the server cannot use {item}")
+    return warnings
 
 
 def _references(object_type: ObjectType | None) -> list[Field]:
@@ -834,10 +950,13 @@ def secret_variable(object_type: str, name: str, field_name: str) -> str:
     return re.sub(r"[^A-Z0-9]+", "_", raw).strip("_")
 
 
-def export_config(store: ServerConfigStore, *, secrets: str = SECRETS_OMIT) -> Export:
-    """ Every object in the database as enmasse YAML (see the module docstring). """
+def export_config(store: ServerConfigStore, *, secrets: str = SECRETS_OMIT, format: str = FORMAT_OURS) -> Export:
+    """ Every object in the database as enmasse YAML (see the module docstring); with
+    `format="zato"`, in Zato 3.2's spelling (`ObjectType.zato`), so that Zato imports it. """
     if secrets not in SECRET_MODES:
         raise ValueError(f"secrets must be one of {', '.join(SECRET_MODES)}, not {secrets!r}")
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
     result = Export("")
     by_type = {object_type: list(objects.values()) for object_type, objects in store.read_objects().items()}
 
@@ -850,7 +969,10 @@ def export_config(store: ServerConfigStore, *, secrets: str = SECRETS_OMIT) -> E
              "# Secrets are " + ("left out: set them after importing, or export with --secrets env."
                                  if secrets == SECRETS_OMIT else
                                  "$ZATO_SECRET_... environment references: set those variables on the server.")]
-    for type_name in store.dependency_order(set(by_type) - set(unknown)):
+    exported = set(by_type) - set(unknown)
+    if format == FORMAT_ZATO:
+        return _export_zato(store, by_type, exported, secrets, result, used_variables, lines)
+    for type_name in store.dependency_order(exported):
         object_type = store.object_types[type_name]
         lines.append(f"{_yaml_scalar(type_name)}:")
         for obj in sorted(by_type[type_name], key=lambda o: o["name"]):
@@ -859,8 +981,32 @@ def export_config(store: ServerConfigStore, *, secrets: str = SECRETS_OMIT) -> E
     return result
 
 
+def _export_zato(store: ServerConfigStore, by_type: dict[str, list[dict[str, Any]]], exported: set[str], secrets: str,
+                 result: Export, used_variables: set[str], lines: list[str]) -> Export:
+    """ The objects under Zato's keys, in Zato's field names; types Zato has no counterpart of are
+    left out with a warning (Zato 3.2 refuses a file with a key it does not know). """
+    lines[0] = "# Zato configuration objects in Zato 3.2's enmasse format, written by `zato enmasse export --format zato`."
+    rows_by_key: dict[str, list[str]] = {key: [] for key in ZATO_ALWAYS_WRITTEN}
+    for type_name in store.dependency_order(exported):
+        object_type = store.object_types[type_name]
+        spelling = object_type.zato
+        if spelling is None:
+            result.warnings.append(f"left out {len(by_type[type_name])} object(s) of type {type_name!r}: Zato 3.2's "
+                                   f"enmasse has no counterpart (export without --format zato to keep them)")
+            continue
+        key = GENERIC_KEY if spelling.generic_type else spelling.key
+        rows = rows_by_key.setdefault(key, [])
+        for obj in sorted(by_type[type_name], key=lambda o: o["name"]):
+            rows += _export_object(object_type, obj, secrets, result, used_variables, spelling)
+    for key, rows in rows_by_key.items():
+        lines.append(f"{_yaml_scalar(key)}:" + ("" if rows else " []"))
+        lines += rows
+    result.text = "\n".join(lines) + "\n"
+    return result
+
+
 def _export_object(object_type: ObjectType, obj: dict[str, Any], secrets: str, result: Export,
-                   used_variables: set[str]) -> list[str]:
+                   used_variables: set[str], spelling: Any = None) -> list[str]:
     name = obj["name"]
     plain = comparable(object_type, obj)
     try:
@@ -897,6 +1043,10 @@ def _export_object(object_type: ObjectType, obj: dict[str, Any], secrets: str, r
             result.omitted.append(where)
     if not plain.get("is_active", True):
         ordered["is_active"] = False
+    if spelling is not None:
+        ordered = spelling.to_zato(ordered)
+        if spelling.generic_type:
+            ordered = {"type_": spelling.generic_type, **ordered}
     dumped = yaml.safe_dump([ordered], sort_keys=False, allow_unicode=True, default_flow_style=False, width=4096)
     lines = ["  " + line for line in dumped.splitlines()]
     if left_out:

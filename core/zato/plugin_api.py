@@ -14,7 +14,9 @@ What a plugin registers (`register(...)` in its `register_<things>` hooks)
     ObjectType, Field     a configuration object type and its fields (the schema is data:
                           description, default, example, choices, ranges)
     ZatoSpelling          how Zato's enmasse files name an object type (`ObjectType(zato=...)`):
-                          its key, its field names, its fields that mean nothing here
+                          its key and other keys, its field names and values, which rows of a shared
+                          key are of the type (`when`), its fields that mean nothing here
+    ZATO_NO_SECURITY      Zato's "no security definition" value (`values={"sec_def": {ZATO_NO_SECURITY: None}}`)
     OutgoingConnectionType  a connection type: `create(server, definition)` builds one, services reach
                           it through its accessor (`self.out.redis[name]`)
     Connector             an ObjectType and its OutgoingConnectionType in one registration
@@ -100,7 +102,7 @@ from zato.config import ConfigError, as_bool, setting_number, to_bool, to_float,
 from zato.objects import is_env_reference, secret_call
 from zato.registry import (
     ASGIMount, ChannelType, Connector, DeployableFile, Field, HTTPRoute, Kind, ListenerType, ObjectType, OutgoingConnectionType, RateLimiterBackend, RegistrationError,
-    SecurityType, ServerConfigSection, Setting, Task, ZatoSpelling,
+    ZATO_NO_SECURITY, SecurityType, ServerConfigSection, Setting, Task, ZatoSpelling,
 )
 from zato.server.outgoing import (
     BlockingCallError, BlockingCalls, ConnectionNotFound, OutgoingError, call_plain_or_async, client_tls_context,
@@ -145,7 +147,7 @@ __all__ = [
     "hookimpl", "SERVER_STARTUP",
     # registrations
     "ASGIMount", "ChannelType", "Connector", "DeployableFile", "Field", "HTTPRoute", "ListenerType", *_ON_FIRST_USE, "ObjectType", "OutgoingConnectionType", "RateLimiterBackend",
-    "RegistrationError", "SecurityType", "ServerConfigSection", "Setting", "Task", "Kind", "ZatoSpelling",
+    "RegistrationError", "SecurityType", "ServerConfigSection", "Setting", "Task", "Kind", "ZatoSpelling", "ZATO_NO_SECURITY",
     # a plugin's runtime objects
     "PluginState", "PluginStateMissing", "PUBSUB_QUEUES", "PubSubQueues",
     # outgoing connections and blocking libraries

@@ -1,11 +1,15 @@
 """ Finding, loading and listing plugins.
 
 Built-in features are plugins too (`DEFAULT_PLUGINS`), loaded the same way as third-party
-ones, which are found through the `zato.plugins` entry-point group. The `[plugins]` section of
-server.conf switches each one on or off by name (so does `[component_enabled]`, as in Zato); a
+ones, which are found through the `zato.plugins` entry-point group. The `[deploy_internal]`
+section of server.conf switches each one on or off, as Zato's does, by its module
+(`zato_plugin_ftp = False`), and each module of internal services of a plugin that has several
+(`read_deploy_internal`); `[component_enabled]` switches a plugin of its key's name too, as in
+Zato, and `[plugins]` (by name) is still read for servers made before `[deploy_internal]`. A
 plugin that is switched off is never imported. A plugin whose distribution lists it in the
 `zato.plugins.opt_in` group too is off until switched on. `load_plugins` is the one function
-that does all of it.
+that does all of it; `add_missing_deploy_internal_lines` writes the lines of plugins installed
+after the server was created.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -57,6 +62,42 @@ REQUIRED_PLUGINS = frozenset(("essentials",))
 # Plugins that were renamed: the old name in [plugins] of server.conf -> the name now
 RENAMED_PLUGINS = {"core": "essentials"}
 
+# The section of server.conf that switches plugins and modules of internal services, as Zato's
+DEPLOY_INTERNAL = "deploy_internal"
+
+# Plugin names (which are also Zato's [component_enabled] names where Zato has one, as ibm_mq) ->
+# the distribution that brings the plugin, for "install X" when a switch or a service names a
+# plugin that is not installed
+PLUGIN_DISTRIBUTIONS = {
+    "ibm_mq": "zato-plugin-ibm-mq",
+    "ftp": "zato-plugin-ftp",
+    "dropbox": "zato-plugin-dropbox",
+    "wsx": "zato-plugin-wsx",
+    "redis": "zato-plugin-redis",
+    "smtp": "zato-plugin-smtp",
+    "sql": "zato-plugin-sql",
+    "bst": "zato-plugin-bst",
+    "enclog": "zato-plugin-enclog",
+}
+
+# What services reach by Zato's names -> the plugin that provides it: `out.ftp` is
+# self.outgoing.ftp (and self.out.ftp), `request.ibm_mq` self.request.ibm_mq, `kvdb` self.kvdb
+SERVICE_USES = {
+    "out.ftp": "ftp",
+    "out.wsx": "wsx",
+    "out.ibm_mq": "ibm_mq",
+    "out.wmq": "ibm_mq",
+    "out.sql": "sql",
+    "out.redis": "redis",
+    "out.plain_http": "outgoing_http",
+    "cloud.dropbox": "dropbox",
+    "email.smtp": "smtp",
+    "request.ibm_mq": "ibm_mq",
+    "request.wsx": "wsx",
+    "kvdb": "redis",
+    "pubsub": "pubsub",
+}
+
 
 class PluginLoadError(Exception):
     """ A plugin could not be imported or registered. """
@@ -97,8 +138,19 @@ class LoadedPlugins:
     registry: Registry
     skipped: list[PluginInfo] = field(default_factory=list)
 
+    modules_off: dict[str, str] = field(default_factory=dict)  # module of internal services -> its line
+
     def enabled_names(self) -> list[str]:
         return [p.name for p in self.plugins if p.loaded]
+
+    def installed(self) -> list[PluginInfo]:
+        """ The plugins found (built-in and installed), without those registered in-process (`extra`). """
+        return [p for p in self.plugins if p.builtin or p._entry_point is not None]
+
+    def internal_service_modules(self) -> list[str]:
+        """ The modules of internal services to deploy: every one a loaded plugin registered, but
+        those switched off in [deploy_internal]. """
+        return [module for module in self.registry.items(Kind.INTERNAL_SERVICES) if module not in self.modules_off]
 
     def fingerprint(self) -> list[tuple[str, str, str]]:
         """ (name, distribution, version) of every loaded plugin, for the start-up cache. """
@@ -141,17 +193,122 @@ def discover_plugins() -> list[PluginInfo]:
     return found
 
 
-def plugin_switches(plugins_section: dict[str, Any] | None,
-                    component_enabled: dict[str, Any] | None = None) -> dict[str, bool]:
-    """ The `[plugins]` and `[component_enabled]` sections of server.conf as name -> enabled.
+def plugin_module(plugin: PluginInfo | str) -> str:
+    """ A plugin's key in [deploy_internal]: its module (`zato_plugin_ftp`, `zato.builtin.pubsub`).
+    For a plugin that is not installed, its built-in module or the module its distribution would have. """
+    if isinstance(plugin, PluginInfo):
+        return plugin.module.partition(":")[0]
+    return DEFAULT_PLUGINS.get(plugin) or f"zato_plugin_{plugin}"
 
-    A key of `[component_enabled]` that names an installed plugin switches it as `[plugins]`
-    does; its other keys are Zato's feature switches, not plugins, and are left alone. Where
-    both sections name a plugin and disagree, `[plugins]` wins, with a warning.
-    """
+
+class PluginNotEnabled(AttributeError):
+    """ A service uses what a plugin provides (`self.outgoing.ftp`), and that plugin is not installed
+    or is switched off; the message says what to install and which [deploy_internal] line to switch
+    on. An AttributeError, so that `hasattr` and `getattr(..., default)` keep working. """
+
+
+def plugin_not_enabled(what: str, name: str, server: Any = None) -> PluginNotEnabled:
+    """ The error raised where a service uses `what`, which plugin `name` provides and which is not
+    there (`plugin_needed`); `server` gives the plugins loaded in it. """
+    plugins = getattr(server, "plugins", None)
+    loaded = plugins.enabled_names() if hasattr(plugins, "enabled_names") else ()
+    return PluginNotEnabled(plugin_needed(what, name, loaded=loaded))
+
+
+def switch_on_line(name: str, found: list[PluginInfo] | None = None) -> str:
+    """ The server.conf line that switches plugin `name` on: `[deploy_internal] zato_plugin_ftp = True`. """
+    info = next((p for p in (found if found is not None else discover_plugins()) if p.name == name), None)
+    return f"[{DEPLOY_INTERNAL}] {plugin_module(info or name)} = True"
+
+
+def plugin_needed(what: str, name: str, found: list[PluginInfo] | None = None, loaded: Iterable[str] = ()) -> str:
+    """ Why `what` (`self.outgoing.ftp`) is not there and what to do: install the plugin's
+    distribution and/or switch its [deploy_internal] line on. `loaded`: the plugins loaded here. """
+    found = discover_plugins() if found is None else found
+    line = switch_on_line(name, found)
+    info = next((p for p in found if p.name == name), None)
+    if info is not None and name in set(loaded):
+        return (f"{what} comes with the {name} plugin ({info.distribution}), which is on ({line}) but has not "
+                f"provided it in this process; see the server log for why (did it fail to start?)")
+    if info is None:
+        distribution = PLUGIN_DISTRIBUTIONS.get(name, f"the distribution with the {name!r} plugin")
+        return (f"{what} needs the {name} plugin, which is not installed: install {distribution} "
+                f"(pip install {distribution}) and restart the server, with {line} in server.conf")
+    return (f"{what} needs the {name} plugin ({info.distribution}), which is switched off in this server: "
+            f"set {line} in server.conf and restart the server")
+
+
+def _as_switch(line: str, value: Any, what: str = "") -> bool:
     from zato.config import ConfigError, as_bool
-    switches: dict[str, bool] = {}
-    lines: dict[str, str] = {}  # name -> the line that switched it, for errors
+    try:
+        return as_bool(value)
+    except ValueError:
+        raise ConfigError(f"{line} in server.conf: {what}use True or False") from None
+
+
+def read_deploy_internal(section: dict[str, Any] | None,
+                         found: list[PluginInfo] | None = None) -> tuple[dict[str, bool], dict[str, bool]]:
+    """ `[deploy_internal]` of server.conf as (plugin name -> on, module of internal services -> on).
+
+    A key that is an installed plugin's module (or its name) switches the plugin; every other key
+    switches the module of internal services of that name (checked once plugins are loaded:
+    `apply_module_switches`). """
+    if not section:
+        return {}, {}
+    found = discover_plugins() if found is None else found
+    by_key = {plugin_module(info): info.name for info in found}
+    for info in found:
+        by_key.setdefault(info.name, info.name)
+    plugins: dict[str, bool] = {}
+    modules: dict[str, bool] = {}
+    for key, value in section.items():
+        enabled = _as_switch(f"[{DEPLOY_INTERNAL}] {key} = {value}", value)
+        if key in by_key:
+            plugins[by_key[key]] = enabled
+        else:
+            modules[key] = enabled
+    return plugins, modules
+
+
+def plugin_switches(plugins_section: dict[str, Any] | None,
+                    component_enabled: dict[str, Any] | None = None,
+                    deploy_internal: dict[str, Any] | None = None, *,
+                    found: list[PluginInfo] | None = None) -> dict[str, bool]:
+    """ The plugin switches of server.conf as name -> enabled: `[deploy_internal]` (by module,
+    `read_deploy_internal`), then `[component_enabled]`, then `[plugins]`.
+
+    A key of `[component_enabled]` that names an installed plugin switches it (as Zato's gates a
+    whole feature, it wins over `[deploy_internal]`, with a warning where they disagree); one
+    naming a plugin that is not installed, set to True, is warned about with the distribution
+    to install; its other keys are Zato's feature switches, not plugins, and are left alone.
+    `[plugins]` is read for servers made before `[deploy_internal]`, with one warning saying what
+    to move where; where it names a plugin another section names too, it wins.
+    """
+    from zato.config import ConfigError
+    if found is None:
+        found = discover_plugins() if (component_enabled or deploy_internal) else []
+    switches, _ = read_deploy_internal(deploy_internal, found)
+    modules = {info.name: plugin_module(info) for info in found}
+    lines = {name: f"[{DEPLOY_INTERNAL}] {modules[name]} = {value}" for name, value in switches.items()}
+
+    for name, value in (component_enabled or {}).items():
+        line = f"[component_enabled] {name} = {value}"
+        if name not in modules:
+            if name in PLUGIN_DISTRIBUTIONS and _as_switch(line, value, f"{name!r} is a plugin's switch; "):
+                logger.warning("%s in server.conf: no %s plugin is installed, so it stays off; install %s "
+                               "(pip install %s) and restart the server", line, name, PLUGIN_DISTRIBUTIONS[name],
+                               PLUGIN_DISTRIBUTIONS[name])
+            continue  # otherwise one of Zato's feature switches (stats, sso, ...), not a plugin
+        enabled = _as_switch(line, value, f"{name!r} is a plugin, switched on or off by this key; ")
+        if name in switches and switches[name] != enabled:
+            logger.warning("server.conf has %s and %s: [component_enabled] wins, as in Zato, so plugin %r is %s; "
+                           "remove one of the two lines or make them agree", lines[name], line, name,
+                           "on" if enabled else "off")
+        switches[name] = enabled
+        lines[name] = line
+
+    legacy: list[str] = []  # `[plugins] name = value` -> its [deploy_internal] line
+    overrides: list[str] = []
     for name, value in (plugins_section or {}).items():
         key = name
         if name in RENAMED_PLUGINS:
@@ -159,35 +316,240 @@ def plugin_switches(plugins_section: dict[str, Any] | None,
                            name, RENAMED_PLUGINS[name])
             name = RENAMED_PLUGINS[name]
         try:
-            switches[name] = as_bool(value)
-        except ValueError:
+            enabled = _as_switch(f"[plugins] {name} = {value!r}", value)
+        except ConfigError:
             raise ConfigError(f"[plugins] {name} = {value!r}: use True or False") from None
-        lines[name] = f"[plugins] {key} = {value}"
-
-    component_enabled = component_enabled or {}
-    installed = {p.name for p in discover_plugins()} if component_enabled else set()
-    for name, value in component_enabled.items():
-        if name not in installed:
-            continue  # one of Zato's feature switches (stats, sso, ...), not a plugin
-        line = f"[component_enabled] {name} = {value}"
-        try:
-            enabled = as_bool(value)
-        except ValueError:
-            raise ConfigError(f"{line} in server.conf: {name!r} is a plugin, switched on or off by this key; "
-                              f"use True or False") from None
-        if name in switches:
-            if switches[name] != enabled:
-                logger.warning("server.conf has %s and %s: [plugins] wins, so plugin %r is %s; remove one of "
-                               "the two lines or make them agree", lines[name], line, name,
-                               "on" if switches[name] else "off")
-            continue
+        line = f"[plugins] {key} = {value}"
+        if name in switches and switches[name] != enabled:
+            overrides.append(f"{line} over {lines[name]}")
         switches[name] = enabled
         lines[name] = line
+        legacy.append(f"`{key} = {value}` as `{modules.get(name) or plugin_module(name)} = {value}`")
+    if legacy:
+        wins = (f"; until then, where another line names the same plugin, [plugins] wins: {'; '.join(overrides)}"
+                if overrides else "")
+        _warn_once("server.conf: plugins are switched in [%s] now, as in Zato; [plugins] is still read, but "
+                   "move its lines under [%s] (%s) and remove [plugins]%s" % (DEPLOY_INTERNAL, DEPLOY_INTERNAL,
+                                                                            ", ".join(legacy), wins))
 
     for name in REQUIRED_PLUGINS:
         if switches.get(name) is False:
             raise ConfigError(f"{lines[name]}: the {name!r} plugin cannot be switched off; remove the line")
     return switches
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """ Logs `message` once per process: server.conf is read by several steps of one command
+    (the CLI, the supervisor, each worker's start), and one warning per problem is enough. """
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logger.warning("%s", message)
+
+
+def config_switches(config: dict[str, Any]) -> tuple[dict[str, bool], dict[str, bool]]:
+    """ server.conf's (plugin switches, module-of-internal-services switches): `plugin_switches`
+    and the module lines of `[deploy_internal]`. """
+    section = config.get(DEPLOY_INTERNAL)
+    found = discover_plugins()
+    switches = plugin_switches(config.get("plugins"), config.get("component_enabled"), section, found=found)
+    _, modules = read_deploy_internal(section, found)
+    return switches, modules
+
+
+def apply_module_switches(loaded: LoadedPlugins, modules: dict[str, bool]) -> None:
+    """ Leaves out of `loaded.internal_service_modules()` each module switched off, and warns once
+    about keys of [deploy_internal] that name neither an installed plugin nor a module of
+    internal services of a loaded one. """
+    registered = loaded.registry.items(Kind.INTERNAL_SERVICES)
+    loaded.modules_off = {module: f"[{DEPLOY_INTERNAL}] {module} = False"
+                          for module, enabled in modules.items() if not enabled and module in registered}
+    unknown = sorted(module for module in modules if module not in registered)
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        name = key.removeprefix("zato_plugin_")
+        if name in PLUGIN_DISTRIBUTIONS and key != name:
+            hints.append(f"{key} (the {name} plugin: install {PLUGIN_DISTRIBUTIONS[name]})")
+        else:
+            hints.append(key)
+    logger.warning("[%s] in server.conf: %s name%s no installed plugin and no module of internal services of a "
+                   "plugin that is on (Zato's own modules, zato.server.service.internal.*, mean nothing here: each "
+                   "plugin has its own line); %s ignored", DEPLOY_INTERNAL, ", ".join(hints),
+                   "s" if len(unknown) == 1 else "", "it is" if len(unknown) == 1 else "they are")
+
+
+_SERVICE_USE = re.compile(r"\bself\.(?:(out|outgoing|cloud|email|request)\.([A-Za-z_]\w*)|(kvdb|pubsub)\b)")
+
+
+def service_uses(source: str) -> dict[str, str]:
+    """ What a module's source reaches that a plugin provides (a cheap scan of its text, not of
+    its code): `self.outgoing.ftp` -> ftp, as Zato's name -> plugin name (`SERVICE_USES`). """
+    uses: dict[str, str] = {}
+    for match in _SERVICE_USE.finditer(source):
+        namespace, attribute, plain = match.groups()
+        key = plain or f"{'out' if namespace == 'outgoing' else namespace}.{attribute}"
+        if key in SERVICE_USES:
+            uses.setdefault(f"self.{plain or f'{namespace}.{attribute}'}", SERVICE_USES[key])
+    return uses
+
+
+def unavailable_service_uses(source: str, enabled: Iterable[str]) -> list[str]:
+    """ One line per plugin a module's source uses (`service_uses`) that is not loaded here, saying
+    what to install or switch on (`plugin_needed`); empty if every one is there. """
+    enabled = set(enabled)
+    by_plugin: dict[str, list[str]] = {}
+    for what, name in service_uses(source).items():
+        if name not in enabled:
+            by_plugin.setdefault(name, []).append(what)
+    if not by_plugin:
+        return []
+    found = discover_plugins()
+    return [plugin_needed(" and ".join(whats), name, found, enabled) for name, whats in sorted(by_plugin.items())]
+
+
+# ################################################################################################
+# The [deploy_internal] stanza: written by quickstart, completed at start with plugins installed since
+
+DEPLOY_INTERNAL_HEADER = f"""\
+[{DEPLOY_INTERNAL}]
+# What this server loads and deploys, as Zato's [{DEPLOY_INTERNAL}]: one line per plugin, by its
+# module, and one per module of internal services of a plugin that has several. False: the plugin
+# is never imported, or the module's services are not deployed. Restart after a change; the
+# start-up cache of internal services is rebuilt by itself (--sync-internal rebuilds it anyway).
+# A plugin installed later gets its line here at the next start. `zato plugins list DIR` shows them."""
+
+_STANZA_KEY = re.compile(r"^\s*[#;]?\s*([A-Za-z_][\w.]*)\s*=")
+
+
+def _first_sentence(text: str) -> str:
+    paragraph = " ".join(text.strip().split("\n\n")[0].split())
+    sentence = re.split(r"(?<=[a-z)`'])\. ", paragraph, maxsplit=1)[0].rstrip(".")
+    return re.sub(r"^The `\w+` plugin(?: \([^)]*\))?: ", "", sentence)
+
+
+def _module_docstring(module: str) -> str:
+    """ The first sentence of a module's docstring, read from its source without running it. """
+    import ast
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec(module)
+        origin = spec.origin if spec is not None else None
+        if not origin or not origin.endswith(".py"):
+            return ""
+        with open(origin, encoding="utf-8") as f:
+            return _first_sentence(ast.get_docstring(ast.parse(f.read())) or "")
+    except (ImportError, OSError, SyntaxError, ValueError):
+        return ""
+
+
+def plugin_description(info: PluginInfo) -> str:
+    """ What a plugin brings, in one line: its distribution's summary, else its module's docstring. """
+    summary = ""
+    if not info.builtin:
+        try:
+            summary = metadata.distribution(info.distribution).metadata.get("Summary") or ""
+        except metadata.PackageNotFoundError:
+            pass
+    return " ".join(summary.split()).rstrip(".") or _module_docstring(plugin_module(info)) or f"the {info.name} plugin"
+
+
+def _comment(text: str) -> list[str]:
+    import textwrap
+    return textwrap.wrap(text, width=98, initial_indent="# ", subsequent_indent="#   ", break_on_hyphens=False)
+
+
+def _modules_by_plugin(registry: Registry | None) -> dict[str, list[str]]:
+    modules: dict[str, list[str]] = {}
+    for module in (registry.items(Kind.INTERNAL_SERVICES) if registry is not None else ()):
+        modules.setdefault(registry.plugin_of(Kind.INTERNAL_SERVICES, module), []).append(module)
+    return modules
+
+
+def deploy_internal_lines(found: list[PluginInfo], registry: Registry | None = None,
+                          switches: dict[str, bool] | None = None, present: set[str] = frozenset()) -> list[str]:
+    """ The [deploy_internal] lines (each after a comment saying what it brings) of the plugins in
+    `found` whose key is not in `present`, and of the modules of internal services (`registry`)
+    of plugins that registered several. A plugin's value is its switch in `switches`, True if it
+    has none; an opt-in plugin without one gets its line commented out (it is off until switched on). """
+    switches = switches or {}
+    modules = _modules_by_plugin(registry)
+    lines: list[str] = []
+    for info in found:
+        key = plugin_module(info)
+        if key not in present and info.name not in present:
+            lines.extend(_comment(f"{info.name} ({info.distribution}): {plugin_description(info)}"
+                                  + (" (cannot be switched off)" if info.name in REQUIRED_PLUGINS else "")))
+            enabled = switches.get(info.name)
+            if enabled is None and info.opt_in:
+                lines.append(f"# off until switched on: uncomment the line below, or set [component_enabled] "
+                             f"{info.name} = True as in Zato")
+                lines.append(f"# {key} = True")
+            else:
+                lines.append(f"{key} = {enabled is not False}")
+        own = modules.get(info.name, [])
+        if len(own) > 1:
+            for module in own:
+                if module not in present:
+                    lines.extend(_comment(f"{info.name}: {_module_docstring(module) or 'internal services'}"))
+                    lines.append(f"{module} = True")
+    return lines
+
+
+def _stanza_keys(lines: list[str]) -> tuple[int | None, int, set[str]]:
+    """ (index of the [deploy_internal] header or None, index after its last non-blank line, the
+    keys its lines name, commented out or not). """
+    header, end, keys = None, len(lines), set()
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            if header is not None:
+                break
+            if stripped[1:-1].strip() == DEPLOY_INTERNAL:
+                header = end = index + 1
+            continue
+        if header is not None:
+            match = _STANZA_KEY.match(line)
+            if match:
+                keys.add(match.group(1))
+            if stripped:
+                end = index + 1
+    return header, end, keys
+
+
+def add_missing_deploy_internal_lines(path: Any, found: list[PluginInfo], registry: Registry | None,
+                                      switches: dict[str, bool]) -> list[str]:
+    """ Adds to server.conf's [deploy_internal] the lines of installed plugins (and modules of
+    internal services) it does not name yet, as Zato adds missing modules back; creates the
+    section if there is none. Every other line and comment stays as it is, and the file stays
+    0600. Returns the keys added, and logs one line saying so. """
+    from pathlib import Path as _Path
+
+    from zato.common.files import PRIVATE_FILE, write_file
+    path = _Path(path)
+    text = path.read_text("utf-8")
+    lines = text.splitlines()
+    header, end, present = _stanza_keys(lines)
+    added = deploy_internal_lines(found, registry, switches, present)
+    if not added:
+        return []
+    if header is None:
+        lines = (lines + [""] if lines and lines[-1].strip() else lines) + DEPLOY_INTERNAL_HEADER.splitlines() + added
+    else:
+        lines = lines[:end] + added + lines[end:]
+    try:
+        write_file(path, "\n".join(lines) + "\n", PRIVATE_FILE)
+    except OSError as exc:
+        logger.warning("%s: cannot add the [%s] lines of plugins installed since the server was created (%s); "
+                       "add them by hand:\n%s", path, DEPLOY_INTERNAL, exc, "\n".join(added))
+        return []
+    keys = [line.lstrip("# ").split(" =")[0] for line in added if _STANZA_KEY.match(line) and " = " in line]
+    logger.info("%s: added to [%s] the line%s of what was installed since the server was created: %s", path,
+                DEPLOY_INTERNAL, "s" if len(keys) != 1 else "", ", ".join(keys))
+    return keys
 
 
 def load_plugins(
@@ -212,7 +574,9 @@ def load_plugins(
     skipped: list[PluginInfo] = []
     unknown = set(switches) - {p.name for p in plugins}
     for name in sorted(unknown):
-        logger.warning("[plugins] %s: no such plugin is installed (installed: %s)", name, ", ".join(p.name for p in plugins))
+        install = f"; install {PLUGIN_DISTRIBUTIONS[name]} for it" if name in PLUGIN_DISTRIBUTIONS else ""
+        logger.warning("server.conf switches plugin %r, but no such plugin is installed%s (installed: %s)", name,
+                       install, ", ".join(p.name for p in plugins))
 
     for info in plugins:
         info.enabled = switches.get(info.name, not info.opt_in)
@@ -235,8 +599,8 @@ def load_plugins(
                 skipped.append(info)
                 continue
             raise PluginLoadError(
-                f"{message}. Fix or uninstall it, switch it off with `{info.name} = False` under [plugins] "
-                f"in server.conf, or start with --skip-broken-plugins") from exc
+                f"{message}. Fix or uninstall it, switch it off with `[{DEPLOY_INTERNAL}] {plugin_module(info)} = "
+                f"False` in server.conf, or start with --skip-broken-plugins") from exc
         info.loaded = True
         info.load_ms = (time.perf_counter() - started) * 1000
 

@@ -49,32 +49,107 @@ class Field:
 
 
 ZATO_NONE = "ZATO_NONE"  # how Zato's exports say "no value" (security_def: ZATO_NONE): the field is left out
+ZATO_NO_SECURITY = "zato-no-security"  # how Zato's REST rows say "no security definition"
+
+# Fields of Zato 3.2's `http_soap` rows (REST channels and outgoing connections alike) that mean
+# nothing here: database ids, SOAP, RBAC, caching, audit logs, parameter priorities
+ZATO_HTTP_SOAP_IGNORED = (
+    "id", "cluster_id", "is_internal", "service_id", "security_id", "sec_type", "sec_use_rbac", "has_rbac",
+    "sec_tls_ca_cert_id", "sec_tls_ca_cert_name", "ping_method", "merge_url_params_req", "url_params_pri",
+    "params_pri", "serialization_type", "content_type", "content_encoding", "data_encoding", "cache_id", "cache_name",
+    "cache_type", "cache_expiry", "match_slash", "http_accept", "soap_action", "soap_version", "hl7_version",
+    "json_path", "should_parse_on_input", "should_validate", "should_return_errors", "is_audit_log_sent_active",
+    "is_audit_log_received_active", "max_len_messages_sent", "max_len_messages_received",
+    "max_bytes_per_message_sent", "max_bytes_per_message_received", "opaque1", "is_source_external",
+)
 
 
 @dataclass(frozen=True)
 class ZatoSpelling:
-    """ How Zato's own enmasse files name an object type: its top-level `key` (`def_jms_wmq`),
-    its field names that differ from ours (`fields`: Zato's name -> ours, e.g.
-    `{"def_name": "definition"}`), and its fields that mean nothing here (`ignored`: accepted
-    from Zato's files and dropped, e.g. database ids). Enmasse reads rows under `key` as objects
-    of the type, renamed; export writes our names. Zato's generic connections share one key,
-    `zato_generic_connection`, told apart by each row's `type_`: such a type gives that key and
-    its `generic_type` (`cloud-dropbox`, `outconn-wsx`). """
+    """ How Zato's own enmasse files name an object type: its top-level `key` (`def_jms_wmq`; the
+    key `zato enmasse export --format zato` writes) and the other keys Zato's files put the same
+    rows under (`keys`: `channel_plain_http`, `http_soap`), its field names that differ from ours
+    (`fields`: Zato's name -> ours, e.g. `{"def_name": "definition"}`; several Zato names may give
+    one of ours, the first is the one exported), Zato's values that differ from ours (`values`:
+    Zato's field -> {Zato's value: ours}; a value mapped to None leaves the field out, as Zato's
+    `zato-no-security` does), and its fields that mean nothing here (`ignored`: accepted from
+    Zato's files, dropped and reported, e.g. database ids).
+
+    `when` tells rows apart where Zato keeps several types under one key (`http_soap` holds REST
+    channels and outgoing connections): field -> the values a row of this type has (None: the
+    field may be left out). A row whose values differ is not of this type; the fields named there
+    only choose the type and are dropped, unless `fields` maps them (`{"type": "type"}` keeps one).
+
+    Zato's generic connections share one key, `zato_generic_connection`, told apart by each row's
+    `type_`: such a type gives that key and its `generic_type` (`cloud-dropbox`, `outconn-wsx`). """
     key: str
     fields: Mapping[str, str] = field(default_factory=dict)
     ignored: tuple[str, ...] = ()
     generic_type: str = ""
+    keys: tuple[str, ...] = ()
+    when: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    values: Mapping[str, Mapping[Any, Any]] = field(default_factory=dict)
+    # Zato fields holding one value where ours holds a list (`method: GET` -> `methods: [GET]`):
+    # exported only when our list has exactly one item
+    scalars: tuple[str, ...] = ()
+
+    @property
+    def all_keys(self) -> tuple[str, ...]:
+        """ Every top-level key Zato's files put rows of this type under, the exported one first. """
+        return (self.key, *(key for key in self.keys if key != self.key))
+
+    def matches(self, row: Mapping[str, Any]) -> bool:
+        """ Whether a row under one of the keys is of this type (see `when`). """
+        return all(row.get(name) in accepted for name, accepted in self.when.items())
+
+    def is_dropped(self, key: str, value: Any) -> bool:
+        """ Whether a field of a Zato row is left out of ours without a word: it only chooses the
+        type, holds Zato's "no value", or is a generic connection's `type_`. """
+        return ((key in self.when and key not in self.fields) or (self.generic_type and key == "type_")
+                or value == ZATO_NONE)
+
+    def ignored_in(self, row: Mapping[str, Any]) -> list[str]:
+        """ The Zato-only fields of a row that hold something: empty, false and 0 ones (Zato writes
+        every field it has) say nothing worth reporting. """
+        return [key for key, value in row.items()
+                if key in self.ignored and not self.is_dropped(key, value) and value not in (None, "", [], {}, 0)]
 
     def translate(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """ A row of Zato's spelling in ours (a field given both ways keeps ours). """
         out: dict[str, Any] = {}
         for key, value in row.items():
-            if key in self.ignored or (self.generic_type and key == "type_") or value == ZATO_NONE:
+            if key in self.ignored or self.is_dropped(key, value):
                 continue
+            translated = self.values.get(key, {})
+            if isinstance(value, (str, int, float, bool)) and value in translated:
+                value = translated[value]
+                if value is None:
+                    continue
+            if key in self.scalars and not isinstance(value, list):
+                value = [value]
             ours = self.fields.get(key, key)
             if ours in out and ours != key:
                 continue
             out[ours] = value
+        return out
+
+    def to_zato(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """ An object of ours in Zato's spelling (the reverse of `translate`): each of our fields
+        under the first Zato name that gives it, values as Zato writes them. """
+        zato_names: dict[str, str] = {}
+        for zato_name, ours in self.fields.items():
+            zato_names.setdefault(ours, zato_name)
+        out: dict[str, Any] = {}
+        for ours, value in data.items():
+            zato_name = zato_names.get(ours, ours)
+            if zato_name in self.scalars:
+                if not (isinstance(value, list) and len(value) == 1):
+                    continue
+                value = value[0]
+            reverse = {v: k for k, v in self.values.get(zato_name, {}).items() if v is not None}
+            if isinstance(value, (str, int, float, bool)) and value in reverse:
+                value = reverse[value]
+            out[zato_name] = value
         return out
 
 
@@ -409,7 +484,7 @@ class Registry:
             other = items[name].plugin
             raise RegistrationError(
                 f"{kind}: {name!r} is registered by plugin {other!r} and again by plugin {plugin!r}; "
-                f"disable one of them in the [plugins] section of server.conf")
+                f"switch one of them off in the [deploy_internal] section of server.conf")
         items[name] = Registered(value, plugin)
 
     def get(self, kind: Kind, name: str) -> Any:

@@ -254,15 +254,16 @@ def quickstart(installed: Installed, directory: Path) -> Path:
     return directory
 
 
-def set_plugin_switch(server_dir: Path, plugin: str, enabled: bool) -> None:
-    """ Sets `plugin = True/False` under [plugins] in server.conf, keeping everything else as it is. """
+def set_plugin_switch(server_dir: Path, module: str, enabled: bool) -> None:
+    """ Sets `module = True/False` under [deploy_internal] in server.conf (a plugin's key is its
+    module), keeping everything else as it is. """
     conf = server_dir / "config" / "server.conf"
     text = conf.read_text("utf-8")
-    line = f"{plugin} = {enabled}"
-    text, count = re.subn(rf"(?m)^{re.escape(plugin)}\s*=.*$", line, text)
+    line = f"{module} = {enabled}"
+    text, count = re.subn(rf"(?m)^#?\s*{re.escape(module)}\s*=.*$", line, text)
     if not count:
-        text, count = re.subn(r"(?m)^\[plugins\][^\n]*\n", lambda m: m.group(0) + line + "\n", text)
-    assert count == 1, f"no [plugins] section in {conf}"
+        text, count = re.subn(r"(?m)^\[deploy_internal\][^\n]*\n", lambda m: m.group(0) + line + "\n", text)
+    assert count == 1, f"no [deploy_internal] section in {conf}"
     conf.write_text(text, "utf-8")
 
 
@@ -355,10 +356,10 @@ def test_plugin_adds_its_cli_command(installed: Installed) -> None:
 def test_plugin_switched_off_in_server_conf_is_not_imported(installed: Installed, tmp_path: Path) -> None:
     server_dir = quickstart(installed, tmp_path / "server")
     conf = (server_dir / "config" / "server.conf").read_text("utf-8")
-    assert re.search(rf"(?m)^{TESTDIST_PLUGIN} = True$", conf), "quickstart did not list the installed plugin"
+    assert re.search(rf"(?m)^{TESTDIST_MODULE} = True$", conf), "quickstart did not list the installed plugin"
     assert plugins_list(installed, server_dir)[TESTDIST_PLUGIN]["enabled"] is True
 
-    set_plugin_switch(server_dir, TESTDIST_PLUGIN, False)
+    set_plugin_switch(server_dir, TESTDIST_MODULE, False)
     row = plugins_list(installed, server_dir)[TESTDIST_PLUGIN]
     assert row["distribution"] == TESTDIST_DISTRIBUTION
     assert row["enabled"] is False and row["loaded"] is False
@@ -424,7 +425,7 @@ def stop(process: subprocess.Popen, timeout: float = 30) -> int:
 
 def test_server_from_the_fresh_venv_runs_the_plugins_service(installed: Installed, tmp_path: Path) -> None:
     server_dir = quickstart(installed, tmp_path / "server")
-    set_plugin_switch(server_dir, TESTDIST_PLUGIN, True)
+    set_plugin_switch(server_dir, TESTDIST_MODULE, True)
     log = tmp_path / "server-output.log"
     with open(log, "wb") as output:
         process = subprocess.Popen([str(installed.python), "-m", "zato.server.main", str(server_dir), "--fg"],

@@ -120,8 +120,26 @@ def register_internal_services(register):
 
 @hookimpl
 def register_notification_handlers(register):
+    from zato.common.broker_client import SERVICE_PUBLISH
     from zato.server import config_objects
     register(config_objects.CHANGED, config_objects.on_changed)
+    # Zato's broker messages from services (self.broker_client), carried by the same transport
+    register(SERVICE_PUBLISH, _publish_service)
+
+
+def _publish_service(server, payload):
+    from zato.common.broker_client import run_published_service
+    run_published_service(server, payload)
+
+
+def _broker_client(service):
+    from zato.common.broker_client import BrokerClient
+    return BrokerClient(service.server, service.cid)
+
+
+@hookimpl
+def register_service_attributes(register):
+    register("broker_client", _broker_client)
 
 
 _ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
@@ -153,7 +171,9 @@ def _invoke_operation(method: str) -> dict:
             "404": {"description": "No service of that name is deployed", "content": _ERROR},
             "415": {"$ref": "#/components/responses/UnsupportedMediaType"},
             "429": {"$ref": "#/components/responses/TooManyRequests"},
-            "500": {"description": "The service raised; the log has the traceback under the cid", "content": _ERROR},
+            "500": {"description": "The service raised; the log has the traceback under the cid. An admin caller "
+                                   "that sends X-Zato-Error-Details: true also gets `exception` (type, message, "
+                                   "where: file:line), as `zato invoke` shows it", "content": _ERROR},
             "503": {"description": "The service's share of threads ([main] max_threads_per_service) is full",
                     "headers": {"Retry-After": {"schema": {"type": "string"}}}, "content": _ERROR},
             "504": {"description": "The service did not finish within [main] service_timeout", "content": _ERROR},
@@ -192,4 +212,29 @@ async def admin_invoke(request: HTTPRequest) -> HTTPResponse:
     await check_admin(request, every_method=True, untyped_from_programs=True)
     if name not in request.server.services:
         raise HTTPError(404, f"Error 404 Not Found: no such service: {name}")
-    return await invoke_from_http(request, name, channel="admin.invoke")
+    try:
+        return await invoke_from_http(request, name, channel="admin.invoke")
+    except HTTPError as exc:
+        # An administrator who asks (`zato invoke` does) learns what the service raised; anyone
+        # else, and every channel caller, gets the cid only: the traceback stays in the log.
+        raised = exc.__context__
+        if exc.status != 500 or request.single_header(ERROR_DETAILS_HEADER) != "true" or \
+                not isinstance(raised, Exception) or isinstance(raised, HTTPError):
+            raise
+        raise HTTPError(500, f"Error 500: service {name} raised {type(raised).__name__}: {raised}",
+                        extra={"exception": _describe_exception(raised)}) from None
+
+
+# "true": a 500 from admin invoke says what the service raised (`zato invoke` sends it; the same
+# name as zato.cli.admin_client.ERROR_DETAILS_HEADER)
+ERROR_DETAILS_HEADER = "X-Zato-Error-Details"
+
+
+def _describe_exception(exc: BaseException) -> dict[str, str]:
+    """ Type, message and the innermost file:line of what a service raised. """
+    import traceback
+    if exc.__cause__ is not None and type(exc).__name__ == "ServiceAborted":  # sys.exit() and the like
+        exc = exc.__cause__
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return {"type": type(exc).__name__, "message": str(exc), "where": where}

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from zato import hookimpl
-from zato.registry import Connector, Field, ObjectType, OutgoingConnectionType
+from zato.registry import (
+    ZATO_HTTP_SOAP_IGNORED, ZATO_NO_SECURITY, Connector, Field, ObjectType, OutgoingConnectionType, ZatoSpelling,
+)
 from zato.server.outgoing import BlockingCalls, OutgoingError
 
 if TYPE_CHECKING:
@@ -47,7 +49,14 @@ OUTGOING_REST = ObjectType(OBJECT_TYPE, (
           description="A security definition with direction: outgoing (basic_auth or apikey) to authenticate with"),
     Field("pool_size", "int", default=10, minimum=1, description="Connections kept open to the address"),
     Field("is_active", "bool", default=True, description="An inactive connection is not built"),
-), description="A plain HTTP outgoing connection")
+), description="A plain HTTP outgoing connection",
+    zato=ZatoSpelling("outgoing_rest", keys=("outconn_plain_http", "http_soap"),
+                      when={"connection": ("outgoing", None), "transport": ("plain_http", None)},
+                      fields={"host": "address", "security_name": "security", "sec_def": "security",
+                              "validate_tls": "tls_verify"},
+                      values={"security_name": {ZATO_NO_SECURITY: None, "": None},
+                              "sec_def": {ZATO_NO_SECURITY: None, "": None}},
+                      ignored=ZATO_HTTP_SOAP_IGNORED + ("method", "service", "service_name")))
 
 
 class Response:

@@ -11,9 +11,9 @@ from typing import Any
 
 from zato import hookimpl
 from zato.common.rate_limiting import RATE_LIMIT_FIELDS, check_rate_limit_fields
-from zato.registry import ChannelType, Field, ObjectType
+from zato.registry import ZATO_HTTP_SOAP_IGNORED, ZATO_NO_SECURITY, ChannelType, Field, ObjectType, Setting, ZatoSpelling
 from zato.server.http_channel import invoke_from_http
-from zato.server.http import HTTPRequest, HTTPResponse, Router
+from zato.server.http import DEFAULT_SERVER_HEADER, HTTPRequest, HTTPResponse, Router
 
 logger = logging.getLogger("zato.rest")
 
@@ -33,7 +33,14 @@ CHANNEL_REST = ObjectType(OBJECT_TYPE, (
     Field("timeout", "float", minimum=0, description="Seconds the service may take before the caller gets 504"),
     *RATE_LIMIT_FIELDS,
     Field("is_active", "bool", default=True),
-), description="A REST channel: exposes a service at a URL path", check=check_rate_limit_fields)
+), description="A REST channel: exposes a service at a URL path", check=check_rate_limit_fields,
+    zato=ZatoSpelling("channel_rest", keys=("channel_plain_http", "http_soap"),
+                      when={"connection": ("channel", None), "transport": ("plain_http", None)},
+                      fields={"service_name": "service", "security_name": "security", "sec_def": "security",
+                              "method": "methods"},
+                      values={"security_name": {ZATO_NO_SECURITY: None, "": None},
+                              "sec_def": {ZATO_NO_SECURITY: None, "": None}, "method": {"": None}},
+                      scalars=("method",), ignored=ZATO_HTTP_SOAP_IGNORED + ("host", "pool_size", "validate_tls")))
 
 
 class RESTChannels:
@@ -119,6 +126,21 @@ class RESTChannels:
                                           user=user, security=sec_def)
 
         return handle
+
+
+def _check_server_header(value: str) -> None:
+    if any(not (" " <= char <= "~") for char in value) or value != value.strip():
+        raise ValueError("a Server header is printable ASCII without leading or trailing spaces")
+
+
+@hookimpl
+def register_server_config(register):
+    # Read by the core's ASGIApp (zato.server.http) for every HTTP reply, the admin API's included
+    register("http", {
+        "server_header": Setting(DEFAULT_SERVER_HEADER, check=_check_server_header, allowed="printable ASCII, or "
+                                 "empty for no Server header", doc="The Server header of every HTTP reply "
+                                 "(Zato, as Zato sends, by default)"),
+    }, doc="HTTP replies")
 
 
 @hookimpl

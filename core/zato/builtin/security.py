@@ -36,7 +36,7 @@ from zato import hookimpl
 from zato.common import SERVER_STARTUP
 from zato.objects import ENCRYPTED_PREFIX, ObjectValidationError, is_env_reference, store_secret, validate
 from zato.common.rate_limiting import RATE_LIMIT_FIELDS, check_rate_limit_fields
-from zato.registry import Field, ObjectType, SecurityType
+from zato.registry import Field, ObjectType, SecurityType, ZatoSpelling
 from zato.passwords import (
     PREFIX as HASH_PREFIX, Verifier, client_address, hashing_limiter, login_throttle, parse_basic_auth, verify_off_loop,
     verify_password,
@@ -78,7 +78,10 @@ SECURITY = ObjectType(OBJECT_TYPE, (
     *RATE_LIMIT_FIELDS,
     Field("is_active", "bool", default=True),
 ), description="A security definition: how callers of a channel prove who they are",
-    check=check_rate_limit_fields)
+    check=check_rate_limit_fields,
+    # Zato's apikey keeps its header in `username`, which apikey_header reads as Zato does
+    zato=ZatoSpelling("security", keys=("def_sec",), when={"type": SECURITY_TYPES}, fields={"type": "type"},
+                      ignored=("id", "cluster_id", "sec_type", "is_internal", "password_type")))
 
 
 class SecurityDefinitionError(ValueError):

@@ -21,6 +21,11 @@ from typing import Any
 import click
 
 
+# Sent as "true" to admin invoke: a 500 then says what the service raised (type, message, file:line)
+# besides the cid; the essentials plugin's admin_invoke reads it (the core imports no plugin).
+ERROR_DETAILS_HEADER = "X-Zato-Error-Details"
+
+
 def server_paths(base_dir: str) -> Any:
     """ The `zato.server.server.ServerPaths` of a server directory, or a `click.ClickException`
     saying how to create one. """
@@ -34,8 +39,10 @@ def server_paths(base_dir: str) -> Any:
 
 
 def admin_request(paths: Any, method: str, path: str, body: bytes | None = None,
-                  content_type: str = "application/json", timeout: float = 60.0) -> tuple[int, dict[str, str], bytes]:
-    """ (status, headers, body) of one admin API call to the server running in `paths`. """
+                  content_type: str = "application/json", timeout: float = 60.0,
+                  headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """ (status, headers, body) of one admin API call to the server running in `paths`;
+    `headers` are sent as well. """
     from zato.server.server import read_cli_token, read_runtime_file
     info = read_runtime_file(paths)
     token = read_cli_token(paths)
@@ -44,6 +51,8 @@ def admin_request(paths: Any, method: str, path: str, body: bytes | None = None,
     request = urllib.request.Request(info["address"] + path, data=body, method=method)
     request.add_header("X-Zato-CLI-Token", token)
     request.add_header("Content-Type", content_type)
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as reply:
             return reply.status, dict(reply.headers), reply.read()
@@ -59,6 +68,9 @@ def describe_error(status: int, body: bytes) -> str:
         data = json.loads(body)
         details = data.get("details", "")
         errors = data.get("errors")
+        where = (data.get("exception") or {}).get("where")
+        if where:  # admin invoke, asked for details: where the service raised
+            details += f" (at {where})"
         if errors:
             details += "\n" + "\n".join(f"  {e.get('name', e.get('file', '?'))}: {e.get('error', e)}" for e in errors)
         return f"HTTP {status} (cid {data.get('cid', '?')}): {details}"
@@ -66,4 +78,4 @@ def describe_error(status: int, body: bytes) -> str:
         return f"HTTP {status}: {body[:500].decode('utf-8', 'replace')}"
 
 
-__all__ = ["admin_request", "describe_error", "server_paths"]
+__all__ = ["ERROR_DETAILS_HEADER", "admin_request", "describe_error", "server_paths"]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from zato.common.files import LOG_DIR, PRIVATE_DIR, SHARED_DIR, make_dir, write_file
 from zato.objects import SecretBox
 from zato.odb import ODB, sqlite_url
-from zato.plugins import discover_plugins
+from zato.plugins import DEPLOY_INTERNAL_HEADER, PluginLoadError, deploy_internal_lines, discover_plugins, load_plugins
+from zato.registry import RegistrationError
 from zato.passwords import hash_password
 from zato.server.server import ServerPaths
+
+logger = logging.getLogger(__name__)
 
 SERVER_CONF = """\
 # Zato server configuration.
@@ -43,13 +47,11 @@ skip_broken_plugins = False
 # startup_callable = my_startup.update_fs_config, my_startup.create_cache
 startup_callable =
 
-[plugins]
-# Each plugin by name: True or False. A plugin switched off is never imported.
-# `zato plugins list {base_dir}` shows them all. 'essentials' cannot be switched off.
-{plugins}
+{deploy_internal}
 
 [component_enabled]
-# Feature switches start-up callables may read or set.
+# Zato's feature switches, which start-up callables may read or set. A key naming a plugin
+# (ibm_mq = True, as in Zato) switches that plugin on or off, and wins over its [deploy_internal] line.
 
 [logging]
 level = INFO
@@ -109,6 +111,19 @@ class QuickstartError(Exception):
     pass
 
 
+def deploy_internal_stanza() -> str:
+    """ server.conf's [deploy_internal]: a line per installed plugin and per module of internal
+    services of a plugin that registers several, each after a comment saying what it brings. The
+    modules are those of the plugins a new server loads (opt-in ones are not imported here). """
+    found = discover_plugins()
+    try:
+        registry = load_plugins({}, skip_broken=True).registry
+    except (PluginLoadError, RegistrationError) as exc:  # the server will say it at start; the plugin lines still go in
+        logger.warning("plugins could not be loaded to list their modules of internal services: %s", exc)
+        registry = None
+    return "\n".join([DEPLOY_INTERNAL_HEADER, *deploy_internal_lines(found, registry)])
+
+
 def create_server_dir(base_dir: Path | str, *, port: int = 17010, workers: int = 1, name: str = "server1",
                       admin_password: str, progress=lambda message: None) -> ServerPaths:
     paths = ServerPaths(base_dir)
@@ -121,11 +136,8 @@ def create_server_dir(base_dir: Path | str, *, port: int = 17010, workers: int =
         make_dir(directory, mode)
     progress(f"created {paths.base_dir} with config/, pickup/, logs/, work/ and lib/")
 
-    plugins = "\n".join(f"{p.name} = True" if not p.opt_in else
-                         f"# {p.name} = True  (off until switched on, here or as [component_enabled] {p.name} = True)"
-                         for p in discover_plugins())
     write_file(paths.server_conf, SERVER_CONF.format(  # 0600 from the start: it holds the admin password's hash
-        name=name, port=port, workers=workers, plugins=plugins, base_dir=paths.base_dir,
+        name=name, port=port, workers=workers, deploy_internal=deploy_internal_stanza(),
         password_hash=hash_password(admin_password)))
     write_file(paths.config_dir / "user.conf", USER_CONF)  # users keep API keys there
     SecretBox.create_key(paths.config_dir / "secret.key")  # encrypts secrets in the database; keep it safe

@@ -48,6 +48,8 @@ async def _admin_user(request: HTTPRequest) -> str:
     if cli_token is not None:
         if request.server.cli_token and hmac.compare_digest(cli_token.encode(), request.server.cli_token.encode()):
             return "zato-cli"
+        logger.warning("cid=%s admin API call refused: wrong CLI token from %s (%s %s)", request.cid,
+                       client_address(request), request.method, request.path)
         raise HTTPError(401, headers={"www-authenticate": ADMIN_CHALLENGE})
     admin = request.server.config.admin
     credentials = parse_basic_auth(request.single_header("Authorization"))
@@ -68,6 +70,10 @@ async def _admin_user(request: HTTPRequest) -> str:
     if await verify_off_loop(_verifier, username if known_user else None, password, stored):
         return username
     throttle.failed(client, "the admin API")
+    # The user name as sent, quoted by %r so that it cannot forge a log line; never the password
+    logger.warning("cid=%s admin API login refused: %s %r from %s (%s %s); repeated failures from one address "
+                   "are slowed down", request.cid, "wrong password for user" if known_user else "unknown user",
+                   username, client, request.method, request.path)
     raise HTTPError(401, headers={"www-authenticate": ADMIN_CHALLENGE})
 
 

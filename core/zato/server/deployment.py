@@ -16,6 +16,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import logging
 import os
 import re
 import sys
@@ -26,6 +27,8 @@ from types import ModuleType
 from typing import Any
 
 from zato.server.service import Service
+
+logger = logging.getLogger(__name__)
 
 
 class ServiceNotFound(LookupError):
@@ -134,6 +137,9 @@ class ServiceStore:
         self.files: dict[str, DeployedFile] = {}  # absolute path -> what a user's file deployed
         self.file_errors: dict[str, DeploymentError] = {}  # absolute path -> why deploy_file failed
         self._import_lock = threading.Lock()
+        # The plugins loaded in this server (set at start): a user's file that uses what another
+        # plugin provides (self.outgoing.ftp without the ftp plugin) is deployed with a warning
+        self.enabled_plugins: frozenset[str] | None = None
 
     def __contains__(self, name: str) -> bool:
         return name in self.entries
@@ -213,7 +219,18 @@ class ServiceStore:
             line = _error_line(exc, path)
             raise DeploymentError(f"{path}{f':{line}' if line else ''}: {type(exc).__name__}: {exc}; the file was not "
                                   f"deployed", file=str(path), line=line) from None
+        self._warn_about_missing_plugins(path, source)
         return LoadedFile(str(path), hashlib.sha256(source).hexdigest(), module, entries)
+
+    def _warn_about_missing_plugins(self, path: Path, source: bytes) -> None:
+        """ One warning per loaded file that uses a connector whose plugin is not loaded here. """
+        if self.enabled_plugins is None:
+            return
+        from zato.plugins import unavailable_service_uses
+        problems = unavailable_service_uses(source.decode("utf-8", "replace"), self.enabled_plugins)
+        if problems:
+            logger.warning("%s is deployed, but its services will fail where they use what this server does not "
+                           "have: %s", path, "; ".join(problems))
 
     def check_file(self, loaded: LoadedFile) -> None:
         """ Raises `DeploymentError` if committing `loaded` would give a service name to two

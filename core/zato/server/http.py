@@ -28,6 +28,9 @@ Handler = Callable[["HTTPRequest"], Awaitable["HTTPResponse"]]
 JSON_CONTENT_TYPE = "application/json"
 PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 NO_REPEATED_HEADERS: frozenset[str] = frozenset()
+DEFAULT_SERVER_HEADER = "Zato"  # as Zato sends; [http] server_header in server.conf
+# The reason phrase of each status, for the HTTP/1.1 status line (`HTTP/1.1 404 Not Found`)
+REASON_PHRASES: dict[int, bytes] = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
 
 
 class HTTPError(Exception):
@@ -256,6 +259,11 @@ class ASGIApp:
         self._catch_all: Mount | None = None  # the mount at "/": what no route takes
         # WebSocket endpoints at exact paths, set while the server runs (`set_websocket_endpoint`)
         self._websocket_endpoints: dict[str, Mount] = {}
+        # The Server header of every reply, hypercorn's own included ("" for none); read once
+        http_config = (getattr(server, "config", None) or {}).get("http") or {}
+        self.server_header = str(http_config.get("server_header", DEFAULT_SERVER_HEADER))
+        self._websocket_hint: str | None = None  # `_websocket_plugin_hint`
+        install_http_protocol()
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         kind = scope["type"]
@@ -384,9 +392,34 @@ class ASGIApp:
         if mount is not None:
             return await self._serve_mount(mount, scope, receive, send)
         cid = new_cid()
-        logger.info("cid=%s WebSocket %s refused: no application is mounted there", cid, path)
-        await _deny_websocket(scope, send, 404, cid, f"Error 404 Not Found: no WebSocket endpoint at {path}; "
-                                                     f"WebSockets are served by the applications plugins mount")
+        details = (f"Error 404 Not Found: no WebSocket endpoint at {path}: no WebSocket channel and no application "
+                   f"a plugin mounts takes that path")
+        if _is_admin_path(path) or self._has_websocket_plugin():
+            logger.info("cid=%s WebSocket upgrade to %s refused (404): no WebSocket channel at that path", cid, path)
+            details += "; connect to the path in the address of a WebSocket channel (channel_web_socket)"
+        else:
+            hint = self._websocket_plugin_hint()
+            logger.warning("cid=%s WebSocket upgrade to %s refused (404): this server has no WebSocket channels; "
+                           "%s", cid, path, hint)
+            details += f"; this server has no WebSocket channels: {hint}"
+        await _deny_websocket(scope, send, 404, cid, details)
+
+    def _has_websocket_plugin(self) -> bool:
+        """ Whether the plugin of WebSocket channels is loaded (asked only when refusing one). """
+        loaded = getattr(self.server, "plugins", None)
+        return any(info.name == WEBSOCKET_PLUGIN and info.loaded for info in getattr(loaded, "plugins", ()))
+
+    def _websocket_plugin_hint(self) -> str:
+        """ What to install and switch on for WebSocket channels, worked out at the first refusal
+        (it looks at the installed distributions) and kept: plugins do not change while serving. """
+        hint = self._websocket_hint
+        if hint is None:
+            from zato.plugins import plugin_needed
+            loaded = getattr(self.server, "plugins", None)
+            hint = self._websocket_hint = plugin_needed(
+                "a WebSocket channel", WEBSOCKET_PLUGIN,
+                loaded=loaded.enabled_names() if hasattr(loaded, "enabled_names") else ())
+        return hint
 
     async def _serve_mount(self, mount: Mount, scope: dict[str, Any], receive: Callable, send: Callable,
                            cid: str | None = None) -> None:
@@ -527,3 +560,61 @@ def _repeated(raw_headers: list[tuple[bytes, bytes]]) -> frozenset[str]:
             repeated.add(key)
         seen.add(key)
     return frozenset(repeated)
+
+
+# ################################################################################################
+# The HTTP/1.1 protocol: reason phrases on the status line and our Server header
+
+
+WEBSOCKET_PLUGIN = "wsx"  # the plugin of WebSocket channels (distribution zato-plugin-wsx)
+
+_protocol_installed = False
+
+
+def install_http_protocol() -> None:
+    """ Makes hypercorn's HTTP/1.1 connections send a reason phrase on each status line (h11
+    sends `HTTP/1.1 200 ` without one, which some clients and proxies show or log as it is) and
+    the Server header of the ASGIApp they serve (`[http] server_header`) instead of
+    `hypercorn-h11`, on hypercorn's own replies too (400 for a malformed request...). Other
+    ASGI applications that hypercorn serves in this process keep its header. Called when an
+    ASGIApp is made; the per-request cost is one type check per response. """
+    global _protocol_installed
+    if _protocol_installed:
+        return
+    import h11
+    import hypercorn.protocol
+    from hypercorn.protocol.h11 import H11Protocol
+
+    send_h11_event = H11Protocol._send_h11_event
+    response_types = (h11.Response, h11.InformationalResponse)
+
+    class ZatoH11Protocol(H11Protocol):
+        """ hypercorn's HTTP/1.1 protocol, with reason phrases and our Server header. """
+
+        def __init__(self, app: Any, config: Any, *args: Any, **kwargs: Any) -> None:
+            super().__init__(app, config, *args, **kwargs)
+            if "_zato_server_header" not in config.__dict__:
+                _use_server_header(config, getattr(app, "app", None))
+
+        async def _send_h11_event(self, event: Any) -> None:
+            if type(event) in response_types and not event.reason:
+                # h11's events are frozen; this is how h11 itself sets their fields
+                object.__setattr__(event, "reason", REASON_PHRASES.get(event.status_code, b""))
+            await send_h11_event(self, event)
+
+    hypercorn.protocol.H11Protocol = ZatoH11Protocol  # what ProtocolWrapper makes for each connection
+    _protocol_installed = True
+
+
+def _use_server_header(config: Any, app: Any) -> None:
+    """ Once per hypercorn Config: its responses carry our ASGIApp's Server header (none if it
+    is ""); a Config serving another application is left as it is. """
+    header = app.server_header if isinstance(app, ASGIApp) else None
+    config._zato_server_header = header
+    if header is None:
+        return
+    config.include_server_header = False
+    if header:
+        hypercorn_headers = config.response_headers  # Date and Alt-Svc, as hypercorn makes them
+        ours = [(b"server", header.encode("latin-1"))]
+        config.response_headers = lambda protocol: hypercorn_headers(protocol) + ours

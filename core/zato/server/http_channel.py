@@ -12,33 +12,45 @@ from urllib.parse import parse_qsl
 import trio
 
 from zato.common.exception import ClientHTTPError
-from zato.server.http import HTTPError, HTTPRequest, HTTPResponse
-from zato.server.service import HTTPRequestInfo
+from zato.server.http import HTTPError, HTTPRequest, HTTPResponse, parse_json
+from zato.server.service import DeferredPayload, HTTPRequestInfo
 from zato.server.service.simpleio import InputError, OutputError
 from zato.server.deployment import ServiceNotFound
 
 logger = logging.getLogger("zato.channel")
 
 
-def parse_body(request: HTTPRequest, data_format: str) -> tuple[Any, Any]:
-    """ (payload, raw_request) for a data format: json, text or form. """
+def parse_body(request: HTTPRequest, data_format: str, channel: str = "") -> tuple[Any, Any]:
+    """ (payload, raw_request) for a data format: json, text or form. A JSON body is parsed only
+    when the service reads it (`DeferredPayload`): `raw_request` takes any bytes. """
     body = request.body
     try:
         raw: Any = body.decode("utf-8")
     except UnicodeDecodeError:
         raw = body
     if data_format == "json":
-        return (request.json() if body else None), raw
+        return (DeferredPayload(body, _parse_json_body, channel) if body else None), raw
     if data_format == "form":
         return dict(parse_qsl(raw if isinstance(raw, str) else "", keep_blank_values=True)), raw
     return raw, raw
+
+
+def _parse_json_body(body: bytes, channel: str) -> Any:
+    """ The payload of a channel whose data_format is json, or a 400 that says the body is not
+    JSON, where (line and column), and what the caller or the channel's owner can do. """
+    try:
+        return parse_json(body)
+    except HTTPError as exc:
+        raise HTTPError(400, f"{exc.details}; channel {channel!r} has data_format json, so the body is parsed as "
+                             f"JSON when its service reads self.request.payload or its SimpleIO input: send JSON, "
+                             f"or set the channel's data_format to text to get the body as it is") from None
 
 
 async def invoke_from_http(request: HTTPRequest, service: str, *, channel: str, data_format: str = "json",
                            timeout: float | None = None, user: str | None = None,
                            security: dict[str, Any] | None = None) -> HTTPResponse:
     server = request.server
-    payload, raw = parse_body(request, data_format)
+    payload, raw = parse_body(request, data_format, channel)
     params = request.query
     params.update(request.path_params)
     http = HTTPRequestInfo(request.method, params, request.headers, request.path, user, security)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -25,6 +26,8 @@ from zato.server.startup_callable import StartupError
 
 logger = logging.getLogger("zato.server")
 
+START_FAILURE = "zato-start-failure: "  # how a worker tells the supervisor, on stderr, why it did not start
+
 START_ERRORS = (ConfigError, StartupError, PluginLoadError, DeploymentError, RegistrationError)
 
 
@@ -41,6 +44,39 @@ def known_error(exc: BaseException) -> BaseException | None:
             found = known_error(inner)
             if found is not None:
                 return found
+    return None
+
+
+def _os_errors(exc: BaseException):
+    """ Every OSError inside `exc` (exception groups, causes and contexts), outermost first. """
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        current = todo.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError):
+            yield current
+        if isinstance(current, BaseExceptionGroup):
+            todo.extend(current.exceptions)
+        todo.extend((current.__cause__, current.__context__))
+
+
+def explain_start_failure(exc: BaseException, paths: ServerPaths, config: dict) -> str | None:
+    """ What to tell an administrator about a start-up failure, naming the file and key to fix,
+    or None if it is not one we can explain (the log then has the traceback). """
+    error = known_error(exc)
+    if error is not None:
+        return str(error)
+    for os_error in _os_errors(exc):
+        if os_error.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            main = config.get("main") or {}
+            address = f"{main.get('host', '127.0.0.1')}:{main.get('port', 17010)}"
+            hint = {errno.EADDRINUSE: "is another server using the port? ",
+                    errno.EACCES: "ports below 1024 need privileges. "}.get(os_error.errno, "")
+            return (f"cannot listen on {address}: {os_error.strerror}; {hint}Change [main] port (or host) in "
+                    f"{paths.server_conf}")
     return None
 
 
@@ -112,15 +148,18 @@ def run_server(base_dir: str | Path, *, console: bool, sync_internal: bool = Fal
             trio.run(partial(serve_worker, paths.base_dir, options))
         return 0
     except BaseException as exc:
-        error = known_error(exc)
-        if error is None:
-            if isinstance(exc, KeyboardInterrupt):
-                return 0
+        if isinstance(exc, KeyboardInterrupt):
+            return 0
+        cause = explain_start_failure(exc, paths, config)
+        if cause is None:
             logger.exception("the server stopped with an unexpected error")
-            return 1
-        logger.error("start-up failed: %s", error)
-        if not console:
-            print(f"error: {error}", file=sys.stderr)
+            # `zato start` shows stderr: one line that says what, the traceback stays in the log
+            cause = (f"the server stopped with an unexpected error: {type(exc).__name__}: {exc}; the traceback "
+                     f"is in {paths.log_file}")
+        else:
+            logger.error("start-up failed: %s", cause)
+        if not console:  # with --fg the log line above is on the console already
+            print(f"error: {cause}", file=sys.stderr)
         return 1
     finally:
         release_pidfile(paths)

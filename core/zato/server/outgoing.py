@@ -99,6 +99,12 @@ class Namespace:
         try:
             return self._maps[type_name]
         except KeyError:
+            from zato.plugins import SERVICE_USES, plugin_not_enabled
+            plugin = SERVICE_USES.get(f"{self._name}.{type_name}")
+            if plugin is not None:  # one of Zato's connectors, whose plugin is not installed or is off
+                also = f" (self.outgoing.{type_name})" if self._name == "out" else ""
+                error = plugin_not_enabled(f"self.{self._name}.{type_name}{also}", plugin)
+                raise type(error)(f"no outgoing connection type {self._name}.{type_name}: {error}") from None
             known = ", ".join(sorted(self._maps)) or "none (is the plugin providing it enabled?)"
             raise AttributeError(f"no outgoing connection type {self._name}.{type_name}; known: {known}") from None
 

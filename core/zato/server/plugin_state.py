@@ -28,13 +28,17 @@ class PluginStateMissing(LookupError):
 class PluginState(Generic[T]):
     """ One plugin's runtime object in each server process (see the module's docstring). """
 
-    __slots__ = ("name", "missing")
+    __slots__ = ("name", "_missing")
 
     def __init__(self, name: str, missing: str = "") -> None:
         self.name = name
-        # What `require` says when there is no object; the default names the plugin and its switch
-        self.missing = missing or (f"the {name} plugin is not running in this server: it is switched off "
-                                   f"([plugins] {name.split('.')[0]} = False in server.conf) or has not started yet")
+        # What `require` says when there is no object; empty: the default, which names the plugin
+        # and its [deploy_internal] line (built when needed: it looks the plugin's module up)
+        self._missing = missing
+
+    @property
+    def missing(self) -> str:
+        return self._missing or self.default_missing()
 
     def get(self, server: Any) -> T | None:
         return getattr(server, "plugin_state", _EMPTY).get(self)
@@ -44,6 +48,12 @@ class PluginState(Generic[T]):
         if value is None:
             raise PluginStateMissing(self.missing)
         return value
+
+    def default_missing(self) -> str:
+        from zato.plugins import switch_on_line  # not at import: plugins declare their slots at module level
+        plugin = self.name.split(".")[0]
+        return (f"the {plugin} plugin is not running in this server: it is switched off (switch it on with "
+                f"{switch_on_line(plugin)} in server.conf) or has not started yet")
 
     def set(self, server: Any, value: T) -> T:
         server.plugin_state[self] = value

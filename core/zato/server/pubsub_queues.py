@@ -21,5 +21,5 @@ class PubSubQueues(Protocol):
 
 
 PUBSUB_QUEUES: PluginState[PubSubQueues] = PluginState(
-    "pubsub.queues", "pub/sub's queues are not available: the pubsub plugin is switched off ([plugins] pubsub = "
-                     "False in server.conf) or has not started yet")
+    "pubsub.queues", "pub/sub's queues are not available: the pubsub plugin is switched off (switch it on with "
+                     "[deploy_internal] zato.builtin.pubsub = True in server.conf) or has not started yet")

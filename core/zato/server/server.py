@@ -28,7 +28,10 @@ from zato.common import SERVER_STARTUP
 from zato.common.util import new_cid
 from zato.config import Bunch, apply_schema, as_bool, read_ini
 from zato.odb import ODB, sqlite_url
-from zato.plugins import LoadedPlugins, await_maybe, hook_calls, load_plugins, plugin_switches, register_tasks
+from zato.plugins import (
+    LoadedPlugins, add_missing_deploy_internal_lines, apply_module_switches, await_maybe, config_switches, hook_calls,
+    load_plugins, register_tasks,
+)
 from zato.registry import Kind
 from zato.server import config_objects, startup_cache
 from zato.server.http import ASGIApp, Handler, HTTPError, Router
@@ -560,11 +563,16 @@ async def run_plugin_phase(plugins: LoadedPlugins, phase: str, ctx: PhaseCtx) ->
 # ################################################################################################
 
 
-def load_configured_plugins(config: Bunch, *, skip_broken: bool) -> LoadedPlugins:
-    """ Loads the plugins server.conf switches on, then types server.conf by what they declare. """
+def load_configured_plugins(config: Bunch, *, skip_broken: bool, add_missing_lines: bool = True) -> LoadedPlugins:
+    """ Loads the plugins server.conf switches on, then types server.conf by what they declare.
+    `add_missing_lines`: plugins installed since the server was created get their [deploy_internal]
+    line in server.conf (a server starting); off for commands that only read (`zato check-config`). """
     skip_broken = skip_broken or as_bool(config.main.get("skip_broken_plugins", False))
-    plugins = load_plugins(plugin_switches(config.get("plugins"), config.get("component_enabled")),
-                           skip_broken=skip_broken)
+    switches, module_switches = config_switches(config)
+    plugins = load_plugins(switches, skip_broken=skip_broken)
+    apply_module_switches(plugins, module_switches)
+    if add_missing_lines and config.get("__path__"):
+        add_missing_deploy_internal_lines(config["__path__"], plugins.installed(), plugins.registry, switches)
     for warning in apply_schema(config, plugins.registry.values(Kind.SERVER_CONFIG)):
         logger.warning(warning)
     return plugins
@@ -797,7 +805,11 @@ async def _stop(server: Server, lifetimes: Lifetimes) -> None:
 
 def deploy_internal_services(server: Server) -> None:
     started = time.perf_counter()
-    modules = list(server.registry.items(Kind.INTERNAL_SERVICES))
+    # [deploy_internal] lines switched off leave their modules out, and the key: the cache is rebuilt
+    modules = server.plugins.internal_service_modules()
+    for module, line in sorted(server.plugins.modules_off.items()):
+        logger.info("internal services of %s not deployed: %s in server.conf", module, line)
+    server.services.enabled_plugins = frozenset(server.plugins.enabled_names())  # for the deploy log's warnings
     key = startup_cache.cache_key(server.plugins.fingerprint(), modules)
     entries, source = (None, "--sync-internal given") if server.options.sync_internal else \
         startup_cache.load(server.paths.startup_cache, key)
@@ -817,15 +829,38 @@ def deploy_internal_services(server: Server) -> None:
 
 
 def deploy_user_services(server: Server) -> None:
+    """ Deploys pickup/*.py. A module that fails is logged and listed in `server.deploy_failures`
+    and, by the first worker, in work/deploy-failures.json, which the runtime file carries to
+    `zato start` so that it can say which modules did not deploy. """
     started = time.perf_counter()
     count = 0
+    failures: list[dict[str, Any]] = []
     pickup = server.paths.pickup_dir
     for path in sorted(pickup.glob("*.py")) if pickup.is_dir() else ():
         try:
             count += len(server.services.deploy_file(path))
         except DeploymentError as exc:
             logger.error("%s", exc)
+            failures.append({"file": exc.file or str(path), "line": exc.line, "error": str(exc)})
+    server.deploy_failures = failures
+    if server.options.worker_index == 0:  # every worker deploys the same files
+        from zato.common.files import write_file
+        try:
+            write_file(deploy_failures_file(server.paths), json.dumps(failures))
+        except OSError as exc:  # only `zato start`'s report needs it
+            logger.warning("cannot write %s: %s", deploy_failures_file(server.paths), exc)
     logger.info("deployed %d user services from %s in %.1f ms", count, pickup, (time.perf_counter() - started) * 1000)
+
+
+def deploy_failures_file(paths: ServerPaths) -> Path:
+    return paths.work_dir / "deploy-failures.json"
+
+
+def _read_deploy_failures(paths: ServerPaths) -> list[dict[str, Any]]:
+    try:
+        return json.loads(deploy_failures_file(paths).read_text("utf-8"))
+    except (OSError, ValueError):
+        return []
 
 
 # ################################################################################################
@@ -839,7 +874,8 @@ def write_runtime_file(paths: ServerPaths, address: str, pid: int, workers: int)
     from zato.common.files import make_dir, write_file
     make_dir(paths.work_dir)
     write_file(paths.runtime_file, json.dumps({"pid": pid, "address": address, "workers": workers,
-                                               "started": time.time()}))
+                                               "started": time.time(),
+                                               "deploy_failures": _read_deploy_failures(paths)}))
 
 
 def write_cli_token(paths: ServerPaths) -> str:

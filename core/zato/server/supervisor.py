@@ -23,6 +23,7 @@ from zato.common import SERVER_STARTUP
 from zato.config import Bunch
 from zato.registry import Kind
 from zato.server.logs import relay_logger
+from zato.server.main import START_FAILURE
 from zato.server.notify import Hub, read_lines
 from zato.odb import ODB
 from zato.server.server import (
@@ -66,6 +67,7 @@ class WorkerProcess:
         self.pid = self.popen.pid
         self.stderr = trio.lowlevel.FdStream(os.dup(self.popen.stderr.fileno()))
         self.popen.stderr.close()
+        self.start_failure: str | None = None  # why it did not start, as it said on stderr
 
     @property
     def returncode(self) -> int | None:
@@ -135,16 +137,21 @@ class Supervisor:
             theirs.close()
             self.processes[index] = process
             logger.info("worker %d started (pid %d)", index + 1, process.pid)
+            output_done = trio.Event()
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._relay_output, process)
+                nursery.start_soon(self._relay_output, process, output_done)
                 nursery.start_soon(self.hub.serve_link, index)
                 code = await process.wait()
+                with trio.move_on_after(1):  # the last lines it wrote (why it did not start) are still in the pipe
+                    await output_done.wait()
                 nursery.cancel_scope.cancel()
             self.ready.pop(index, None)
             if self.stopping:
                 return
             if not self.all_ready.is_set():
-                self.failed = f"worker {index + 1} exited with code {code} during start-up; see the log lines above"
+                cause = getattr(process, "start_failure", None)
+                self.failed = (f"worker {index + 1} did not start: {cause}" if cause else
+                               f"worker {index + 1} exited with code {code} during start-up; see {self.paths.log_file}")
                 self.failed_event.set()
                 return
             if time.monotonic() - started > 30:
@@ -154,12 +161,19 @@ class Supervisor:
                          code, delay)
             await trio.sleep(delay)
 
-    async def _relay_output(self, process: Any) -> None:
+    async def _relay_output(self, process: Any, done: trio.Event) -> None:
         async for line in read_lines(process.stderr):
-            self.relay.info("%s", line.decode("utf-8", "replace"))
+            text = line.decode("utf-8", "replace")
+            if text.startswith(START_FAILURE):  # the worker logged it itself; kept to say why it did not start
+                process.start_failure = text[len(START_FAILURE):].strip()
+                continue
+            self.relay.info("%s", text)
+        done.set()
 
     async def serve(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         started = time.perf_counter()
+        if str(self.paths.lib_dir) not in sys.path:  # start-up callables live there, as in a worker
+            sys.path.insert(0, str(self.paths.lib_dir))
         user_callables = load_startup_callables(self.config.misc.get("startup_callable"))
         plugins = load_configured_plugins(self.config, skip_broken=self.options.skip_broken_plugins)
         main = self.config.main

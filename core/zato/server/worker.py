@@ -10,7 +10,7 @@ from functools import partial
 import trio
 
 from zato.server.logs import setup_logging
-from zato.server.main import known_error
+from zato.server.main import START_FAILURE, explain_start_failure
 from zato.server.server import ServerPaths, WorkerOptions, read_server_config, serve_worker
 from zato.server.supervisor import set_parent_death_signal
 
@@ -45,13 +45,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trio.run(partial(serve_worker, args.base_dir, options))
     except BaseException as exc:
-        error = known_error(exc)
-        if error is not None:
-            logger.error("worker %d start-up failed: %s", args.index + 1, error)
-            return 1
         if isinstance(exc, KeyboardInterrupt):
             return 0
-        logger.exception("worker %d stopped with an unexpected error", args.index + 1)
+        try:
+            config = read_server_config(paths)
+        except Exception:
+            config = {}
+        cause = explain_start_failure(exc, paths, config)
+        if cause is None:
+            logger.exception("worker %d stopped with an unexpected error", args.index + 1)
+            cause = f"unexpected error: {type(exc).__name__}: {exc}; the traceback is in {paths.log_file}"
+        else:
+            logger.error("worker %d start-up failed: %s", args.index + 1, cause)
+        # The supervisor reads this line from the pipe to say why a worker did not start (`START_FAILURE`)
+        print(f"{START_FAILURE}{cause}", file=sys.stderr, flush=True)
         return 1
     return 0
 

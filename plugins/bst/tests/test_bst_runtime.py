@@ -311,8 +311,8 @@ async def test_switched_off(tmp_path):
         fake.server, fake.cid = server, "cid-1"
         with pytest.raises(BSTNotEnabled) as caught:
             await transition_to(fake, "Order", 1, "New").__aenter__()
-        assert "the bst plugin (zato-plugin-bst) is not enabled; set `bst = True` under [plugins]" in \
-            str(caught.value)
+        assert "the bst plugin (zato-plugin-bst) is not enabled; set `zato_plugin_bst = True` under " \
+               "[deploy_internal]" in str(caught.value)
         # nor are the REST API's services there
         reply = await invoke(server, "zato.bst.transition", {"object_type": "Order", "object_id": 1,
                                                              "state_new": "New"})

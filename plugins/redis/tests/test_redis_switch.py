@@ -1,4 +1,4 @@
-""" `[plugins] redis = False`: the server starts without a trace of the plugin - never imported,
+""" `[deploy_internal] zato_plugin_redis = False`: the server starts without a trace of the plugin - never imported,
 nothing in the log, its object type unknown to the admin API - and `self.kvdb` says which plugin
 it needs. The same server with the plugin on shows each of those traces, so the checks can fail.
 Real server processes (other tests import the plugin into this one). """
@@ -49,16 +49,18 @@ def test_switched_off_it_leaves_no_trace_and_self_kvdb_names_the_plugin(tmp_path
     assert object_type.status_code == 200 and "outgoing_redis" in types
     assert "self.kvdb.conn is Redis at redis://127.0.0.1:6379 db 0" in log
 
-    set_config_value(base_dir, "plugins", "redis", False)
+    set_config_value(base_dir, "deploy_internal", "zato_plugin_redis", False)
     (base_dir / "logs" / "server.log").unlink()
     result, object_type, types, log = probe(base_dir)
     assert result["imported"] == []
-    assert result["kvdb"] == ("error: self.kvdb needs the redis plugin: install zato-plugin-redis and enable it "
-                              "([plugins] redis = True in server.conf)")
+    assert result["kvdb"] == ("error: self.kvdb needs the redis plugin (zato-plugin-redis), which is switched off in "
+                              "this server: set [deploy_internal] zato_plugin_redis = True in server.conf and restart "
+                              "the server")
     assert object_type.status_code == 404 and "no object type 'outgoing_redis'" in object_type.text
     assert "outgoing_redis" not in types
     own_requests = "/zato/api/objects/outgoing_redis"  # this test's request, in the request log
+    switch_on = "[deploy_internal] zato_plugin_redis = True"  # the deploy log saying what the probe needs
     traces = [line for line in log.splitlines() if ("redis" in line.lower() or "kvdb" in line.lower())
-              and own_requests not in line]
+              and own_requests not in line and switch_on not in line]
     assert not traces, traces
     assert "(plugins: essentials, " in log  # the log is the server's (the list of enabled plugins has no redis)

@@ -197,7 +197,7 @@ def test_switched_off_in_server_conf_it_leaves_no_trace(tmp_path, smtp_certifica
     peer = SMTPPeer(smtp_certificates)  # a stored definition, never contacted
     put_objects(server_dir, ("email_smtp", "My SMTP", peer.definition()))
 
-    set_config_value(server_dir, "plugins", "smtp", "False")
+    set_config_value(server_dir, "deploy_internal", "zato_plugin_smtp", "False")
     with ServerProcess(server_dir) as server:
         loaded, status, types = probe(server.address)
         output = server.output()
@@ -205,10 +205,12 @@ def test_switched_off_in_server_conf_it_leaves_no_trace(tmp_path, smtp_certifica
     assert loaded["smtp"].startswith("no outgoing connection type email.smtp")
     assert status == 404 and "email_smtp" not in types
     startup = output.split(" ready at ")[0]
+    # the one mention: the deploy log saying what the probe needs, and which line switches it on
+    startup = "\n".join(line for line in startup.splitlines() if "[deploy_internal] zato_plugin_smtp = True" not in line)
     assert " ready at " in output and "smtp" not in startup.lower()  # not even the stored email_smtp object
 
     # The same server with the plugin on: the probe sees it, so the checks above can fail.
-    set_config_value(server_dir, "plugins", "smtp", "True")
+    set_config_value(server_dir, "deploy_internal", "zato_plugin_smtp", "True")
     with ServerProcess(server_dir) as server:
         loaded, status, types = probe(server.address)
     assert "zato_plugin_smtp" in loaded["modules"] and loaded["smtp"] == ["My SMTP"]

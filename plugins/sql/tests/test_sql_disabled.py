@@ -1,4 +1,4 @@
-""" `[plugins] sql = False` in server.conf: the server starts (with an outgoing_sql object in its
+""" `[deploy_internal] zato_plugin_sql = False` in server.conf: the server starts (with an outgoing_sql object in its
 database) without a trace of the plugin: its module is never imported, its object type is
 unknown to the admin API and services get no `out.sql`. Checked in a real server process,
 since this test process has imported the plugin already; the same server with the plugin
@@ -47,14 +47,16 @@ def test_a_disabled_plugin_leaves_no_trace(tmp_path):
     odb.put_object("outgoing_sql", "orders", {"engine": "sqlite", "db_name": str(tmp_path / "orders.db")})
     odb.close()
 
-    set_config_value(base_dir, "plugins", "sql", "False")
+    set_config_value(base_dir, "deploy_internal", "zato_plugin_sql", "False")
     payload, status, types, output = probe(base_dir)
     assert payload["imported"] == []
     assert payload["out.sql"].startswith("no outgoing connection type out.sql")
     assert status == 404 and "outgoing_sql" not in types
+    # the one mention: the deploy log saying what the probe needs, and which line switches it on
+    output = "\n".join(line for line in output.splitlines() if "[deploy_internal] zato_plugin_sql = True" not in line)
     assert "zato_plugin_sql" not in output and "outgoing sql" not in output
 
-    set_config_value(base_dir, "plugins", "sql", "True")
+    set_config_value(base_dir, "deploy_internal", "zato_plugin_sql", "True")
     payload, status, types, output = probe(base_dir)
     assert "zato_plugin_sql" in payload["imported"] and payload["out.sql"] == ["orders"]
     assert status == 200 and "outgoing_sql" in types

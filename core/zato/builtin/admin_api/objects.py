@@ -98,8 +98,21 @@ async def _changed(request: HTTPRequest, object_type: str) -> None:
     await request.server.notify(CHANGED, {"types": [object_type]})
 
 
-def _reply(object_type: Any, obj: dict[str, Any], status: int = 200) -> HTTPResponse:
-    return HTTPResponse.json(public_view(object_type, obj), status)
+def _reply(object_type: Any, obj: dict[str, Any], status: int = 200, warnings: list[str] | None = None) -> HTTPResponse:
+    view = public_view(object_type, obj)
+    if warnings:
+        view = {**view, "warnings": warnings}  # only when there are some: replies without stay as they were
+    return HTTPResponse.json(view, status)
+
+
+def _env_warnings(request: HTTPRequest, object_type: Any, name: str, data: dict[str, Any]) -> list[str]:
+    """ `$NAME` values whose variable the server's environment lacks: saved all the same (the
+    variable may be set before the next start), but said now, in the reply and in the log. """
+    from zato.enmasse import missing_env_references
+    warnings = missing_env_references(object_type.name, name, data)
+    for warning in warnings:
+        logger.warning("cid=%s %s", request.cid, warning)
+    return warnings
 
 
 
@@ -134,7 +147,7 @@ async def create_object(request: HTTPRequest) -> HTTPResponse:
         raise HTTPError(409, f"Error 409 Conflict: {exc}") from None
     logger.info("cid=%s created %s %r", request.cid, object_type.name, data["name"])
     await _changed(request, object_type.name)
-    return _reply(object_type, obj, 201)
+    return _reply(object_type, obj, 201, _env_warnings(request, object_type, data["name"], data))
 
 
 async def get_object(request: HTTPRequest) -> HTTPResponse:
@@ -190,7 +203,7 @@ async def _update(request: HTTPRequest, *, partial: bool) -> HTTPResponse:
         raise HTTPError(404, f"Error 404 Not Found: no {object_type.name} named {name!r}") from None
     logger.info("cid=%s updated %s %r", request.cid, object_type.name, name)
     await _changed(request, object_type.name)
-    return _reply(object_type, obj)
+    return _reply(object_type, obj, warnings=_env_warnings(request, object_type, name, changes))
 
 
 async def delete_object(request: HTTPRequest) -> HTTPResponse:

@@ -94,7 +94,7 @@ SHARED_RESPONSES: dict[str, tuple[int, dict[str, Any]]] = {
     "TooManyRequests": (429, _shared("A rate limit was reached: try again later",
                                      **{"Retry-After": "seconds to wait"})),
     "ServiceUnavailable": (503, _shared("The plugin behind this call is not running in this server (switched off in "
-                                        "[plugins] of server.conf, or not started)",
+                                        "[deploy_internal] of server.conf, or not started)",
                                         **{"Retry-After": "seconds to wait, where waiting helps"})),
 }
 _SHARED_BY_STATUS = {str(status): name for name, (status, _) in SHARED_RESPONSES.items()}

@@ -158,8 +158,9 @@ def runtime_of(server: Any) -> PubSub:
     """ The worker's pub/sub, or an error saying why there is none. """
     runtime = RUNTIME.get(server)
     if runtime is None:
-        raise AttributeError("self.pubsub needs the pubsub plugin: it is switched off ([plugins] pubsub = False in "
-                             "server.conf) or the server has not reached the ON_STARTING phase")
+        raise AttributeError("self.pubsub needs the pubsub plugin: it is switched off (switch it on with "
+                             "[deploy_internal] zato.builtin.pubsub = True in server.conf) or the server has not "
+                             "reached the ON_STARTING phase")
     return runtime
 
 

@@ -10,12 +10,13 @@ from typing import Any
 
 from zato.builtin.pubsub.message import SERVICE_ENDPOINT, SERVICE_TOPIC_PREFIX
 from zato.common.pubsub import sub_key
-from zato.registry import Field, Kind, ObjectType
+from zato.registry import Field, Kind, ObjectType, ZatoSpelling
 from zato.server.listeners import Backoff, FailurePolicy
 
 TOPIC, ENDPOINT, SUBSCRIPTION = "pubsub_topic", "pubsub_endpoint", "pubsub_subscription"
 OBJECT_TYPES = (TOPIC, ENDPOINT, SUBSCRIPTION)
 ENDPOINT_SERVICE = "service"
+ZATO_ENDPOINT_TYPES = {"srv": ENDPOINT_SERVICE}  # Zato's endpoint_type values that differ from ours
 
 
 # ################################################################################################
@@ -67,7 +68,11 @@ TOPIC_TYPE = ObjectType(TOPIC, (
     Field("max_depth_non_gd", "int", default=1000, minimum=0,
           description="At most this many non-GD messages wait in a worker's RAM (0: no limit)", example=1000),
     Field("description", "str", default=""),
-), "A pub/sub topic: publishers send messages to it by name, its subscriptions get them.", check=check_topic)
+), "A pub/sub topic: publishers send messages to it by name, its subscriptions get them.", check=check_topic,
+    zato=ZatoSpelling(TOPIC, ignored=(
+        "id", "cluster_id", "is_internal", "is_api_sub_allowed", "depth_check_freq", "pub_buffer_size_gd",
+        "task_sync_interval", "task_delivery_interval", "hook_service_id", "hook_service_name", "on_no_subs_pub",
+        "limit_retention", "limit_message_expiry", "limit_sub_inactivity", "current_depth_gd", "last_pub_time")))
 
 ENDPOINT_TYPE = ObjectType(ENDPOINT, (
     Field("endpoint_type", "str", default=ENDPOINT_SERVICE,
@@ -81,7 +86,11 @@ ENDPOINT_TYPE = ObjectType(ENDPOINT, (
                       "(empty: any topic); 'pub=' lines are kept for REST and WebSocket publishers",
           example="sub=/orders/*"),
     Field("description", "str", default=""),
-), "Who takes part in pub/sub: a subscriber (and later, a publisher) of a given type.", check=check_endpoint)
+), "Who takes part in pub/sub: a subscriber (and later, a publisher) of a given type.", check=check_endpoint,
+    zato=ZatoSpelling(ENDPOINT, fields={"service_name": "service_name", "service": "service_name"}, values={"endpoint_type": ZATO_ENDPOINT_TYPES},
+                      ignored=("id", "cluster_id", "is_internal", "role", "sec_def", "sec_name", "security_name",
+                               "security_id", "ws_channel_id", "ws_channel_name", "service_id", "hook_service_id",
+                               "hook_service_name", "tags", "message_tag_patterns", "pub_tag_patterns")))
 
 SUBSCRIPTION_TYPE = ObjectType(SUBSCRIPTION, (
     Field("endpoint_name", "str", required=True, references=ENDPOINT, description="The endpoint that subscribes"),
@@ -99,7 +108,18 @@ SUBSCRIPTION_TYPE = ObjectType(SUBSCRIPTION, (
     Field("delivery_timeout", "float", default=0.0, minimum=0,
           description="Seconds a delivery may take before it counts as failed (0: no limit)"),
 ), "A subscription of an endpoint to topics; each topic gets its own queue, named by its sub_key.",
-   check=check_subscription)
+   check=check_subscription,
+   zato=ZatoSpelling(SUBSCRIPTION, fields={"topic_list_json": "topic_list", "delivery_max_retry": "max_attempts",
+                                           "wait_non_sock_err": "retry_seconds"},
+                     values={"endpoint_type": ZATO_ENDPOINT_TYPES},
+                     ignored=("id", "cluster_id", "sub_key", "is_internal", "has_gd", "should_ignore_if_sub_exists",
+                              "should_delete_all", "delivery_data_format", "delivery_batch_size",
+                              "wrap_one_msg_in_list", "delivery_err_should_block", "wait_sock_err", "out_http_method",
+                              "out_rest_http_soap_id", "rest_connection", "out_amqp_id", "amqp_exchange",
+                              "amqp_routing_key", "files_directory_list", "ftp_directory_list", "sms_twilio_from",
+                              "sms_twilio_to_list", "smtp_subject", "smtp_from", "smtp_to_list", "smtp_body",
+                              "smtp_is_html", "active_status", "server_id", "hook_service_id", "topic_id",
+                              "endpoint_id", "creation_time", "ext_client_id", "delivery_endpoint", "service_id")))
 
 
 # ################################################################################################

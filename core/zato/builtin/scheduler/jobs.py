@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import trio
 
 from zato.objects import is_env_reference
-from zato.registry import Field, ObjectType
+from zato.registry import Field, ObjectType, ZatoSpelling
 
 PLUGIN = "scheduler"
 OBJECT_TYPE = "scheduler"
@@ -311,7 +311,9 @@ SCHEDULER_TYPE = ObjectType(OBJECT_TYPE, (
     Field("allow_overlap", type="bool", default=False,
           description="Start a run even if the job's previous run has not finished (else that firing is skipped "
                       "and recorded)"),
-), "Scheduler jobs: services run in the background, once, every interval or on a cron definition", check_job)
+), "Scheduler jobs: services run in the background, once, every interval or on a cron definition", check_job,
+    zato=ZatoSpelling("scheduler", fields={"service_name": "service"},
+                      ignored=("id", "cluster_id", "service_id", "definition_text", "job_type_friendly")))
 
 
 class InvalidJob(Exception):

@@ -8,6 +8,7 @@ API: `self.request`, `self.response`, `self.invoke`, `self.logger`, `self.server
 from __future__ import annotations
 
 import logging
+import sys
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -104,11 +105,29 @@ class HTTPRequestInfo:
 
 _NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})
 
-# Attributes of Zato's services that plugins provide here, and what to do when one is missing
+# Attributes of Zato's services (self.X) and requests (self.request.X) that plugins provide here ->
+# the plugin; one that is missing is a zato.plugins.PluginNotEnabled saying what to install or
+# which [deploy_internal] line to switch on
 PLUGIN_ATTRIBUTES = {
-    "pubsub": "the pubsub plugin: it is switched off ([plugins] pubsub = False in server.conf)",
-    "kvdb": "the redis plugin: install zato-plugin-redis and enable it ([plugins] redis = True in server.conf)",
+    "pubsub": "pubsub",
+    "kvdb": "redis",
+    "cache": "cache",
+    "broker_client": "essentials",
 }
+PLUGIN_REQUEST_ATTRIBUTES = {
+    "ibm_mq": "ibm_mq",
+    "wsx": "wsx",
+}
+
+
+def _plugin_imported(name: str) -> bool:
+    from zato.plugins import plugin_module
+    return plugin_module(name) in sys.modules
+
+
+def _plugin_not_enabled(what: str, name: str, server: Any) -> AttributeError:
+    from zato.plugins import plugin_not_enabled  # not at import: the plugin machinery is not needed until then
+    return plugin_not_enabled(what, name, server)
 
 def request_attributes(declared: Mapping[str, Any], given: Mapping[str, Any] | None) -> Mapping[str, Any]:
     """ The attributes of one request: each name plugins declared (`register_request_attributes`)
@@ -124,6 +143,38 @@ def request_attributes(declared: Mapping[str, Any], given: Mapping[str, Any] | N
     return MappingProxyType({**declared, **given})
 
 
+class DeferredPayload:
+    """ A request body that is parsed only when the service asks for it (`self.request.payload`,
+    `self.request.input`, SimpleIO input), so that a service reading `self.request.raw_request`
+    gets any bytes, JSON or not. `parse(body, channel)` returns the payload or raises (an
+    HTTPError 400 saying what is wrong); it runs once and its result or error is kept. """
+    __slots__ = ("body", "parse", "channel", "_value", "_error")
+
+    def __init__(self, body: Any, parse: Any, channel: str) -> None:
+        self.body = body
+        self.parse = parse
+        self.channel = channel
+        self._value = _NOT_PARSED
+        self._error: BaseException | None = None
+
+    def value(self) -> Any:
+        if self._value is _NOT_PARSED:
+            if self._error is not None:
+                raise self._error
+            try:
+                self._value = self.parse(self.body, self.channel)
+            except Exception as exc:
+                self._error = exc
+                raise
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"<DeferredPayload of channel {self.channel!r}, {len(self.body)} bytes>"
+
+
+_NOT_PARSED = object()
+
+
 class Request:
     """ `self.request`: what the service was invoked with.
 
@@ -131,19 +182,50 @@ class Request:
     readable as an attribute: a listener channel of the ibm_mq plugin gives `self.request.ibm_mq`,
     the scheduler `self.request.scheduler_job` (docs/channels.md). Each name a plugin declares
     (`register_request_attributes`) is None in requests of other channels, and services invoked
-    by other services get none of them. """
-    __slots__ = ("payload", "raw_request", "input", "http", "channel", "channel_type", "attributes")
+    by other services get none of them.
+
+    A channel may give a `DeferredPayload`: its body is parsed the first time `payload` or
+    `input` is read (a REST channel's JSON), so a service that reads only `raw_request` works
+    with any body. """
+    __slots__ = ("_payload", "raw_request", "_input", "http", "channel", "channel_type", "attributes")
 
     def __init__(self, payload: Any = None, raw_request: Any = None, http: HTTPRequestInfo | None = None,
                  channel: str = "invoke", attributes: Mapping[str, Any] = _NO_ATTRIBUTES,
                  channel_type: str = "invoke") -> None:
         self.channel_type = channel_type
-        self.payload = payload
-        self.raw_request = raw_request if raw_request is not None else payload
-        self.input = Bunch(payload) if isinstance(payload, dict) else Bunch()
+        self._payload = payload
+        if type(payload) is DeferredPayload:
+            self.raw_request = raw_request if raw_request is not None else payload.body
+            self._input = _NOT_PARSED  # made from the payload when first read
+        else:
+            self.raw_request = raw_request if raw_request is not None else payload
+            self._input = Bunch(payload) if isinstance(payload, dict) else Bunch()
         self.http = http or HTTPRequestInfo()
         self.channel = channel
         self.attributes = attributes
+
+    @property
+    def payload(self) -> Any:
+        payload = self._payload
+        if type(payload) is DeferredPayload:
+            payload = self._payload = payload.value()
+        return payload
+
+    @payload.setter
+    def payload(self, value: Any) -> None:
+        self._payload = value
+
+    @property
+    def input(self) -> Any:
+        value = self._input
+        if value is _NOT_PARSED:
+            payload = self.payload
+            value = self._input = Bunch(payload) if isinstance(payload, dict) else Bunch()
+        return value
+
+    @input.setter
+    def input(self, value: Any) -> None:
+        self._input = value
 
     def __getattr__(self, name: str) -> Any:
         # Called only for names that are not slots: a channel's own attribute (self.request.ibm_mq)
@@ -154,6 +236,9 @@ class Request:
         try:
             return attributes[name]
         except KeyError:
+            if name in PLUGIN_REQUEST_ATTRIBUTES and (attributes or not _plugin_imported(PLUGIN_REQUEST_ATTRIBUTES[name])):
+                # its plugin declares it (None in requests of other channels) when on: it is off
+                raise _plugin_not_enabled(f"self.request.{name}", PLUGIN_REQUEST_ATTRIBUTES[name], None) from None
             given = ", ".join(sorted(key for key, value in attributes.items() if value is not None)) or "none"
             try:
                 channel = object.__getattribute__(self, "channel")
@@ -207,6 +292,13 @@ class Service:
     request: Request
     response: Response
     logger: logging.Logger = logging.getLogger("zato.service")  # per service once invoked (zato.service.<name>)
+
+    @classmethod
+    def get_name(cls) -> str:
+        """ The service's name, as Zato's `get_name()`: its `name`, or `module.class-name`. """
+        from zato.server.deployment import service_name
+        module = sys.modules.get(cls.__module__)
+        return service_name(cls, getattr(module, "__zato_service_module__", cls.__module__))
 
     def before_handle(self) -> Any:
         """ Runs before `handle`; may be `async def` in async services. """
@@ -274,7 +366,7 @@ class Service:
                     return klass.__dict__[name].__get__(self, type(self))
             needs = PLUGIN_ATTRIBUTES.get(name)
             if needs:
-                raise AttributeError(f"self.{name} needs {needs}")
+                raise _plugin_not_enabled(f"self.{name}", needs, self.server)
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         return provide(self)
 

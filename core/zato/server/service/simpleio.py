@@ -27,7 +27,7 @@ from typing import Any, Iterable
 
 from zato.config import Bunch, to_bool as _to_bool, to_float as _to_float, to_int as _to_int
 from zato.server.service import (
-    AsIs, Bool, Date, DateTime, Decimal, Dict, Float, Int, List, SIOElem, Text, UUID,
+    AsIs, Bool, Date, DateTime, Decimal, DeferredPayload, Dict, Float, Int, List, SIOElem, Text, UUID,
 )
 
 BOOL_PREFIXES = ("by_", "has_", "is_", "may_", "needs_", "should_")
@@ -192,9 +192,14 @@ class SIODefinition:
                        [(e, False, _converter(OUTPUT, e)) for e in self.output_optional]
 
     def parse_input(self, sources: Iterable[Any]) -> Bunch:
-        """ Typed input from `sources` (dicts; later ones win); raises `InputError` listing every bad field. """
+        """ Typed input from `sources` (dicts; later ones win); raises `InputError` listing every bad field.
+        A `DeferredPayload` (a body not parsed yet) is parsed here, and only if there is input to read. """
+        if not self._input:
+            return Bunch()
         merged: dict[str, Any] = {}
         for source in sources:
+            if type(source) is DeferredPayload:
+                source = source.value()
             if isinstance(source, dict):
                 merged.update(source)
         result = Bunch()

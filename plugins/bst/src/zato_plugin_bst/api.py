@@ -76,8 +76,8 @@ def require_enabled(server: Any) -> None:
     names = plugins.enabled_names() if plugins is not None else []
     if PLUGIN_NAME not in names:
         raise BSTNotEnabled(f"business state transitions are switched off in server {server.name!r}: the bst plugin "
-                            f"(zato-plugin-bst) is not enabled; set `bst = True` under [plugins] in "
-                            f"config/server.conf (or remove `bst = False`) and restart the server")
+                            f"(zato-plugin-bst) is not enabled; set `zato_plugin_bst = True` under [deploy_internal] "
+                            f"in config/server.conf and restart the server")
 
 
 def store_of(server: Any) -> Any:

@@ -7,7 +7,7 @@
 
 Plain services call the client directly (they run in a worker thread); `async def` services
 use `await conn.run(lambda client: client.files_list_folder(""))`, which runs the call in a
-worker thread. The plugin is on once installed; `dropbox = False` under `[plugins]` in server.conf switches it off.
+worker thread. The plugin is on once installed; `zato_plugin_dropbox = False` under `[deploy_internal]` in server.conf switches it off.
 
 This module is imported at every start of a server that enables the plugin, so it stays light:
 the SDK is imported in a worker thread when the first connection is built.
@@ -25,7 +25,20 @@ ACCESSOR = "cloud.dropbox"
 # What every row of Zato's zato_generic_connection carries that means nothing for a Dropbox connection
 ZATO_GENERIC_FIELDS = ("id", "cluster_id", "is_internal", "is_channel", "is_outconn", "pool_size", "sec_use_rbac",
                        "cache_expiry", "address", "port", "data_format", "version", "extra", "username",
-                       "username_type", "secret_type", "conn_def_id", "cache_id", "oauth2_access_token_expiration")
+                       "username_type", "secret_type", "conn_def_id", "cache_id", "oauth2_access_token_expiration",
+                       # Zato's scopes asked for on refresh: the SDK's default (the app's own) is used here
+                       "default_scope",
+                       # the rest of Zato 3.2's generic-connection input (zato.generic.connection.create
+                       # keeps every one of them in the row, null when unset, and exports it so)
+                       "tenant_id", "client_id", "security_id", "sec_tls_ca_cert_id", "consumer_key",
+                       "consumer_secret", "is_rate_limit_active", "rate_limit_type", "rate_limit_def",
+                       "rate_limit_check_parent_def", "is_audit_log_sent_active", "is_audit_log_received_active",
+                       "max_len_messages_sent", "max_len_messages_received", "max_bytes_per_message_sent",
+                       "max_bytes_per_message_received", "hl7_version", "json_path", "data_encoding", "max_msg_size",
+                       "read_buffer_size", "recv_timeout", "logging_level", "should_log_messages", "start_seq",
+                       "end_seq", "max_wait_time", "oauth_def", "ping_interval", "pings_missed_threshold",
+                       "socket_read_timeout", "socket_write_timeout", "security_group_count",
+                       "security_group_member_count")
 
 
 def check_dropbox(data: dict[str, Any], *, partial: bool) -> list[dict[str, str]]:

@@ -8,7 +8,7 @@ names on the standard library's ftplib:
         conn.remove(f"/incoming/{name}")
     names = await conn.run(lambda conn: conn.listdir("/incoming"))   # in an `async def handle`
 
-On once installed; `[plugins] ftp = False` (or `[component_enabled] ftp = False`) in server.conf switches it off.
+On once installed; `[deploy_internal] zato_plugin_ftp = False` (or `[component_enabled] ftp = False`) in server.conf switches it off.
 See README.md for every field of a connection.
 """
 

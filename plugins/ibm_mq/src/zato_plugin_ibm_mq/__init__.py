@@ -10,7 +10,7 @@
 * `definition_ibm_mq` - where a queue manager is and how to connect to it, shared by both.
 
 Off until switched on (`[component_enabled] ibm_mq = True`, as the Zato article says, or
-`[plugins] ibm_mq = True`). It runs on IBM's `ibmmq` client library (or the older `pymqi`), which
+`[deploy_internal] zato_plugin_ibm_mq = True`). It runs on IBM's `ibmmq` client library (or the older `pymqi`), which
 needs IBM's MQ C client (libmqm) at run time: without it the server starts and says what to
 install, and only IBM MQ objects are unavailable. Low-level details (connects, reason codes,
 backouts, messages' first characters) go to logs/ibm-mq.log; server.log has the summary.

@@ -100,6 +100,6 @@ OUTGOING_TYPE = ObjectType(OUTGOING, (
     Field("expiration", "int", minimum=1, description="Milliseconds until a message expires; empty: never"),
 ), "An outgoing connection that puts messages on IBM MQ queues: self.outgoing.ibm_mq.send(msg, name, queue).",
     zato=ZatoSpelling("outconn_jms_wmq", fields={"def_name": "definition"},
-                      ignored=("id", "def_id", "cluster_id")))
+                      ignored=("id", "def_id", "cluster_id", "def_name_full_text")))
 
 OBJECT_TYPES = (DEFINITION_TYPE, CHANNEL_TYPE, OUTGOING_TYPE)

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from zato.plugin_api import SERVER_STARTUP, Connector, Field, ObjectType, OutgoingConnectionType, PluginState, Setting, hookimpl
+from zato.plugin_api import (
+    SERVER_STARTUP, Connector, Field, ObjectType, OutgoingConnectionType, PluginState, Setting, ZatoSpelling, hookimpl,
+)
 
 PHASE = SERVER_STARTUP.PHASE
 
@@ -62,7 +64,9 @@ OUTGOING_REDIS = ObjectType(OBJECT_TYPE, (
     Field("tls_verify", "bool", default=True, description="Verify the server's certificate and host name"),
     Field("decode_responses", "bool", default=True, description="Replies as text (str); False: as bytes"),
     Field("is_active", "bool", default=True, description="An inactive connection is not built"),
-), description="A Redis outgoing connection: self.out.redis[name].conn is a redis-py client")
+), description="A Redis outgoing connection: self.out.redis[name].conn is a redis-py client",
+    zato=ZatoSpelling("outconn_redis", ignored=("id", "cluster_id", "use_redis_sentinels", "redis_sentinels",
+                                                "redis_sentinels_master", "opaque1")))
 
 
 @hookimpl

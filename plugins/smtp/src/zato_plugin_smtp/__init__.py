@@ -16,10 +16,10 @@ See README.md for every field of a connection.
 
 from __future__ import annotations
 
-from zato.plugin_api import Connector, Field, ObjectType, OutgoingConnectionType, hookimpl
+from zato.plugin_api import Connector, Field, ObjectType, OutgoingConnectionType, ZatoSpelling, hookimpl
 
 from zato_plugin_smtp.connection import (
-    DEFAULT_PORT, DEFAULT_TIMEOUT, DEFAULT_TLS_MODE, TLS_MODES, SMTPConnection,
+    DEFAULT_PORT, DEFAULT_TIMEOUT, DEFAULT_TLS_MODE, TLS_MODES, TLS_NONE, TLS_SSL, TLS_STARTTLS, SMTPConnection,
 )
 
 __all__ = ["CONNECTION_TYPE", "EMAIL_SMTP", "OBJECT_TYPE", "SMTPConnection"]
@@ -27,6 +27,10 @@ __all__ = ["CONNECTION_TYPE", "EMAIL_SMTP", "OBJECT_TYPE", "SMTPConnection"]
 OBJECT_TYPE = "email_smtp"
 CONNECTION_TYPE = "smtp"
 ACCESSOR = "email.smtp"
+
+# Zato's `mode` values -> our tls_mode (upper case accepted too; the last of each is what a Zato export writes)
+ZATO_MODES = {"PLAIN": TLS_NONE, "SSL": TLS_SSL, "STARTTLS": TLS_STARTTLS,
+              "plain": TLS_NONE, "ssl": TLS_SSL, "starttls": TLS_STARTTLS}
 
 EMAIL_SMTP = ObjectType(OBJECT_TYPE, (
     Field("name", required=True, description="What services look the connection up by: self.email.smtp[name]"),
@@ -51,7 +55,9 @@ EMAIL_SMTP = ObjectType(OBJECT_TYPE, (
                                      "(for servers with certificates from a private CA)",
           example="/etc/zato/smtp-ca.pem"),
     Field("is_active", "bool", default=True, description="Inactive connections are not built"),
-), description="An outgoing SMTP connection for sending e-mail")
+), description="An outgoing SMTP connection for sending e-mail",
+    zato=ZatoSpelling(OBJECT_TYPE, fields={"mode": "tls_mode"}, values={"mode": ZATO_MODES},
+                      ignored=("id", "cluster_id", "is_debug", "ping_address", "opaque1")))
 
 
 @hookimpl

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from zato.plugin_api import Connector, Field, ObjectType, OutgoingConnectionType, hookimpl
+from zato.plugin_api import Connector, Field, ObjectType, OutgoingConnectionType, ZatoSpelling, hookimpl
 from zato_plugin_sql._config import (
     DEFAULT_POOL_SIZE, ENGINES, OBJECT_TYPE, SQLConfigError, check_definition, check_object, engine_settings,
     parse_extra, valid_engine_arguments,
@@ -49,7 +49,9 @@ FIELDS = (
 # The admin API and enmasse refuse a bad `extra` key (or port, query string...) through the object
 # type's own check, in a core that has it (ObjectType.check); otherwise the build refuses it.
 _CHECKS = {"check": check_object} if "check" in {f.name for f in dataclasses.fields(ObjectType)} else {}
-OUTGOING_SQL = ObjectType(OBJECT_TYPE, FIELDS, description="An SQL connection pool (SQLAlchemy)", **_CHECKS)
+OUTGOING_SQL = ObjectType(OBJECT_TYPE, FIELDS, description="An SQL connection pool (SQLAlchemy)", **_CHECKS,
+                          zato=ZatoSpelling("outconn_sql", ignored=("id", "cluster_id", "engine_display_name",
+                                                                    "version", "password_type")))
 
 
 def connect(server: Any, definition: dict[str, Any]) -> Any:

@@ -15,14 +15,16 @@
 * `helpers.web-sockets-gateway`, Zato's gateway service, and pub/sub to WebSocket clients: the
   `wsx` delivery target (zato_plugin_wsx.gateway, zato_plugin_wsx.pubsub).
 
-On once installed; `[plugins] wsx = False` in server.conf switches it off.
+On once installed; `[deploy_internal] zato_plugin_wsx = False` in server.conf switches it off.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from zato.plugin_api import ChannelType, Connector, Field, ObjectType, OutgoingConnectionType, PluginState, ZatoSpelling, hookimpl
+from zato.plugin_api import (
+    ZATO_NO_SECURITY, ChannelType, Connector, Field, ObjectType, OutgoingConnectionType, PluginState, ZatoSpelling, hookimpl,
+)
 
 PLUGIN = "wsx"
 OBJECT_TYPE = "channel_web_socket"
@@ -69,7 +71,9 @@ CHANNEL_WEB_SOCKET = ObjectType(OBJECT_TYPE, (
 ), description="A WebSocket channel: clients open sessions and invoke a service with Zato's WSX protocol",
     check=check_channel,
     zato=ZatoSpelling("web_socket", fields={"service_name": "service", "sec_def": "security",
-                                            "security_name": "security"}, ignored=ZATO_ONLY_FIELDS))
+                                            "security_name": "security"}, ignored=ZATO_ONLY_FIELDS,
+                      values={"sec_def": {ZATO_NO_SECURITY: None, "": None},
+                              "security_name": {ZATO_NO_SECURITY: None, "": None}}))
 
 
 def create_runtime(server: Any) -> Any:

@@ -65,7 +65,13 @@ ZATO_GENERIC_FIELDS = ("id", "cluster_id", "is_internal", "is_channel", "is_outc
                        "socket_write_timeout", "security_id", "max_wait_time", "max_msg_size",
                        "read_buffer_size", "recv_timeout", "should_log_messages", "should_validate", "is_audit_log_sent_active",
                        "is_audit_log_received_active", "max_len_messages_sent", "max_len_messages_received",
-                       "max_bytes_per_message_sent", "max_bytes_per_message_received")
+                       "max_bytes_per_message_sent", "max_bytes_per_message_received",
+                       # the rest of Zato 3.2's generic-connection input (zato.generic.connection.create
+                       # keeps every one of them in the row, null when unset, and exports it so)
+                       "tenant_id", "client_id", "sec_tls_ca_cert_id", "oauth2_access_token", "consumer_key",
+                       "consumer_secret", "is_rate_limit_active", "rate_limit_type", "rate_limit_def",
+                       "rate_limit_check_parent_def", "hl7_version", "json_path", "data_encoding", "logging_level",
+                       "start_seq", "end_seq", "oauth_def", "security_group_count", "security_group_member_count")
 
 
 def check_outgoing(data: dict[str, Any], *, partial: bool) -> list[dict[str, str]]:
