@@ -429,3 +429,64 @@ async def test_admin_api_warns_of_unset_variables(new_server, monkeypatch):
 
             fixed = await client.patch("/zato/api/objects/outgoing_rest/CRM", json={"address": "http://127.0.0.1:1"})
             assert fixed.status_code == 200 and "warnings" not in fixed.json()
+
+
+# Zato 3.2's outconn-wsx gives its security as `<security type>/<database id>`, the select of its
+# web-admin form (`security_def: basic_auth/15`): the id of a def_sec row, here after the row using it
+ZATO_ID_REFERENCE_FILE = """\
+zato_generic_connection:
+  - name: Cluster 3
+    type_: outconn-wsx
+    id: 21
+    address: ws://cluster3.example.com:17010/ws/gateway
+    is_zato: true
+    security_def: {security_def}
+def_sec:
+  - name: partner.key
+    type: apikey
+    username: X-Partner-Key
+    password: partner-key-9f2
+    id: 14
+  - name: cluster3.client
+    type: basic_auth
+    username: cluster3
+    password: cluster3-pa55word
+    id: 15
+"""
+
+
+def test_security_given_as_zato_type_and_id_is_read_as_the_name(new_server, tmp_path):
+    path = tmp_path / "wsx.yaml"
+    path.write_text(ZATO_ID_REFERENCE_FILE.format(security_def="basic_auth/15"))
+    base = new_server()
+    result = zato("import", base, path)
+    assert result.exit_code == 0, result.output
+    assert (f"{path}:7: outgoing_wsx 'Cluster 3': security_def: 'basic_auth/15' is Zato's security type and "
+            f"database id: read as 'cluster3.client', the security row of this file with `id: 15`") in result.output
+    objects = stored(base)
+    assert objects["outgoing_wsx"]["Cluster 3"]["security"] == "cluster3.client"
+    # only the outgoing connection uses it, once resolved: outgoing, its password stored to be sent
+    client = objects["security"]["cluster3.client"]
+    assert client["direction"] == "outgoing" and client["password"].startswith("enc:")
+    assert objects["security"]["partner.key"]["direction"] == "inbound"
+    again = zato("import", base, path)
+    assert "nothing to change: 0 created, 0 updated, 0 deleted, 3 unchanged" in again.output, again.output
+
+
+@pytest.mark.parametrize("security_def, why", [
+    ("basic_auth/99", "no `security` or `def_sec` row of this file has `id: 99`; add that row (with `id: 99`) to "
+                      "the file"),
+    ("basic_auth/14", "the row with `id: 14` is 'partner.key', of type 'apikey'; correct the type or the id"),
+])
+def test_security_given_as_zato_id_of_no_row_is_refused_saying_why(new_server, tmp_path, security_def, why):
+    path = tmp_path / "wsx.yaml"
+    path.write_text(ZATO_ID_REFERENCE_FILE.format(security_def=security_def))
+    base = new_server()
+    result = zato("import", base, path)
+    assert result.exit_code == 1
+    assert (f"{path}:7: outgoing_wsx 'Cluster 3': security_def: {security_def!r} is Zato's security type and "
+            f"database id, but {why}, or write the name of the security definition instead (`security_def: NAME`)"
+            in result.output), result.output
+    assert "does not exist" not in result.output  # reported once, not again as a missing name
+    assert "nothing was changed" in result.output
+    assert not stored(base)

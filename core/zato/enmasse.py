@@ -59,7 +59,7 @@ from zato.objects import (
     ENCRYPTED_PREFIX, HASHED_PREFIX, ObjectValidationError, SecretBox, is_env_reference, storage_of, store_secrets,
     validate,
 )
-from zato.registry import Field, Kind, ObjectType, Registry
+from zato.registry import Field, Kind, ObjectType, Registry, ZatoSpelling
 
 # Zato's enmasse top-level keys (shared/reference/zato-facts.md). A key of these that no enabled
 # plugin provides yet is reported as such rather than as a typo.
@@ -405,6 +405,7 @@ def _read_import_file(store: ServerConfigStore, path: Path | str, shown: str | N
     generic_types = {t.zato.generic_type: t for t in store.object_types.values()
                      if t.zato is not None and t.zato.generic_type}
     notes: list[Problem] = []
+    zato_ids = _ZatoIds()
     for key, rows in document.items():
         key_line = document.line_of(key)
         if isinstance(key, str) and key in spelled and (rows is None or isinstance(rows, list)):
@@ -419,7 +420,7 @@ def _read_import_file(store: ServerConfigStore, path: Path | str, shown: str | N
                                             _unmatched_row_message(key, row, spelled[key], candidates)))
                     continue
                 _read_rows(shown, candidates[0], [row], key_line, problems, objects, first_seen, invalid,
-                           candidates[0].zato, notes)
+                           candidates[0].zato, notes, zato_ids)
             continue
         object_type = store.object_types.get(key) if isinstance(key, str) else None
         if object_type is None and key == GENERIC_KEY and generic_types and isinstance(rows, list):
@@ -432,7 +433,7 @@ def _read_import_file(store: ServerConfigStore, path: Path | str, shown: str | N
                     continue
                 type_lines.setdefault(generic.name, key_line)
                 _read_rows(shown, generic, [row], key_line, problems, objects, first_seen, invalid, generic.zato,
-                           notes)
+                           notes, zato_ids)
             continue
         if object_type is None:
             problems.append(Problem(shown, key_line, _unknown_key_message(key, store.object_types, rows)))
@@ -446,6 +447,9 @@ def _read_import_file(store: ServerConfigStore, path: Path | str, shown: str | N
                                                      f"{_kind(rows)}", key))
             continue
         _read_rows(shown, object_type, rows, key_line, problems, objects, first_seen, invalid)
+    unresolved, resolved = zato_ids.resolve(shown, store.object_types, objects, invalid)
+    problems += unresolved
+    notes += resolved
     notes += _outgoing_directions(store, objects, shown)
     return ImportFile(shown, objects, type_lines, invalid, notes=notes), problems
 
@@ -479,19 +483,93 @@ def _outgoing_directions(store: ServerConfigStore, objects: list[FileObject], sh
     return notes
 
 
+# Zato 3.2 keeps an outgoing WebSocket connection's security (`zato_generic_connection`,
+# `type_: outconn-wsx`) as its web-admin form's select gives it, `<security type>/<database id>`
+# (`security_def: basic_auth/14`), and its enmasse exports it so, without a name
+ZATO_ID_REFERENCE = re.compile(r"^(?P<type>[A-Za-z][A-Za-z0-9_-]*)/(?P<id>[0-9]+)$")
+
+
+@dataclass
+class _ZatoIds:
+    """ Turns references Zato's files give as `<type>/<id>` into names: the Zato `id` of each row
+    read in Zato's spelling (a Zato-only field, dropped from the object) and the references of that
+    form, resolved once the whole file is read (a row may name one that comes after it). """
+    # (our type, Zato's id) -> (name, Zato's `type`)
+    rows: dict[tuple[str, str], tuple[str, Any]] = dataclass_field(default_factory=dict)
+    # (object, our field, Zato's field)
+    references: list[tuple[FileObject, Field, str]] = dataclass_field(default_factory=list)
+
+    def remember_row(self, object_type: ObjectType, row: _Mapping) -> None:
+        """ A Zato row, before it is translated (its `id` is dropped then). """
+        name, zato_id = row.get("name"), row.get("id")
+        if isinstance(name, str) and isinstance(zato_id, (int, str)) and not isinstance(zato_id, bool):
+            self.rows.setdefault((object_type.name, str(zato_id)), (name, row.get("type")))
+
+    def remember_references(self, object_type: ObjectType, spelling: ZatoSpelling, row: _Mapping,
+                            found: FileObject) -> None:
+        """ The fields of an object read from Zato's `row` that name another object as `<type>/<id>`. """
+        for ref_field in _references(object_type):
+            value = found.data.get(ref_field.name)
+            if isinstance(value, str) and ZATO_ID_REFERENCE.match(value):
+                zato_field = next((key for key in row if row[key] == value and
+                                   spelling.fields.get(key, key) == ref_field.name), ref_field.name)
+                self.references.append((found, ref_field, zato_field))
+
+    def resolve(self, shown: str, object_types: Mapping[str, ObjectType], objects: list[FileObject],
+                invalid: set[tuple[str, str]]) -> tuple[list[Problem], list[Problem]]:
+        """ Problems and notes: each reference becomes the name of the row of the referenced type
+        with that id (and type, if the row gives one), with a note; if there is none, a problem,
+        and the object is left out (else it would be reported again, as naming a missing object).
+        A value that is the name of an object of the file is a name after all. """
+        problems: list[Problem] = []
+        notes: list[Problem] = []
+        names = {(obj.object_type, obj.name) for obj in objects}
+        unresolved: set[int] = set()
+        for obj, ref_field, zato_field in self.references:
+            value, target = obj.data[ref_field.name], ref_field.references
+            if (target, value) in names:
+                continue
+            match = ZATO_ID_REFERENCE.match(value)
+            zato_type, zato_id = match["type"], match["id"]
+            name, row_type = self.rows.get((target, zato_id), (None, None))
+            line = obj.given.line_of(ref_field.name)
+            meaning = f"{value!r} is Zato's {target} type and database id"
+            if name is not None and row_type in (None, zato_type):
+                obj.data[ref_field.name] = name
+                notes.append(Problem(shown, line, f"{meaning}: read as {name!r}, the {target} row of this file "
+                                                  f"with `id: {zato_id}`", obj.object_type, obj.name, zato_field))
+                continue
+            spelling = object_types[target].zato if target in object_types else None
+            keys = " or ".join(f"`{key}`" for key in (spelling.all_keys if spelling else (target,)))
+            why = (f"no {keys} row of this file has `id: {zato_id}`; add that row (with `id: {zato_id}`) to the file"
+                   if name is None else f"the row with `id: {zato_id}` is {name!r}, of type {row_type!r}; correct "
+                                        f"the type or the id")
+            problems.append(Problem(shown, line, f"{meaning}, but {why}, or write the name of the {target} "
+                                                 f"definition instead (`{zato_field}: NAME`)", obj.object_type,
+                                    obj.name, zato_field))
+            invalid.add((obj.object_type, obj.name))
+            unresolved.add(id(obj))
+        objects[:] = [obj for obj in objects if id(obj) not in unresolved]
+        return problems, notes
+
+
 def _read_rows(shown: str, object_type: ObjectType, rows: list[Any], key_line: int, problems: list["Problem"],
                objects: list["FileObject"], first_seen: dict[tuple[str, str], int], invalid: set[tuple[str, str]],
-               spelling: Any = None, notes: list["Problem"] | None = None) -> None:
+               spelling: Any = None, notes: list["Problem"] | None = None, zato_ids: "_ZatoIds | None" = None) -> None:
     """ Reads the rows of one type into `objects` (and what is wrong with them into `problems`;
-    Zato-only fields a row of Zato's spelling gives into `notes`). """
+    Zato-only fields a row of Zato's spelling gives into `notes`; its Zato id and `<type>/<id>`
+    references into `zato_ids`). """
     key = object_type.name
     for row in rows:
+        zato_row = None
         if spelling is not None and isinstance(row, _Mapping):
             name = row.get("name") if isinstance(row.get("name"), str) else None
             for ignored in spelling.ignored_in(row):
                 if notes is not None:
                     notes.append(Problem(shown, row.line_of(ignored), "Zato's field, which means nothing here; ignored", key, name, ignored))
-            row = _in_our_spelling(spelling, row)
+            zato_row, row = row, _in_our_spelling(spelling, row)
+            if zato_ids is not None:
+                zato_ids.remember_row(object_type, zato_row)
         found = _read_row(shown, object_type, row, key_line, problems)
         if found is None:
             if isinstance(row, dict) and isinstance(row.get("name"), str):
@@ -505,6 +583,8 @@ def _read_rows(shown: str, object_type: ObjectType, rows: list[Any], key_line: i
             continue
         first_seen[(key, found.name)] = found.line
         found.zato = spelling is not None
+        if zato_row is not None and zato_ids is not None:
+            zato_ids.remember_references(object_type, spelling, zato_row, found)
         objects.append(found)
 
 
