@@ -108,6 +108,13 @@ async def test_each_request_is_logged_with_cid_channel_service_status_and_durati
     assert re.fullmatch(r"cid=\w{24} GET /scanner/\w+ channel=- service=- status=404 [\d.]+ ms", missing_line), \
         missing_line
 
+    # the record is what logger.info would have made there (the line is logged without the stack walk
+    # of Logger.findCaller): the observer's file and function, an INFO record without exception
+    record = next(r for r in caplog.records if r.name == "zato.request")
+    assert (record.levelname, record.filename, record.funcName, record.exc_info) == \
+        ("INFO", "observability.py", "__call__", None)
+    assert record.lineno > 0 and record.msg.startswith("cid=%s ")
+
 
 # ################################################################################################
 # Metrics

@@ -292,6 +292,7 @@ async def test_a_secret_may_be_kept_in_the_environment(server_dir, monkeypatch, 
             assert_refused(await client.get("/api/sample", headers={"x-api-key": "$ZATO_TEST_PARTNER_KEY"}),
                            "zato-apikey")
             assert_refused(await client.get("/api/sample", headers={"x-api-key": "key-from-the"}), "zato-apikey")
+            assert "partner" not in security_state(server).accepted  # a key from the environment is checked afresh
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "'partner'" in r.getMessage()
                 and "refused the request" not in r.getMessage()]  # nothing wrong with the definition itself
 
@@ -331,6 +332,51 @@ async def test_verification_is_remembered_per_credential_and_stored_hash(server_
             assert (await client.get("/api/sample", auth=(USER, "changed"))).status_code == 200
             new_stored = server.config_objects["security"]["sample.basic"]["password"]
             assert new_stored != stored and verifier.is_known(USER, "changed", new_stored)
+
+
+async def test_a_header_that_passed_skips_the_checks_until_the_definition_changes(server_dir):
+    prepare(server_dir, {"sample.basic": BASIC_DEF, "client.default": APIKEY_DEF},
+            {"/api/sample": "sample.basic", "/api/default": "client.default"})
+    header = basic(USER, PASSWORD)
+    async with run_server(server_dir) as server:
+        state = security_state(server)
+        definition = server.config_objects["security"]["sample.basic"]
+        async with httpx.AsyncClient(base_url=server.address) as client:
+            assert "sample.basic" not in state.accepted
+            assert (await client.get("/api/sample", headers=header)).status_code == 200
+            accepted = state.accepted["sample.basic"]
+            assert accepted.definition is definition and accepted.user == USER
+            # only a 32-byte MAC of the header is kept, never the header or the password
+            assert [len(token) for token in accepted._tokens] == [32]
+            assert not any(header["authorization"].encode() in token or PASSWORD.encode() in token
+                           for token in accepted._tokens)
+
+            # the next request with that header answers from it: no Verifier lookup, which would
+            # have run scrypt again (the Verifier forgot it) and remembered it there anew
+            state.verifier._known.clear()
+            assert (await client.get("/api/sample", headers=header)).status_code == 200
+            assert not state.verifier.is_known(USER, PASSWORD, definition["password"])
+
+            # what the full check refuses is refused still, and nothing is remembered for it
+            assert_refused(await client.get("/api/sample", auth=(USER, "wrong")), 'Basic realm="API"')
+            reply = await client.get("/api/sample", headers=[("authorization", header["authorization"])] * 2)
+            assert reply.status_code == 400 and "sent more than once" in reply.json()["details"]
+            assert len(accepted._tokens) == 1
+
+            # API keys alike
+            assert (await client.get("/api/default", headers={"x-api-key": API_KEY})).status_code == 200
+            assert state.accepted["client.default"].user == "client.default"
+            assert_refused(await client.get("/api/default", headers={"x-api-key": API_KEY + "x"}), "zato-apikey")
+            assert len(state.accepted["client.default"]._tokens) == 1
+
+            # a new password: the remembered header is refused at once, the new one remembered anew
+            reply = await client.put(secret_url("sample.basic"), auth=admin_auth(), json={"value": "changed"})
+            assert reply.status_code == 204, reply.text
+            assert_refused(await client.get("/api/sample", headers=header), 'Basic realm="API"')
+            assert (await client.get("/api/sample", auth=(USER, "changed"))).status_code == 200
+            renewed = state.accepted["sample.basic"]
+            assert renewed is not accepted
+            assert renewed.definition is server.config_objects["security"]["sample.basic"]
 
 
 # ################################################################################################

@@ -16,13 +16,16 @@ Checking a request: a credential header sent more than once is refused (400); us
 compared with `hmac.compare_digest`; passwords and keys are verified with scrypt in a worker
 thread under the process's one `zato.passwords.hashing_limiter()` (shared with the admin API),
 and a success is remembered by `zato.passwords.Verifier` under an HMAC of (identity, secret,
-stored hash), so the next request with the same credentials costs a lookup on the loop.
+stored hash), so the next request with the same credentials costs a lookup on the loop. A
+header that passed is also remembered per loaded definition (`AcceptedCredentials`, as a keyed
+MAC, never the header itself), so a request repeating it skips the checks altogether.
 Failures are never remembered; a new hash makes the old entries unreachable. Failed attempts
 count in the server's `zato.passwords.LoginThrottle`, per client address.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
@@ -184,12 +187,47 @@ def store_definition(odb: Any, name: str, *, is_active: bool = True, box: Any = 
 # Per-worker state
 
 
+class AcceptedCredentials:
+    """ The credential headers that passed every check of one loaded definition, so that the
+    next request sending the same header costs one keyed hash and a set lookup instead of the
+    whole check (the definition's checks, base64, the user name's compare, the `Verifier`'s HMAC).
+
+    A header is remembered only as its BLAKE2b MAC under a per-process random key (the header
+    holds the password in base64; it is never kept), and only after a success against a stored
+    scrypt hash (never a failure, never a secret from the environment, which is checked afresh).
+    An instance belongs to one definition dict: a configuration reload makes new dicts (a new
+    password, user name, type or direction), so `accepted_credentials` starts a new instance for
+    them, and `refresh_stored_state` drops them all after any change of definitions. """
+    __slots__ = ("definition", "user", "_key", "_tokens")
+
+    MAX_HEADERS = 1000  # per definition: many users' headers (or one user's changing headers) start over
+
+    def __init__(self, definition: dict[str, Any], user: str) -> None:
+        self.definition = definition  # held, so that its id is not reused while this is in use
+        self.user = user
+        self._key = os.urandom(32)
+        self._tokens: set[bytes] = set()
+
+    def _token(self, header: str) -> bytes:
+        return hashlib.blake2b(header.encode("utf-8", "surrogatepass"), key=self._key, digest_size=32).digest()
+
+    def knows(self, header: str) -> bool:
+        # a set lookup of MACs: its timing depends on MACs under a secret key, never on the header
+        return self._token(header) in self._tokens
+
+    def remember(self, header: str) -> None:
+        if len(self._tokens) >= self.MAX_HEADERS:
+            self._tokens.clear()
+        self._tokens.add(self._token(header))
+
+
 @dataclass
 class SecurityState:
     """ Per worker: remembered successes, and which definitions keep their password in the
     environment (`$NAME` in the database). """
     verifier: Verifier = field(default_factory=Verifier)
     env_references: dict[str, str] = field(default_factory=dict)  # definition name -> variable
+    accepted: dict[str, AcceptedCredentials] = field(default_factory=dict)  # definition name -> its headers
 
 
 STATE = PluginState[SecurityState]("security")
@@ -220,7 +258,29 @@ def _scan_stored(server: Any) -> dict[str, str]:
 
 
 async def refresh_stored_state(server: Any) -> None:
-    security_state(server).env_references = await trio.to_thread.run_sync(_scan_stored, server)
+    state = security_state(server)
+    state.env_references = await trio.to_thread.run_sync(_scan_stored, server)
+    state.accepted = {}  # remembered headers belong to the definitions as they were
+
+
+def accepted_credentials(server: Any, definition: dict[str, Any]) -> AcceptedCredentials | None:
+    """ The headers remembered for this loaded definition, or None (none yet, or remembered for
+    an earlier version of it). """
+    accepted = security_state(server).accepted.get(definition.get("name"))
+    return accepted if accepted is not None and accepted.definition is definition else None
+
+
+def _remember_accepted(request: HTTPRequest, definition: dict[str, Any], header: str, user: str, secret: str) -> None:
+    """ After a success: the header is remembered if the secret is a stored hash (a `$NAME`
+    secret is compared afresh every time, since the environment can change). """
+    state = security_state(request.server)
+    name = definition.get("name")
+    if not is_password_hash(secret) or name in state.env_references:
+        return
+    accepted = state.accepted.get(name)
+    if accepted is None or accepted.definition is not definition:
+        accepted = state.accepted[name] = AcceptedCredentials(definition, user)
+    accepted.remember(header)
 
 
 # ################################################################################################
@@ -290,6 +350,11 @@ def basic_auth_challenge(definition: dict[str, Any]) -> str:
 
 async def check_basic_auth(definition: dict[str, Any], request: HTTPRequest) -> str:
     """ HTTP Basic Auth: returns the user name, or raises 401 with `WWW-Authenticate: Basic realm=...`. """
+    accepted = accepted_credentials(request.server, definition)
+    if accepted is not None:  # this definition let a request in before: the same header, the same answer
+        header = request.single_header("Authorization")
+        if header is not None and accepted.knows(header):
+            return accepted.user
     challenge = basic_auth_challenge(definition)
     secret = _usable_secret(request, definition, challenge)
     header = request.single_header("Authorization")
@@ -305,12 +370,18 @@ async def check_basic_auth(definition: dict[str, Any], request: HTTPRequest) -> 
         raise _refuse(request, definition, "unknown user name", challenge)
     if not await _verify(request, definition, expected, password, secret):
         raise _refuse(request, definition, f"wrong password for user {expected!r}", challenge)
+    _remember_accepted(request, definition, header, expected, secret)
     return expected
 
 
 async def check_apikey(definition: dict[str, Any], request: HTTPRequest) -> str:
     """ An API key in a header: returns the definition's name (an API key names no user), or
     raises 401 with `WWW-Authenticate: zato-apikey`, as Zato does. """
+    accepted = accepted_credentials(request.server, definition)
+    if accepted is not None:  # this definition let a request in before: the same key, the same answer
+        key = request.single_header(apikey_header(definition))
+        if key and accepted.knows(key):
+            return accepted.user
     secret = _usable_secret(request, definition, APIKEY_CHALLENGE)
     header = apikey_header(definition)
     key = request.single_header(header)
@@ -318,6 +389,7 @@ async def check_apikey(definition: dict[str, Any], request: HTTPRequest) -> str:
         raise _refuse(request, definition, f"no {header} header", APIKEY_CHALLENGE)
     if not await _verify(request, definition, definition["name"], key, secret):
         raise _refuse(request, definition, f"wrong key in the {header} header", APIKEY_CHALLENGE)
+    _remember_accepted(request, definition, key, definition["name"], secret)
     return definition["name"]
 
 

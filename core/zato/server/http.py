@@ -97,6 +97,8 @@ class HTTPRequest:
 
     @property
     def query(self) -> dict[str, str]:
+        if not self.query_string:
+            return {}
         return dict(parse_qsl(self.query_string.decode("latin-1"), keep_blank_values=True))
 
     def json(self) -> Any:
@@ -346,10 +348,8 @@ class ASGIApp:
                 handler = route.handlers["GET"]
             else:
                 raise HTTPError(405, headers={"allow": ", ".join(sorted(route.handlers))})
-        headers = {}
         raw_headers = scope["headers"]
-        for name, value in raw_headers:
-            headers[name.decode("latin-1")] = value.decode("latin-1")
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw_headers}
         # fewer names than headers: some were repeated (the last value is kept, as before)
         repeated = _repeated(raw_headers) if len(headers) != len(raw_headers) else NO_REPEATED_HEADERS
         body = await self._read_body(receive, headers)
@@ -568,8 +568,6 @@ def _repeated(raw_headers: list[tuple[bytes, bytes]]) -> frozenset[str]:
 
 WEBSOCKET_PLUGIN = "wsx"  # the plugin of WebSocket channels (distribution zato-plugin-wsx)
 
-_protocol_installed = False
-
 
 def install_http_protocol() -> None:
     """ Makes hypercorn's HTTP/1.1 connections send a reason phrase on each status line (h11
@@ -577,33 +575,9 @@ def install_http_protocol() -> None:
     the Server header of the ASGIApp they serve (`[http] server_header`) instead of
     `hypercorn-h11`, on hypercorn's own replies too (400 for a malformed request...). Other
     ASGI applications that hypercorn serves in this process keep its header. Called when an
-    ASGIApp is made; the per-request cost is one type check per response. """
-    global _protocol_installed
-    if _protocol_installed:
-        return
-    import h11
-    import hypercorn.protocol
-    from hypercorn.protocol.h11 import H11Protocol
-
-    send_h11_event = H11Protocol._send_h11_event
-    response_types = (h11.Response, h11.InformationalResponse)
-
-    class ZatoH11Protocol(H11Protocol):
-        """ hypercorn's HTTP/1.1 protocol, with reason phrases and our Server header. """
-
-        def __init__(self, app: Any, config: Any, *args: Any, **kwargs: Any) -> None:
-            super().__init__(app, config, *args, **kwargs)
-            if "_zato_server_header" not in config.__dict__:
-                _use_server_header(config, getattr(app, "app", None))
-
-        async def _send_h11_event(self, event: Any) -> None:
-            if type(event) in response_types and not event.reason:
-                # h11's events are frozen; this is how h11 itself sets their fields
-                object.__setattr__(event, "reason", REASON_PHRASES.get(event.status_code, b""))
-            await send_h11_event(self, event)
-
-    hypercorn.protocol.H11Protocol = ZatoH11Protocol  # what ProtocolWrapper makes for each connection
-    _protocol_installed = True
+    ASGIApp is made; the protocol is zato.server.http_transport's, with its cheaper transport. """
+    from zato.server import http_transport
+    http_transport.install()
 
 
 def _use_server_header(config: Any, app: Any) -> None:

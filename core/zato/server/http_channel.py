@@ -89,6 +89,12 @@ def to_http_response(response: Any) -> HTTPResponse:
     elif isinstance(payload, str):
         body, default_type = payload.encode("utf-8"), "text/plain; charset=utf-8"
     else:
-        body, default_type = json.dumps(payload, default=str).encode(), "application/json"
+        body, default_type = _ENCODER.encode(payload).encode(), "application/json"
+    headers = response.headers
     return HTTPResponse(int(response.status_code), body, content_type or default_type,
-                        {str(k): str(v) for k, v in response.headers.items()})
+                        {str(k): str(v) for k, v in headers.items()} if headers else {})
+
+
+# What json.dumps(payload, default=str) makes, without a new encoder per call (json.dumps makes
+# one whenever it is given any argument)
+_ENCODER = json.JSONEncoder(default=str)

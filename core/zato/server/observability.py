@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import weakref
 from contextlib import nullcontext
 from time import perf_counter
@@ -28,6 +29,9 @@ from zato.server.http import RequestTrace
 logger = logging.getLogger("zato.request")
 
 UNROUTED = "-"  # the channel and service label of requests no channel handled
+REQUEST_LINE = "cid=%s %s %s channel=%s service=%s status=%d %.2f ms"  # the request log line
+
+_this_frame = sys._getframe
 
 # 1 ms to 10 s: where integration services' latencies fall, with the usual 1-2.5-5 steps.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -177,8 +181,13 @@ class RequestObserver:
     def __call__(self, trace: RequestTrace, method: str, path: str, status: int, seconds: float, cid: str) -> None:
         channel = trace.channel or UNROUTED
         service = trace.service or UNROUTED
-        logger.info("cid=%s %s %s channel=%s service=%s status=%d %.2f ms", cid, method, path, channel, service,
-                    status, seconds * 1000)
+        if logger.isEnabledFor(logging.INFO):  # nothing is built for a level that is off
+            # What logger.info(REQUEST_LINE, ...) makes, less its walk up the stack for the caller
+            # (Logger.findCaller): the caller is this frame
+            code = _this_frame().f_code
+            logger.handle(logger.makeRecord(logger.name, logging.INFO, code.co_filename, _this_frame().f_lineno,
+                                            REQUEST_LINE, (cid, method, path, channel, service, status,
+                                                           seconds * 1000), None, code.co_name))
         metrics = self.metrics
         if metrics is not None:
             if service not in self.server.services.entries:

@@ -13,7 +13,6 @@ import secrets
 import signal
 import sys
 import time
-from contextlib import nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
@@ -249,21 +248,38 @@ class Server:
         handler_name, is_async = entry.verbs.get(http.method, _DEFAULT_HANDLER) if http else _DEFAULT_HANDLER
         if handler_name == "handle":
             is_async = entry.is_async
-        with self.app.observer.time_service(entry.name), trio.fail_after(timeout) if timeout else nullcontext():
-            try:
-                if is_async:
-                    await await_maybe(service.before_handle())
-                    await getattr(service, handler_name)()
-                    await await_maybe(service.after_handle())
-                else:
-                    await self._run_in_thread(service, handler_name)
-            except Exception:
-                raise
-            except BaseException as exc:
-                _contain(exc, entry.name, cid)
+        with self.app.observer.time_service(entry.name):
+            if timeout:
+                # trio.fail_after's own scope, without its two generator-based context managers
+                if timeout < 0 or timeout != timeout:
+                    raise ValueError(f"a service's timeout is a number of seconds, 0 or more, not {timeout!r}")
+                deadline = trio.CancelScope(relative_deadline=timeout)
+                with deadline:
+                    await self._run_handler(service, handler_name, is_async, entry.name, cid)
+                if deadline.cancelled_caught:
+                    raise trio.TooSlowError
+            else:
+                await self._run_handler(service, handler_name, is_async, entry.name, cid)
         if sio is not None and sio.has_output:
             response.payload = sio.check_output(response.payload)
         return response
+
+    async def _run_handler(self, service: Service, handler_name: str, is_async: bool, name: str, cid: str) -> None:
+        """ before_handle, the handler and after_handle: on the loop, or in a worker thread. """
+        try:
+            if is_async:
+                kind = type(service)
+                if kind.before_handle is not _NO_HOOK_BEFORE:  # Service's own does nothing: not even awaited
+                    await await_maybe(service.before_handle())
+                await getattr(service, handler_name)()
+                if kind.after_handle is not _NO_HOOK_AFTER:
+                    await await_maybe(service.after_handle())
+            else:
+                await self._run_in_thread(service, handler_name)
+        except Exception:
+            raise
+        except BaseException as exc:
+            _contain(exc, name, cid)
 
     async def _run_in_thread(self, service: Service, handler_name: str) -> None:
         """ Runs a plain `def` service in a worker thread of its service's share. A cancelled
@@ -328,7 +344,9 @@ class Server:
             logger.error("cid=%s security definition %r does not exist or is inactive; request refused",
                          request.cid, security_name)
             raise HTTPError(401)
-        security_type = self.registry.items(Kind.SECURITY_TYPES).get(definition.get("type", ""))
+        # the registered item itself, not `registry.items()`, which copies the whole kind per call
+        registered = self.registry.kinds.get(Kind.SECURITY_TYPES, _NO_ITEMS).get(definition.get("type", ""))
+        security_type = registered.value if registered is not None else None
         if security_type is None:
             logger.error("cid=%s security definition %r has type %r, which no enabled plugin provides; request "
                          "refused", request.cid, security_name, definition.get("type"))
@@ -392,6 +410,9 @@ class Server:
 
 
 _DEFAULT_HANDLER = ("handle", False)
+_NO_ITEMS: Mapping[str, Any] = MappingProxyType({})
+_NO_HOOK_BEFORE = Service.before_handle
+_NO_HOOK_AFTER = Service.after_handle
 
 
 @functools.lru_cache(maxsize=4096)
@@ -502,7 +523,15 @@ class ServiceThreads:
                                "[main] max_threads_per_service", self.service, self.share)
                 raise ServiceBusy(self.service, self.share, self.wait) from None
         try:
-            await self.pool.acquire_on_behalf_of(borrower)
+            # a free thread is taken without the scheduling round of the awaiting acquire: the
+            # thread's start is a checkpoint of its own
+            self.pool.acquire_on_behalf_of_nowait(borrower)
+        except trio.WouldBlock:
+            try:
+                await self.pool.acquire_on_behalf_of(borrower)
+            except BaseException:
+                self.own.release_on_behalf_of(borrower)
+                raise
         except BaseException:
             self.own.release_on_behalf_of(borrower)
             raise
@@ -719,7 +748,8 @@ async def _serve_http(server: Server, *, task_status: trio.TaskStatus = trio.TAS
     from hypercorn.config import Config as HypercornConfig
     from hypercorn.trio import serve
 
-    from zato.server import websocket_pings
+    from zato.server import http_transport, websocket_pings
+    http_transport.install()  # hypercorn's trio worker, cheaper per request (a StartupError if not 0.18)
     websocket_pings.install()  # ASGI applications can ping WebSocket peers (zato.websocket.ping)
     main = server.config.main
     hconfig = HypercornConfig()
