@@ -4,11 +4,15 @@ else pytest collects. """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import textwrap
+import urllib.request
 import uuid
+from base64 import b64encode
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,3 +59,17 @@ def unique_module_name(prefix: str) -> str:
 
 # Real HTTP peers live in the core's test kit, for plugins' tests too.
 from zato.testing import handle_lifespan, serve_asgi, text_app  # noqa: E402,F401
+
+
+def admin_post(address: str, service: str, payload: Any = None) -> Any:
+    """ Invokes `service` through the admin API of a server process, on a new connection each
+    time, so that in a multi-worker server either worker may answer; the JSON reply, or b"". """
+    from zato.testing import ADMIN_PASSWORD
+    request = urllib.request.Request(f"{address}/zato/api/invoke/{service}", data=json.dumps(payload or {}).encode(),
+                                     method="POST")
+    request.add_header("Authorization", "Basic " + b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode())
+    request.add_header("Content-Type", "application/json")
+    request.add_header("Connection", "close")
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        body = reply.read()
+    return json.loads(body) if body else body

@@ -4,17 +4,13 @@ shared by the workers of a two-worker server (eventually consistent, as Zato's).
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
-from base64 import b64encode
 
 import pytest
 
-from core_test_helpers import unique_module_name
+from core_test_helpers import admin_post, unique_module_name
 from zato.builtin.cache import Cache, CacheItemTooLarge
-from zato.testing import ADMIN_PASSWORD, ServerProcess, create_test_server_dir, run_server, set_config_value
+from zato.testing import ServerProcess, create_test_server_dir, run_server, set_config_value
 
 SERVICES = '''
 from zato.server.service import Service
@@ -299,16 +295,6 @@ def test_changes_from_another_worker_converge_on_the_later_write():
 
 # ################################################################################################
 # Two workers
-
-
-def admin_post(address: str, service: str, payload=None) -> dict:
-    request = urllib.request.Request(f"{address}/zato/api/invoke/{service}", data=json.dumps(payload or {}).encode(),
-                                     method="POST")
-    request.add_header("Authorization", "Basic " + b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode())
-    request.add_header("Content-Type", "application/json")
-    request.add_header("Connection", "close")  # a new connection each time: either worker may answer
-    with urllib.request.urlopen(request, timeout=10) as reply:
-        return json.loads(reply.read())
 
 
 def every_worker_sees(address: str, payload: dict, expected, timeout: float = 10.0) -> float:

@@ -4,15 +4,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-import urllib.request
-from base64 import b64encode
 
 import pytest
 
-from zato.testing import ADMIN_PASSWORD, ServerProcess, create_test_server_dir, run_server, set_config_value
+from core_test_helpers import admin_post
+from zato.testing import ServerProcess, create_test_server_dir, run_server, set_config_value
 
 # The article's code as printed; the web page lost three pieces of it (a call to self.logger.info,
 # the name of the service to publish and the publish call itself), restored here as in Zato 2.0
@@ -77,17 +75,6 @@ class Misuse(Service):
                 out[label] = str(exc)
         self.response.payload = out
 """
-
-
-def admin_post(address: str, service: str, payload=None):
-    request = urllib.request.Request(f"{address}/zato/api/invoke/{service}", data=json.dumps(payload or {}).encode(),
-                                     method="POST")
-    request.add_header("Authorization", "Basic " + b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode())
-    request.add_header("Content-Type", "application/json")
-    request.add_header("Connection", "close")  # a new connection each time: either worker may answer
-    with urllib.request.urlopen(request, timeout=10) as reply:
-        body = reply.read()
-    return json.loads(body) if body else body
 
 
 def both_workers(address: str, timeout: float = 10.0, until=None) -> dict[int, dict]:
