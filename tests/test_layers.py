@@ -132,3 +132,32 @@ except ModuleNotFoundError as exc:
     assert "plain: No module named 'zato_bst_not_here'" in result.stdout
     assert "named: No module named 'zato_bst': it comes with the bst plugin; install it with `pip install " \
            "zato-plugin-bst`" in result.stdout
+
+
+def test_the_articles_imports_without_the_plugins_on_sys_path_name_the_plugin_to_install():
+    """ A real import, as in the articles, in a Python whose sys.path lacks the two plugins'
+    directories (as if zato-plugin-bst and zato-plugin-enclog were not installed). `zato` is
+    imported first, as it is wherever a service module runs (the finder that names the plugin
+    comes with it; before any `import zato`, `import zato_bst` fails with Python's own message). """
+    hidden = [str(ROOT / "plugins" / name / "src") for name in ("bst", "enclog")]
+    result = _run_python(f"""
+import os, sys
+hidden = {hidden!r}
+assert "zato" not in sys.modules and "zato_bst" not in sys.modules
+sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") not in [os.path.realpath(h) for h in hidden]]
+import zato
+for statement in ("from zato_bst import transition_to", "from zato.enclog import EncryptedLogFormatter, genkey"):
+    try:
+        exec(statement)
+    except ImportError as exc:
+        print("ImportError |", statement, "|", exc)
+    else:
+        print("imported |", statement)
+""")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2, result.stdout
+    assert lines[0].startswith("ImportError | from zato_bst import transition_to | ") and \
+        "`pip install zato-plugin-bst`" in lines[0], lines[0]
+    assert lines[1].startswith("ImportError | from zato.enclog import EncryptedLogFormatter, genkey | ") and \
+        "`pip install zato-plugin-enclog`" in lines[1], lines[1]

@@ -76,6 +76,45 @@ def setup_logging(log_file: Path | None, *, console: bool, level: str = "INFO",
         root.addHandler(stream)
     root.setLevel(getattr(logging, str(level).upper(), logging.INFO))
     logging.getLogger("zato.hypercorn").setLevel(logging.WARNING)
+    _hold_enclog()
+
+
+# ################################################################################################
+# getLogger('enclog'): records meant to be encrypted (zato-plugin-enclog) never go anywhere in clear
+
+ENCLOG_LOGGER = "enclog"
+
+
+class DroppedEnclog(logging.Handler):
+    """ The `enclog` logger's only handler until zato-plugin-enclog, switched on, replaces it with its
+    encrypting one: records are dropped, and the first one dropped logs one warning (never its text)
+    saying how to switch the plugin on. """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.warned = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.warned:  # called with this handler's lock held
+            return
+        self.warned = True
+        logging.getLogger("zato.server.logs").warning(
+            "records of logger 'enclog' are dropped, not written in clear: the enclog plugin is not switched "
+            "on; to write them encrypted to logs/enclog.log, install zato-plugin-enclog and set, in server.conf, "
+            "[deploy_internal] zato_plugin_enclog = True and an [enclog] section with key = $NAME (an environment "
+            "variable holding a key that `zato enclog genkey` prints)")
+
+
+def _hold_enclog() -> None:
+    """ `enclog` does not propagate, and has `DroppedEnclog` alone (never no handler at all: Python
+    would then print WARNING and above to stderr in clear) until the plugin's start-up, which comes
+    after this in every process (workers too), removes it and attaches its own. """
+    enclog = logging.getLogger(ENCLOG_LOGGER)
+    enclog.propagate = False
+    for handler in list(enclog.handlers):
+        enclog.removeHandler(handler)
+        handler.close()
+    enclog.addHandler(DroppedEnclog())
 
 
 def feature_log_file(logger_name: str, path: Path) -> logging.Logger:

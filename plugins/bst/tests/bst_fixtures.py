@@ -131,7 +131,8 @@ async def create_definition(server: Any, name: str, text: str) -> None:
 async def bst_server(tmp_path: Any, *, definitions: bool = True, services: str = SERVICES,
                      **config: Any) -> AsyncIterator[Any]:
     config.setdefault("main", {"graceful_timeout": 2})
-    # Only the plugins under test: another installed plugin that needs settings of its own stays off
+    # Only the plugins under test: another installed plugin stays off (enclog, on without an [enclog]
+    # section, would start and drop the records of getLogger('enclog'), with a warning in server.log)
     config["plugins"] = {**OTHER_PLUGINS_OFF, **config.get("plugins", {})}
     base_dir = create_test_server_dir(tmp_path / "server", **config)
     (base_dir / "pickup" / "bst_test_services.py").write_text(textwrap.dedent(services))

@@ -11,13 +11,13 @@ import httpx
 import pytest
 import trio
 
-from zato.plugin_api import DeploymentError, Kind, admin_auth, create_test_server_dir, run_server
+from zato.plugin_api import DeploymentError, admin_auth, create_test_server_dir, run_server
 from zato_plugin_bst.definitions import (
     BST_DEFINITION, DEPLOYABLE, OBJECT_TYPE, Definition, DefinitionError, DefinitionNotFound, check_definition,
     definition_for, definitions_of, deploy_file, parse, undeploy_file,
 )
 
-from bst_fixtures import ORDERS  # noqa: E402
+from bst_fixtures import CUSTOMERS, ORDERS  # noqa: E402
 
 INVOICES = """\
 # invoices follow their own flow
@@ -243,7 +243,8 @@ def test_check_definition():
 
 
 def server_dir(tmp_path):
-    # enclog stops a server whose server.conf gives it no key; nothing here writes encrypted logs
+    # only the plugin under test (enclog, on without an [enclog] section, would start and drop the
+    # records of getLogger('enclog'); nothing here writes them)
     return create_test_server_dir(tmp_path / "server", main={"graceful_timeout": 2}, plugins={"enclog": False})
 
 
@@ -348,9 +349,6 @@ async def test_deploy_and_undeploy_bst_files(tmp_path):
 async def test_admin_api_checks_definitions(tmp_path):
     base_dir = server_dir(tmp_path)
     async with run_server(base_dir) as server:
-        if OBJECT_TYPE not in server.registry.items(Kind.OBJECT_TYPES):
-            pytest.skip("the bst plugin does not register the bst_definition object type yet "
-                        "(register_object_types in zato_plugin_bst)")
         async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=30) as client:
             bad = ORDERS.replace("Sent: Confirmed, Rejected", "Sent: Confirmed, Rejected, confirmed")
             response = await client.post(f"/zato/api/objects/{OBJECT_TYPE}", json={"name": "Orders", "text": bad})
@@ -368,11 +366,43 @@ async def test_bst_files_in_pickup_deployed_at_start(tmp_path):
     base_dir = server_dir(tmp_path)
     (base_dir / "pickup" / "shop.bst").write_text(ORDERS + "\n" + INVOICES, "utf-8")
     async with run_server(base_dir) as server:
-        if ".bst" not in server.registry.items(Kind.DEPLOYABLE_FILES):
-            pytest.skip("the bst plugin does not register .bst files yet (register_deployable_files in "
-                        "zato_plugin_bst)")
         with trio.fail_after(20):
             while sorted(definitions_of(server)) != ["Invoices", "Orders"]:
                 await trio.sleep(0.05)
         stored = await trio.to_thread.run_sync(server.odb.get_object, OBJECT_TYPE, "Orders")
         assert stored["description"] == "deployed from shop.bst" and stored["text"] == ORDERS
+
+
+def final_states_lines(caplog):
+    return [record.getMessage() for record in caplog.records
+            if record.name == "zato.bst" and record.levelname == "INFO" and "final states" in record.getMessage()]
+
+
+def test_final_states_are_the_states_only_on_the_right():
+    assert orders().final_states == ("Confirmed",)
+    [typo] = parse(ORDERS.replace("Sent: Confirmed, Rejected", "Sent: Confirmd, Rejected"))
+    assert typo.final_states == ("Confirmd",)  # no error: a new final state
+    [left] = parse(ORDERS.replace("Submitted: Ready", "Submittd: Ready"))
+    assert left.roots == ("new", "submittd") and left.final_states == ("Submitted", "Confirmed")
+
+
+async def test_deploy_and_the_admin_check_log_each_definitions_final_states_in_one_info_line(tmp_path, caplog):
+    # a typo on the right of `State: next` makes a new final state, not an error: the line shows it
+    caplog.set_level("INFO", logger="zato.bst")
+    typo = ORDERS.replace("Sent: Confirmed, Rejected", "Sent: Confirmd, Rejected")
+    async with run_server(server_dir(tmp_path)) as server:
+        caplog.clear()
+        assert await deploy_file(server, "shop.bst", (typo + "\n" + INVOICES).encode()) == ["Orders", "Invoices"]
+        assert final_states_lines(caplog) == [
+            "shop.bst: BST definition 'Orders': final states (a typo of a state's name makes a new one): Confirmd; "
+            "force stop: Canceled, Timed out",
+            "shop.bst: BST definition 'Invoices': final states (a typo of a state's name makes a new one): Paid"]
+
+        caplog.clear()
+        async with httpx.AsyncClient(base_url=server.address, auth=admin_auth(), timeout=30) as client:
+            response = await client.post(f"/zato/api/objects/{OBJECT_TYPE}",
+                                         json={"name": "Customer consent", "text": CUSTOMERS})
+            assert response.status_code == 201, response.text
+        [line] = final_states_lines(caplog)
+        assert line == (f"{OBJECT_TYPE}: BST definition 'Customer consent': final states (a typo of a state's name "
+                        f"makes a new one): Consent confirmed, Consent given again")

@@ -1,6 +1,7 @@
 """ transition_to in services of a real server (in-process, SQLite): the article's service, refusals
 before the block, a failing block, force and force-stop states, history, concurrency (threads, on
-SQLite and on PostgreSQL), the plugin switched off. """
+SQLite and on PostgreSQL), the plugin switched off, .bst files deployed with `zato deploy` and the admin
+API. """
 
 from __future__ import annotations
 
@@ -336,3 +337,64 @@ async def test_a_bst_file_in_pickup_deploys_its_definitions(tmp_path):
                                                              "state_new": "Consent given"})
         assert reply.json() == {"can_transition": True, "state_old": None, "state_new": "Consent given",
                                 "reason": ""}
+
+
+BAD_BST = "Refunds\n-------\nObjects: Refund\nRequested: Approved\nApproved Paid\n"  # line 5 has no ':'
+
+
+def test_zato_deploy_and_the_admin_api_upload_of_bst_files(tmp_path):
+    """ A real server process: `zato deploy DIR file.bst` and POST /zato/api/deploy/file.bst, a good
+    file and a bad one (file:line, and what was deployed stays). """
+    import subprocess
+    import sys
+
+    import httpx
+
+    from bst_fixtures import CUSTOMERS, OTHER_PLUGINS_OFF
+    from zato.plugin_api import ServerProcess, admin_auth, create_test_server_dir
+
+    zato = [sys.executable, "-c", "import sys; from zato.cli import main; sys.exit(main())"]
+    base = create_test_server_dir(tmp_path / "server", main={"graceful_timeout": 2}, plugins=OTHER_PLUGINS_OFF)
+    good, bad = tmp_path / "good" / "flows.bst", tmp_path / "bad" / "flows.bst"
+    good.parent.mkdir()
+    bad.parent.mkdir()
+    good.write_text(ORDERS + "\n" + CUSTOMERS)
+    bad.write_text(BAD_BST)
+
+    def names(client):
+        reply = client.post("/zato/api/invoke/zato.bst.get-definition-list", json={})
+        assert reply.status_code == 200, reply.text
+        return sorted(d["name"] for d in reply.json())
+
+    with ServerProcess(base) as server, httpx.Client(base_url=server.address, auth=admin_auth(), timeout=30) as client:
+        done = subprocess.run([*zato, "deploy", str(base), str(good)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "deployed flows.bst" in done.stdout and "Orders, Customer consent" in done.stdout
+        assert (base / "pickup" / "flows.bst").read_text() == good.read_text()
+        assert names(client) == ["Customer consent", "Orders"]
+
+        done = subprocess.run([*zato, "deploy", str(base), str(bad)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "flows.bst:5: 'Approved Paid' has no ':'" in done.stderr, done.stderr
+        assert names(client) == ["Customer consent", "Orders"]  # what was deployed stays
+        assert (base / "pickup" / "flows.bst").read_text() == good.read_text()
+
+        headers = {"content-type": "application/octet-stream"}
+        reply = client.post("/zato/api/deploy/refunds.bst", content=BAD_BST.encode(), headers=headers)
+        assert reply.status_code == 400, reply.text
+        assert "refunds.bst:5: 'Approved Paid' has no ':'" in reply.json()["details"]
+        assert reply.json()["file"] == "refunds.bst" and reply.json()["line"] == 5
+        assert not (base / "pickup" / "refunds.bst").exists()
+
+        fixed = BAD_BST.replace("Approved Paid", "Approved: Paid")
+        reply = client.post("/zato/api/deploy/refunds.bst", content=fixed.encode(), headers=headers)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["file"] == "refunds.bst" and reply.json()["services"] == ["Refunds"]
+        assert (base / "pickup" / "refunds.bst").read_text() == fixed
+        assert names(client) == ["Customer consent", "Orders", "Refunds"]
+        reply = client.post("/zato/api/invoke/zato.bst.transition",
+                            json={"object_type": "Refund", "object_id": 1, "state_new": "requested"})
+        assert reply.json()["can_transition"] is True, reply.text
+    log = (base / "logs" / "server.log").read_text()
+    assert "flows.bst: BST definition 'Orders': final states" in log
+    assert "refunds.bst: BST definition 'Refunds': final states (a typo of a state's name makes a new one): Paid" in log

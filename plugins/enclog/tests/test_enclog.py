@@ -201,13 +201,81 @@ def test_tailf_follows_the_file_as_it_grows_is_replaced_and_truncated(tmp_path):
         write_log(path, key, ["three"])
         assert out.wait_for(4)[3:] == ["WARNING - three"]
         time.sleep(0.3)
-        path.write_text("")  # truncated
+        path.write_text("")  # truncated: seen as such once tailf looks while it is smaller than what was read
+        time.sleep(0.3)
         write_log(path, key, ["four"])
         assert out.wait_for(5)[4:] == ["WARNING - four"]
         assert process.poll() is None
     finally:
         process.terminate()
         process.wait(10)
+
+
+def tailf_process(path, key, interval="0.05"):
+    zato_command = os.path.join(os.path.dirname(sys.executable), "zato")
+    return subprocess.Popen([zato_command, "enclog", "tailf", str(path), "--key-env", "K", "--interval", interval],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "K": key})
+
+
+def test_tailf_prints_every_line_of_a_file_written_while_it_follows_it_once_and_in_order(tmp_path):
+    # An append landing between tailf's read at the end of the file and its look at the file's
+    # size was taken for a rewrite: the file was printed again from its start (37,098 lines for 20,000).
+    import logging
+    key = genkey()
+    path = tmp_path / "enclog.log"
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(EncryptedLogFormatter(key, "%(message)s"))
+    log = logging.getLogger("enclog.test.continuous")
+    log.propagate = False
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    count = 6000
+    try:
+        log.info("line 0")
+        process = tailf_process(path, key, interval="0.001")
+        try:
+            out = Lines(process)
+            assert out.wait_for(1) == ["line 0"]
+            for number in range(1, count):
+                log.info("line %d", number)
+                if number % 5 == 0:
+                    time.sleep(0.0005)
+            lines = out.wait_for(count, timeout=60)
+            time.sleep(0.5)  # nothing more comes
+            assert len(out.lines) == count, f"{len(out.lines)} lines printed for {count} written"
+            assert lines == [f"line {number}" for number in range(count)]
+        finally:
+            process.terminate()
+            process.wait(10)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def test_tailf_reports_a_corrupt_token_with_its_line_number_and_decrypts_the_rest(tmp_path):
+    key = genkey()
+    path = tmp_path / "enclog.log"
+    write_log(path, key, ["first", "second", "third"])
+    lines = path.read_text().splitlines()
+    lines[1] = lines[1][:-20]  # truncated token on line 2
+    path.write_text("\n".join(lines) + "\n")
+    process = tailf_process(path, key)
+    try:
+        out = Lines(process)
+        assert out.wait_for(2) == ["WARNING - first", "WARNING - third"]
+        path.rename(tmp_path / "enclog.log.1")  # a new file: its line numbers start again at 1
+        write_log(path, key, ["fourth"])
+        with open(path, "a") as f:
+            f.write("WARNING - enclogdata:gAAAAAnot-a-token\n")
+        write_log(path, key, ["fifth"])
+        assert out.wait_for(4)[2:] == ["WARNING - fourth", "WARNING - fifth"]
+        assert process.poll() is None  # a corrupt line does not stop it
+    finally:
+        process.terminate()
+        process.wait(10)
+    stderr = process.stderr.read()
+    assert stderr.splitlines() == [f"{path}:2: truncated or corrupt token"] * 2, stderr
+    assert "second" not in "".join(out.lines)
 
 
 def test_tailf_with_a_wrong_key_says_so_and_exits(tmp_path):
@@ -295,3 +363,65 @@ def test_without_an_enclog_section_records_are_dropped_not_written_in_clear(tmp_
         process.stop()
     everything = "".join(p.read_text(errors="replace") for p in (base / "logs").iterdir())
     assert "This will be encrypted" not in everything and "records of logger 'enclog' are dropped" in everything
+
+
+def invoke_demo(process, times=1):
+    for _ in range(times):
+        deadline = time.monotonic() + 30
+        while True:
+            reply = httpx.post(f"{process.address}/zato/api/invoke/enclog.demo", json={}, auth=admin_auth(), timeout=10)
+            if reply.status_code != 404 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert reply.status_code == 200, reply.text
+
+
+@pytest.mark.parametrize("switch", [
+    {"deploy_internal": {"zato_plugin_enclog": False}},
+    {"plugins": {"enclog": False}},  # servers made before [deploy_internal]
+])
+def test_with_the_plugin_switched_off_records_are_dropped_with_one_warning_saying_how_to_switch_it_on(
+        tmp_path, switch):
+    # The plugin's code never runs: the core (zato.server.logs) keeps getLogger('enclog') from
+    # propagating to server.log and the console.
+    base = create_test_server_dir(tmp_path / "server", **switch)
+    set_config_value(base, "enclog", "key", "$ENCLOG_KEY")  # set, but the plugin is off
+    (base / "pickup" / "enclog_demo.py").write_text(textwrap.dedent(SERVICE))
+    process = ServerProcess(base, env={"ENCLOG_KEY": genkey()}).start(60)
+    try:
+        invoke_demo(process, times=3)
+    finally:
+        process.stop()
+    files = {p.name: p.read_text(errors="replace") for p in (base / "logs").iterdir()}
+    assert "server.log" in files and "console.log" in files and "enclog.log" not in files
+    for name, text in files.items():
+        assert "This will be encrypted" not in text and "Jane Xi" not in text, name
+    warning = [line for line in files["server.log"].splitlines() if "records of logger 'enclog' are dropped" in line]
+    assert len(warning) == 1, warning
+    assert " WARNING " in warning[0] and "the enclog plugin is not switched on" in warning[0]
+    assert "[deploy_internal] zato_plugin_enclog = True" in warning[0] and "[enclog]" in warning[0]
+    assert "key = $NAME" in warning[0]
+
+
+def test_a_custom_log_file_gets_the_encrypted_lines_with_several_workers(tmp_path):
+    key = genkey()
+    base = create_test_server_dir(tmp_path / "server", workers=2)
+    set_config_value(base, "enclog", "key", "$ENCLOG_KEY")
+    set_config_value(base, "enclog", "log_file", "secret/audit.log")
+    (base / "pickup" / "enclog_demo.py").write_text(textwrap.dedent(SERVICE))
+    process = ServerProcess(base, env={"ENCLOG_KEY": key}).start(60)
+    try:
+        invoke_demo(process, times=4)
+    finally:
+        process.stop()
+    custom = base / "secret" / "audit.log"
+    assert not (base / "logs" / "enclog.log").exists()
+    assert stat.S_IMODE(custom.stat().st_mode) == 0o600
+    lines = custom.read_text().splitlines()
+    assert len(lines) == 8 and all("enclogdata:" in line for line in lines), lines
+    everything = "".join(p.read_text(errors="replace") for p in (base / "logs").iterdir())
+    assert "This will be encrypted" not in everything and "records of logger 'enclog' are dropped" not in everything
+    result = zato("enclog", "open", custom, "--key", key)
+    assert result.exit_code == 0, result.output
+    assert sorted(line.split(": ", 1)[1] for line in result.stdout.splitlines()) == sorted(
+        ["This will be encrypted", "Secret number 7 of user Jane Xi"] * 4)

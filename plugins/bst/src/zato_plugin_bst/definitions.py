@@ -28,7 +28,10 @@ The format, one or more definitions a text, separated by blank lines::
 Roots (entry states) are the states on the left of a `:` that never appear on a right side; an
 object without a state yet may only go to a root (not to a force-stop state: force stop moves an
 object out of the flow it is in; a forced transition can still put it anywhere). Every state defined on the left must be
-reachable from a root. States on the right only are terminal. A forced transition goes from any
+reachable from a root. States on the right only are final (no transition leads out of them but
+to a force-stop state): a misspelt next state (`Sent: Confirmd`) is not an error but a new final
+state, so deployment logs each definition's final states in one INFO line (`final_states_line`)
+where such a typo shows. A forced transition goes from any
 state (or none) to any state of the definition. State names compare without case; output keeps
 the definition's spelling.
 """
@@ -159,6 +162,13 @@ class Definition:
             "roots": self._shown(self.roots),
             "force_stop": self._shown(self.force_stop),
         }
+
+    @property
+    def final_states(self) -> tuple[str, ...]:
+        """ The states no line leads out of (those only on the right of `State: next`), in the
+        definition's spelling and order; force-stop states are not among them. """
+        return tuple(state for state in self.states
+                     if state.lower() not in self.transitions and state.lower() not in self.force_stop)
 
     def covers(self, object_type: str) -> bool:
         """ Whether the definition applies to `object_type` (compared without case). """
@@ -364,6 +374,14 @@ def parse(text: str, file: str = "<text>") -> list[Definition]:
         raise
 
 
+def log_final_states(definition: Definition, origin: str) -> None:
+    """ One INFO line naming the definition's final states: a state only on the right of
+    `State: next` is final, so a typo there (`Confirmd`) makes a new final state, not an error. """
+    force = f"; force stop: {', '.join(definition._shown(definition.force_stop))}" if definition.force_stop else ""
+    logger.info("%s: BST definition %r: final states (a typo of a state's name makes a new one): %s%s", origin,
+                definition.name, ", ".join(definition.final_states) or "(none)", force)
+
+
 # ################################################################################################
 # The configuration object type
 
@@ -389,6 +407,7 @@ def check_definition(data: Mapping[str, Any], partial: bool = False) -> list[dic
     if isinstance(name, str) and name.strip() and definitions[0].name != name:
         return [{"field": "text", "error": f"line 1: the definition is named {definitions[0].name!r}, but the object "
                                            f"is named {name!r}; name both the same"}]
+    log_final_states(definitions[0], OBJECT_TYPE)
     return []
 
 
@@ -542,6 +561,8 @@ async def deploy_file(server: Any, file_name: str, source: bytes) -> list[str]:
     except DefinitionError as exc:
         where = f"{file_name}:{exc.line}" if exc.line is not None else file_name
         raise DeploymentError(f"{where}: {exc.message}", file=file_name, line=exc.line) from None
+    for definition in definitions:
+        log_final_states(definition, file_name)
     names, changed = await trio.to_thread.run_sync(_store, server, file_name, definitions)
     if changed:
         await server.notify(CONFIG_CHANGED, {"types": [OBJECT_TYPE]})

@@ -7,7 +7,8 @@
   any decrypts). A key written in clear, a variable that does not hold a Fernet key or no key at
   all stops start-up naming `[enclog] key`; the key itself is never shown.
 * Without an `[enclog]` section (quickstart lists every installed plugin as on) records of `enclog` are
-  dropped, with one warning in server.log, rather than written in clear.
+  dropped, with one warning in server.log, rather than written in clear. With the plugin switched off
+  or not installed, the core does that (zato.server.logs.DroppedEnclog, which `configure` replaces).
 * `zato enclog genkey | open | tailf` (zato_plugin_enclog.cli).
 """
 

@@ -117,12 +117,11 @@ def open_command(path: str, key: tuple[str, ...], key_env: tuple[str, ...]) -> N
 @click.option("--interval", default=0.2, show_default=True, help="Seconds between two looks at the file.")
 def tailf_command(path: str, key: tuple[str, ...], key_env: tuple[str, ...], interval: float) -> None:
     """ Print PATH decrypted from its start, then each line added to it, following it when it is
-    replaced (rotated) or truncated, until interrupted. """
+    replaced (rotated) or truncated, until interrupted. A line that does not decrypt is reported on
+    stderr as PATH:LINE (line numbers start again at 1 in a new or truncated file). """
     reader = _reader(key, key_env)
-    number = 0
     try:
-        for text in follow(Path(path), interval):
-            number += 1
+        for number, text in follow(Path(path), interval):
             line, problem = reader.line(text)
             if problem:
                 if reader.decrypted == 0 and reader.wrong_key:
@@ -135,45 +134,53 @@ def tailf_command(path: str, key: tuple[str, ...], key_env: tuple[str, ...], int
 
 
 def follow(path: Path, interval: float):
-    """ Every line of `path`, then each new one, for ever: a file replaced (a new inode) is read from
-    its start once the old one is read to its end; a file truncated (smaller, or changed with nothing
-    added) is read again from its start. """
+    """ (line number, line) for every line of `path`, then for each new one, for ever. The file is
+    taken for a new one only when it is replaced (another inode: rotated; the old one is read to its
+    end first) or truncated (smaller than what was read of it); it is then read from its start and
+    line numbers start again at 1. A file growing while it is read is never read twice: what is
+    found at a look is appended data, whenever it landed. """
     f = None
     inode = None
-    pending = ""
-    seen = None  # the file's mtime when last read: changed with nothing new to read means rewritten
+    pending = b""
+    number = 0
+
+    def lines(chunk: bytes):
+        nonlocal pending, number
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for raw in complete:
+            number += 1
+            yield number, raw.decode("utf-8", "replace").rstrip("\r")
+
     while True:
         if f is None:
             try:
-                f = open(path, encoding="utf-8", errors="replace", newline="")
+                f = open(path, "rb")
                 inode = os.fstat(f.fileno()).st_ino
             except FileNotFoundError:
                 time.sleep(interval)
                 continue
+            pending, number = b"", 0
         chunk = f.read()
         if chunk:
-            seen = os.fstat(f.fileno()).st_mtime_ns
-            pending += chunk
-            *lines, pending = pending.split("\n")
-            for text in lines:
-                yield text.rstrip("\r")
+            yield from lines(chunk)
             continue
         try:
             stat = os.stat(path)
         except FileNotFoundError:
             stat = None
-        if stat is None or stat.st_ino != inode:  # replaced: the old file is read to its end already
+        if stat is None or stat.st_ino != inode:  # replaced (rotated) or removed
+            yield from lines(f.read())  # what was written to the old file before it was moved
             if pending:
-                yield pending
-                pending = ""
+                number += 1
+                yield number, pending.decode("utf-8", "replace").rstrip("\r")
             f.close()
             f = None
             if stat is None:
                 time.sleep(interval)
             continue
-        if stat.st_size < f.tell() or (seen is not None and stat.st_mtime_ns != seen):  # truncated, rewritten
+        if stat.st_size < f.tell():  # truncated: read it again from its start
             f.seek(0)
-            seen = stat.st_mtime_ns
-            pending = ""
+            pending, number = b"", 0
             continue
         time.sleep(interval)
