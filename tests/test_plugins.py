@@ -103,7 +103,8 @@ def test_duplicate_registration_names_both_plugins(plugin_site):
 def test_registering_the_wrong_type_is_a_clear_error(plugin_site):
     plugin_site.add("wrong", "from zato import hookimpl\n@hookimpl\ndef register_channel_types(register):\n"
                              "    register('rest2')\n")
-    with pytest.raises(RegistrationError, match="expected a zato.registry.ChannelType"):
+    with pytest.raises(RegistrationError, match=r"^plugin 'wrong': bad call to register\(\) in register_channel_types: "
+                                                r"expected a zato.registry.ChannelType, got 'rest2'$"):
         load_plugins({})
 
 

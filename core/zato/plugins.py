@@ -640,7 +640,7 @@ def _register_server_config(section: str, keys: dict[str, Any], *, free_form: bo
 def _register_typed(cls: type) -> Callable[[Any], tuple[str, Any]]:
     def build(value: Any) -> tuple[str, Any]:
         if not isinstance(value, cls):
-            raise RegistrationError(f"expected a {cls.__module__}.{cls.__name__}, got {value!r}")
+            raise TypeError(f"expected a {cls.__module__}.{cls.__name__}, got {value!r}")  # _register_for names the plugin
         return value.name, value
     return build
 
