@@ -324,3 +324,19 @@ async def test_the_memory_broker_gives_back_what_a_closed_receiver_did_not_ack()
     with pytest.raises(ConnectionError, match=f"memory broker {broker.name!r} is down"):
         async with open_memory_receiver(None, definition):
             pass
+
+
+def test_a_listener_type_copied_with_dataclasses_replace_builds_runtimes_with_its_own_open():
+    """ `create` is filled in per object: a copy with another `open` must not keep building
+    runtimes of the original (dataclasses.replace passes the old object's bound method on). """
+    import dataclasses
+
+    from zato.testing.conformance import memory_listener_type
+
+    original = memory_listener_type()
+
+    async def other_open(server, definition):  # never opened here
+        raise AssertionError
+
+    copy = dataclasses.replace(original, open=other_open)
+    assert copy.create.__self__ is copy and original.create.__self__ is original  # so create() uses copy.open

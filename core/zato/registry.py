@@ -212,7 +212,8 @@ class ListenerType(ChannelType):
         if not callable(self.open):
             raise RegistrationError(f"listener type {self.name!r}: open must be a callable "
                                     f"open(server, definition) returning an async context manager")
-        if self.create is None:
+        # filled in, or re-bound after dataclasses.replace() (which passes the old object's bound method)
+        if self.create is None or getattr(self.create, "__func__", None) is ListenerType._create_runtime:
             object.__setattr__(self, "create", self._create_runtime)
 
     def _create_runtime(self, server: Any) -> Any:
