@@ -52,10 +52,10 @@ LEGACY_ROWS = {
 }
 # The branches of the built-in plugins and of the plugins installed with this repository that have tables
 BUILTIN_HEADS = {"scheduler": {"scheduler_0002"}, "rate_limit": {"rate_limit_0001"}, "pubsub": {"pubsub_0001"},
-                 "wsx": {"wsx_0002"}, "bst": {"bst_0001"}}
+                 "wsx": {"wsx_0003"}, "bst": {"bst_0001"}}
 # the tables of the plugins installed with this repository, new to every old database
 PLUGIN_TABLES = {"zato_wsx_connection", "zato_wsx_reply", "zato_wsx_request", "zato_wsx_outgoing",
-              "zato_bst_state", "zato_bst_history"}
+                 "zato_wsx_subscription", "zato_bst_state", "zato_bst_history"}
 
 
 def legacy_database(url: str, revision: str) -> dict[str, list]:

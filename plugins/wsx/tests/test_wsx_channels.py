@@ -212,6 +212,9 @@ async def test_the_zato_wsx_commands_list_invoke_and_disconnect_through_the_runn
                 again = await trio.to_thread.run_sync(zato, "wsx", "disconnect", base, row["pub_client_id"])
     assert table.exit_code == 0 and "1 WebSocket connections" in table.output and "cli-client" in table.output
     assert row["ext_client_name"] == "From the CLI" and row["channel_name"] == "wsx.test"
+    # the server's own name beside its host, in the table and the JSON
+    assert row["server_name"] == server.name and row["server_host"] == socket.gethostname(), row
+    assert f"{server.name}:{row['server_pid']}" in table.output and "HOST" in table.output, table.output
     assert none.exit_code == 0 and "0 WebSocket connections" in none.output
     assert invoked.exit_code == 0 and json.loads(invoked.output) == {"got": {"cmd": "status"}}, invoked.output
     assert silent.exit_code == 1 and "HTTP 504" in silent.output and "did not answer within 0.3 s" in silent.output
@@ -404,3 +407,44 @@ async def test_a_client_that_stops_reading_holds_up_nobody_and_is_disconnected_a
                 nursery.cancel_scope.cancel()
             await silent.stream.aclose()
     assert reply["data"]["echo"] == {"still": "served"} and gone.status_code == 200
+
+
+async def test_a_service_that_is_not_deployed_is_a_404_naming_it(tmp_path):
+    async with wsx_server(tmp_path, wsx={"gateway_service_allowed": "wsx.not-deployed-either"}) as server:
+        await create_channel(server, service="wsx.not-deployed")
+        await create_channel(server, name="wsx.gateway", path="/ws/gateway", service="helpers.web-sockets-gateway")
+        with trio.fail_after(20):
+            async with await WSXClient.connect(server.address, "/ws/test") as client:
+                await client.create_session(USER, PASSWORD)
+                missing = await client.invoke({"x": 1})
+                still_open = await client.invoke({"x": 2})
+            async with await WSXClient.connect(server.address, "/ws/gateway") as client:
+                await client.create_session(USER, PASSWORD)
+                named = await client.invoke({"service": "wsx.not-deployed-either", "request": {}})
+    for reply, name, in_reply_to in ((missing, "wsx.not-deployed", "test.2"), (still_open, "wsx.not-deployed", "test.3"),
+                                     (named, "wsx.not-deployed-either", "test.2")):
+        meta = reply["meta"]
+        assert meta["msg_type"] == "zwsx.rsperr" and meta["status"] == 404, reply
+        assert meta["in_reply_to"] == in_reply_to and name in meta["error_message"], reply
+        assert reply["data"] == {"cid": meta["id"]}, reply
+
+
+async def test_an_address_from_the_environment_is_served(tmp_path, monkeypatch):
+    async with wsx_server(tmp_path) as server:
+        port = server.address.rsplit(":", 1)[1]
+        monkeypatch.setenv("WSX_ADDR", f"ws://127.0.0.1:{port}/ws/from-env")  # read when the object is loaded
+        async with admin(server) as api:
+            reply = await api.post("/zato/api/objects/channel_web_socket", json={
+                "name": "wsx.env", "address": "$WSX_ADDR", "service": "wsx.echo", "security": "wsx.basic"})
+            assert reply.status_code == 201, reply.text
+            stored = (await api.get("/zato/api/objects/channel_web_socket/wsx.env")).json()
+        with trio.fail_after(20):
+            async with await WSXClient.connect(server.address, "/ws/from-env") as client:
+                opened = await client.create_session(USER, PASSWORD)
+                reply = await client.invoke({"from": "env"})
+            with pytest.raises(WSXRefused):  # the variable's name is no path
+                await WSXClient.connect(server.address, "/$WSX_ADDR")
+    assert stored["address"] == "$WSX_ADDR"  # kept as given; the environment gives its value
+    assert opened["meta"]["msg_type"] == "zwsx.rspa"
+    assert reply["meta"]["msg_type"] == "zwsx.rspok" and reply["data"]["echo"] == {"from": "env"}
+    assert reply["data"]["channel"] == "wsx.env"

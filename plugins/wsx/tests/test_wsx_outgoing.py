@@ -269,3 +269,179 @@ async def test_zato_enmasse_rows_of_outgoing_wsx_import_unchanged(tmp_path):
     assert objects["to-cluster2"]["is_zato"] is True and objects["to-cluster2"]["on_message_service_name"] == "zato.ping"
     assert objects["legacy"]["has_auto_reconnect"] is False and not objects["legacy"].get("security")
     assert objects["legacy"]["ping_interval"] == 45 and objects["legacy"]["pings_missed_threshold"] == 1
+
+
+# ################################################################################################
+# The article's OnMessageHook, hooks answering the remote end and calling it, an invoke timing out
+
+# The article's on_message hook (the cluster-to-cluster article, ../shared/seeds/001_*.txt), as
+# the article prints it: no name of its own (it is `article_on_message.on-message-hook`), nothing
+# added. (The article's page lost `self.logger.info(` and `ctx.data`, `data.data`, `data.id` in
+# extraction; they are what its log output and Zato's documentation of the same example show.)
+ARTICLE_ON_MESSAGE = '''\
+# -*- coding: utf-8 -*-
+
+from __future__ import absolute_import, division, print_function, unicode_literals
+
+from zato.server.service import Opaque, Service
+
+class OnMessageHook(Service):
+    class SimpleIO:
+        input_optional = (Opaque('ctx'),)
+
+    def handle(self):
+
+        # Object describing incoming data
+        ctx = self.request.input.ctx
+
+        # Message type
+        msg_type = ctx.type
+
+        # Data received
+        data = ctx.data
+
+        # Log message type
+        self.logger.info('Msg type: `%s`', msg_type)
+
+        # Log actual data
+        self.logger.info('Data received: `%s`', data.data)
+
+        # Log metadata - ID and timestamp
+        self.logger.info('Meta: `%s` `%s`', data.id, data.timestamp)
+'''
+
+CALLING = '''
+import trio
+from zato.server.service import Opaque, Service
+
+
+class AnsweringHook(Service):
+    """ Answers the remote end's requests: what it returns goes back as the client-response; asked
+    to, it first invokes the remote end through ctx.conn (while the remote end waits for its answer). """
+    name = 'wsx.answering-hook'
+
+    class SimpleIO:
+        input_optional = (Opaque('ctx'),)
+
+    def handle(self):
+        ctx = self.request.input.ctx
+        if ctx.type != 'message' or ctx.data.msg_type != 'zwsx.rqc':
+            return
+        asked = ctx.data.data
+        if asked.get('call_back'):
+            self.response.payload = {'through_ctx_conn': ctx.conn.invoke(
+                {'service': 'wsx.echo-input', 'request': {'asked': asked['call_back']}})}
+        else:
+            self.response.payload = {'hook_says': asked}
+
+
+class EchoInput(Service):
+    name = 'wsx.echo-input'
+
+    def handle(self):
+        self.response.payload = self.request.payload
+
+
+class SlowRemote(Service):
+    """ Invokes a remote service that answers later than the connection's timeout. """
+    name = 'wsx.slow-remote'
+
+    def handle(self):
+        with self.out.wsx.get('My WSX Outconn').conn.client() as client:
+            try:
+                client.invoke({'service': 'wsx.async-echo', 'request': {'sleep': 3}})
+            except Exception as exc:
+                self.response.payload = {'error': str(exc), 'type': type(exc).__name__}
+            else:
+                self.response.payload = {'error': None}
+'''
+
+
+async def connected_to_own_gateway(server, api, **outconn):
+    """ A gateway channel on the server, and an outgoing connection (OUTCONN) to it, connected. """
+    port = urlsplit(server.address).port
+    await create_channel(server, name="gateway", path="/ws/gateway", service="helpers.web-sockets-gateway")
+    await create(api, "security", {"name": "out.basic", "type": "basic_auth", "username": USER,
+                                   "direction": "outgoing"})
+    reply = await api.put("/zato/api/objects/security/out.basic/secrets/password", json={"value": PASSWORD})
+    assert reply.status_code == 204, reply.text
+    await create(api, "outgoing_wsx", {"name": OUTCONN, "address": f"ws://127.0.0.1:{port}/ws/gateway",
+                                       "security": "out.basic", **outconn})
+    return await wait_state(api, "connected")
+
+
+async def deployed(server, suffix):
+    """ The name of the deployed service whose name ends with `suffix`. """
+    with trio.fail_after(20):
+        while not (names := [name for name in server.services.entries if name.endswith(suffix)]):
+            await trio.sleep(0.05)
+    [name] = names
+    return name
+
+
+async def test_the_articles_on_message_hook_runs_unchanged_and_logs_what_the_article_shows(tmp_path, caplog):
+    import logging
+    import re
+    caplog.set_level(logging.INFO)
+    async with wsx_server(tmp_path) as server:
+        (server.paths.base_dir / "pickup" / "article_on_message.py").write_text(ARTICLE_ON_MESSAGE)
+        hook = await deployed(server, ".on-message-hook")
+        async with admin(server) as api:
+            await create(api, "pubsub_topic", {"name": "/customer/new"})
+            await connected_to_own_gateway(server, api, on_message_service_name=hook,
+                                           subscription_list="/customer/new")
+            with trio.fail_after(10):  # the subscription is made right after the session opens
+                while not [c for c in (await api.get("/zato/api/wsx/connections")).json()["connections"]
+                           if c["subscriptions"]]:
+                    await trio.sleep(0.05)
+            published = await api.post("/zato/api/invoke/zato.pubsub.publish.publish", json={
+                "topic_name": "/customer/new", "data": "This is a sample message"})
+            assert published.status_code == 200, published.text
+            msg_id = published.json()["msg_id"]
+            with trio.fail_after(10):
+                while "Meta: `" not in caplog.text:
+                    await trio.sleep(0.05)
+    logged = [record.getMessage() for record in caplog.records if record.name.endswith(hook)]
+    assert hook == "article_on_message.on-message-hook"
+    assert logged[0] == "Msg type: `message`", logged
+    assert logged[1].startswith("Data received: `[{") and "'topic_name': '/customer/new'" in logged[1], logged
+    assert f"'msg_id': '{msg_id}'" in logged[1] and "'data': 'This is a sample message'" in logged[1], logged
+    # the meta line: the frame's id and timestamp, as `6fd296ecf78493a3a0ce7570` `2018-09-03T10:49:00.540024`
+    assert re.fullmatch(r"Meta: `\w+` `\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?`", logged[2]), logged
+    assert not [r for r in caplog.records if "failed" in r.getMessage() and hook in r.getMessage()]
+
+
+async def test_a_hooks_answer_goes_back_to_the_remote_end_and_a_hook_invokes_it_through_ctx_conn(tmp_path):
+    async with wsx_server(tmp_path, wsx={"gateway_service_allowed": "wsx.echo-input"}) as server:
+        (server.paths.base_dir / "pickup" / "wsx_calling.py").write_text(textwrap.dedent(CALLING))
+        await deployed(server, "wsx.answering-hook")
+        async with admin(server) as api:
+            await connected_to_own_gateway(server, api, on_message_service_name="wsx.answering-hook")
+            [outconn] = (await api.get("/zato/api/wsx/connections",
+                                       params={"ext_client_id": f"zato.outconn-wsx.{OUTCONN}"})).json()["connections"]
+            with trio.fail_after(20):  # a service of the remote end (here the same server) asks the connection
+                answered = await api.post("/zato/api/invoke/wsx.invoke-by-id", json={
+                    "channel": "gateway", "pub_client_id": outconn["pub_client_id"], "data": {"question": 1}})
+                called_back = await api.post("/zato/api/invoke/wsx.invoke-by-id", json={
+                    "channel": "gateway", "pub_client_id": outconn["pub_client_id"], "data": {"call_back": "hi"}})
+    assert answered.status_code == 200, answered.text
+    assert answered.json() == {"answer": {"response": {"hook_says": {"question": 1}}}}
+    assert called_back.status_code == 200, called_back.text
+    assert called_back.json() == {"answer": {"response": {"through_ctx_conn": {"asked": "hi"}}}}
+
+
+async def test_an_invoke_the_remote_end_answers_past_the_timeout_fails_naming_the_connection(tmp_path):
+    async with wsx_server(tmp_path, wsx={"gateway_service_allowed": "wsx.async-echo"}) as server:
+        (server.paths.base_dir / "pickup" / "wsx_calling.py").write_text(textwrap.dedent(CALLING))
+        await deployed(server, "wsx.slow-remote")
+        async with admin(server) as api:
+            await connected_to_own_gateway(server, api, timeout=0.5)
+            with trio.fail_after(20):
+                started = trio.current_time()
+                reply = await api.post("/zato/api/invoke/wsx.slow-remote", json={})
+                took = trio.current_time() - started
+    assert reply.status_code == 200, reply.text
+    error = reply.json()["error"]
+    assert reply.json()["type"] == "OutgoingError", reply.json()
+    assert f"outgoing WebSocket connection {OUTCONN!r}" in error and "did not answer within 0.5 s" in error, error
+    assert 0.5 <= took < 2.5, took

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import asynccontextmanager
+from datetime import datetime, timezone
 
 import pytest
 import trio
@@ -94,6 +95,9 @@ async def test_messages_published_while_the_client_was_away_reach_it_when_it_rec
         with trio.fail_after(30):
             first = await client(server, "mobile-7")
             sub_key = await subscribe(first)
+            async with admin(server) as api:
+                [subscribed] = (await api.get("/zato/api/wsx/connections",
+                                              params={"ext_client_id": "mobile-7"})).json()["connections"]
             await first.aclose()
             while wsx_pubsub.connections_of(server, wsx_pubsub.endpoint_name("wsx.test", "mobile-7")):
                 await trio.sleep(0.01)
@@ -101,10 +105,14 @@ async def test_messages_published_while_the_client_was_away_reach_it_when_it_rec
             await trio.sleep(0.5)
             other = await client(server, "someone-else")  # another client id is another subscriber
             again = await client(server, "mobile-7")
+            async with admin(server) as api:  # before any delivery: the topic is listed from the start
+                at_reconnect = (await api.get("/zato/api/wsx/connections", params={"ext_client_id": "mobile-7"})).json()
             started = trio.current_time()
             received = [await next_delivery(again) for _ in away]
             took = trio.current_time() - started
             resumed = await gateway(again, "zato.pubsub.resume-wsx-subscription", {"sub_key": sub_key})
+            async with admin(server) as api:
+                after = (await api.get("/zato/api/wsx/connections", params={"ext_client_id": "mobile-7"})).json()
             with trio.move_on_after(0.5):
                 stray = await next_delivery(other)
                 pytest.fail(f"a client that never subscribed got {stray}")
@@ -114,6 +122,18 @@ async def test_messages_published_while_the_client_was_away_reach_it_when_it_rec
     assert {frame["data"]["sub_key"] for frame in received} == {sub_key}
     assert took < 2, f"the reconnected client waited {took:.2f} s for its messages"
     assert resumed["data"] == {"sub_key": sub_key, "topic_name": TOPIC}
+    # the reconnected client lists its topic with the time it subscribed, on its first connection
+    assert set(subscribed["subscriptions"]) == {TOPIC}, subscribed
+    for listed in (at_reconnect, after):
+        [row] = listed["connections"]
+        assert row["pub_client_id"] != subscribed["pub_client_id"]
+        assert row["subscriptions"] == subscribed["subscriptions"], row
+        assert utc(row["subscriptions"][TOPIC]) < utc(row["connection_time"]), row
+
+
+def utc(iso):
+    value = datetime.fromisoformat(iso)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 async def test_a_client_away_longer_than_a_delivery_waits_gets_its_message_on_the_retry(tmp_path, monkeypatch):
@@ -205,3 +225,19 @@ async def test_the_gateway_runs_only_allowed_services_and_checks_the_subscriptio
     assert unknown_topic["meta"]["status"] == 404 and "/nope" in unknown_topic["meta"]["error_message"]
     assert close_unsub["meta"]["status"] == 400 and "outlives" in close_unsub["meta"]["error_message"]
     assert both["meta"]["error_message"] == "Cannot provide both topic_name and topic_name_list on input"
+
+
+async def test_zatos_pubsub_wsx_gateway_service_allowed_lets_services_through_the_gateway(tmp_path):
+    # server.conf as Zato spells it: [pubsub] wsx_gateway_service_allowed = ...
+    async with wsx_server(tmp_path, pubsub={"wsx_gateway_service_allowed": "wsx.echo, wsx.async-*"}) as server:
+        await create_channel(server, service=GATEWAY)
+        with trio.fail_after(30):
+            connection = await client(server, "allowed")
+            echoed = await gateway(connection, "wsx.echo", {"x": 1})
+            by_pattern = await gateway(connection, "wsx.async-echo", {"y": 2})
+            refused = await gateway(connection, "wsx.broadcast", {"channel": "wsx.test", "news": "no"})
+            await connection.aclose()
+    assert echoed["meta"]["msg_type"] == "zwsx.rspok", echoed
+    assert echoed["data"]["echo"] == {"x": 1} and echoed["data"]["ext_client_id"] == "allowed"
+    assert by_pattern["meta"]["msg_type"] == "zwsx.rspok" and by_pattern["data"] == {"echo": {"y": 2}}, by_pattern
+    assert refused["meta"]["status"] == 403, refused

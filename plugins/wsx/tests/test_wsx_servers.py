@@ -5,9 +5,11 @@ is a 504 that says so. Each server is its own process with its own port. """
 
 from __future__ import annotations
 
+import socket
 import textwrap
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -86,9 +88,23 @@ async def test_a_client_of_either_server_is_listed_invoked_and_disconnected_thro
             with trio.fail_after(10):  # each server writes its rows in the background
                 while set(await listed(api_first)) != set(clients) or set(await listed(api_second)) != set(clients):
                     await trio.sleep(0.05)
+            fqdn = socket.getfqdn("127.0.0.1")
+            with trio.fail_after(3):  # the peer's name, looked up after the session opened, reaches the other
+                # server at once (the look-up gives up after 2 s), not only at the next heartbeat (10 s)
+                while {row["peer_fqdn"] for row in (await listed(api_first)).values()} != {fqdn} or \
+                        {row["peer_fqdn"] for row in (await listed(api_second)).values()} != {fqdn}:
+                    await trio.sleep(0.05)
             rows = await listed(api_first)
+            assert rows == await listed(api_second)  # either server lists the same
             assert rows["on-first"]["server_pid"] == first.process.pid
             assert rows["on-second"]["server_pid"] == second.process.pid
+            # each connection names its server (server.conf's [main] name), its host and where it came in
+            for client_id, server, name in (("on-first", first, "first"), ("on-second", second, "second")):
+                row = rows[client_id]
+                assert row["server_name"] == name and row["server_host"] == socket.gethostname(), row
+                assert row["local_address"] == f"127.0.0.1:{urlsplit(server.address).port}", row
+                assert row["peer_address"].startswith("127.0.0.1:") and row["peer_fqdn"] == fqdn, row
+            assert rows["on-first"]["local_address"] != rows["on-second"]["local_address"]
 
             # a broadcast from a service of one server reaches the clients of both
             reply = await api_first.post("/zato/api/invoke/wsx.broadcast", json={"channel": "wsx.servers",

@@ -160,3 +160,40 @@ async def test_a_pong_resets_the_count_of_missed_pings(autojump_clock):
         await trio.sleep(10)              # t=62: the ping at 50 missed at 60, two in a row
     await run(peer, script)
     assert peer.closed_at == pytest.approx(60) and peer.close_code == 4002
+
+
+@pytest.mark.parametrize("past_expiry, accepted", [(-0.001, True), (0.001, False)])
+async def test_a_pong_at_15_00_30_789_makes_the_token_valid_up_to_16_00_30_789(autojump_clock, past_expiry, accepted):
+    # The article's example exactly: a token issued at 15:00:00 with a TTL of 3600 s (to 16:00:00),
+    # a ping interval of 30 s; the ping at 15:00:30 is answered at 15:00:30.789, so the token is
+    # valid up to 16:00:30.789. No other Pong comes (and missed pings do not close it here):
+    # a request a millisecond before that is served, one a millisecond after is refused.
+    peer = Peer(settings(token_ttl=3600, ping_interval=30, pings_missed_threshold=10**6))
+    peer.answer_pings = False
+    seen = {}
+
+    async def script():
+        await peer.frame("create-session", "s1")
+        while peer.connection.token is None:
+            await trio.sleep(0)
+        issued = trio.current_time()  # 15:00:00
+        seen["issued"] = peer.connection.expires_at - issued
+        await trio.sleep_until(issued + 30.789)
+        seen["pings"], seen["before"] = peer.pings(), peer.connection.expires_at - issued
+        await peer.to_app.send({"type": PONG, "bytes": peer.connection.outstanding_ping})  # 15:00:30.789
+        await trio.sleep(0.000001)
+        seen["after"] = peer.connection.expires_at - issued
+        await trio.sleep_until(issued + 3630.789 + past_expiry)
+        await peer.frame("invoke-service", "r1", token=peer.token())
+        await trio.sleep(0.000001)
+        seen["closed_at"] = None if peer.closed_at is None else peer.closed_at - issued
+    await run(peer, script)
+    assert seen["issued"] == 3600                                  # valid to 16:00:00
+    assert seen["pings"] == 1 and seen["before"] == 3600           # the ping at 15:00:30, unanswered yet
+    assert seen["after"] == pytest.approx(3630.789, abs=1e-9)      # 16:00:30.789
+    answer = peer.frames()[-1]["meta"]
+    if accepted:
+        assert answer["msg_type"] == "zwsx.rspok" and answer["in_reply_to"] == "r1" and seen["closed_at"] is None
+    else:
+        assert answer["msg_type"] == "zwsx.merr" and answer["status"] == 403
+        assert seen["closed_at"] == pytest.approx(3630.790, abs=1e-6) and peer.close_code == 1008

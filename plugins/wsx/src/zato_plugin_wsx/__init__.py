@@ -67,7 +67,8 @@ CHANNEL_WEB_SOCKET = ObjectType(OBJECT_TYPE, (
     Field("hook_service", references="service", description="A service told of each connection opened and "
                                                             "closed: input event (connected, disconnected), "
                                                             "channel_name, pub_client_id, ext_client_id..."),
-    Field("is_active", "bool", default=True),
+    Field("is_active", "bool", default=True,
+          description="An inactive channel takes no connections; deactivating one closes the connections it has"),
 ), description="A WebSocket channel: clients open sessions and invoke a service with Zato's WSX protocol",
     check=check_channel,
     zato=ZatoSpelling("web_socket", fields={"service_name": "service", "sec_def": "security",

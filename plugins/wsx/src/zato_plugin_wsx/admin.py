@@ -7,8 +7,9 @@
 
 Each connection: pub_client_id (new at each connect), channel_name, ext_client_id,
 ext_client_name, peer_address, peer_fqdn, forwarded_for, local_address, user, connection_time
-(UTC, ISO), pings_missed, subscriptions (topic -> subscription time), server_name (the host),
-server_pid, worker_index.
+(UTC, ISO), pings_missed, subscriptions (topic -> subscription time, which may predate the
+connection), server_name (the server's own name, `[main] name` of its server.conf), server_host
+(the host it runs on), server_pid, worker_index.
 
 The same from the command line, through the running server (`zato wsx connections|invoke|disconnect
 BASE_DIR ...`, `add_commands`).
@@ -36,7 +37,7 @@ PREFIX = "/zato/api/wsx"
 _CONNECTION = {"type": "object", "properties": {
     name: {"type": ["string", "null"]} for name in (
         "pub_client_id", "channel_name", "ext_client_id", "ext_client_name", "peer_address", "peer_fqdn",
-        "forwarded_for", "local_address", "user", "connection_time", "server_name")} | {
+        "forwarded_for", "local_address", "user", "connection_time", "server_name", "server_host")} | {
     "server_pid": {"type": "integer"}, "worker_index": {"type": "integer"}, "pings_missed": {"type": "integer"},
     "subscriptions": {"type": "object", "additionalProperties": {"type": "string"}}}}
 
@@ -86,7 +87,8 @@ def _not_found(pub_client_id: str) -> HTTPError:
 
 
 def _unreachable(row: dict[str, Any], registry: Any) -> HTTPError:
-    where = f"process {row['server_pid']} (worker {row['worker_index']}) on {row['server_name']}"
+    from zato_plugin_wsx.registry import holder_of
+    where = f"process {row['server_pid']} (worker {row['worker_index']}) of {holder_of(row)}"
     if not registry.store.same_server(row):
         where += f", of the server in {row['server_dir']!r} sharing this database"
     return HTTPError(502, f"Error 502 Bad Gateway: WebSocket connection {row['pub_client_id']!r} is held by {where}, "
@@ -109,13 +111,13 @@ async def _elsewhere(request: HTTPRequest) -> tuple[dict[str, Any], Any]:
 async def list_connections(request: HTTPRequest) -> HTTPResponse:
     await check_admin(request)
     channel, client = request.query.get("channel"), request.query.get("ext_client_id")
-    server_name, worker_index = socket.gethostname(), int(request.server.options.worker_index)
+    server = {"server_name": request.server.name, "server_host": socket.gethostname(), "server_pid": os.getpid(),
+              "worker_index": int(request.server.options.worker_index)}
     listed = []
     for connection in _channels(request).all_connections():
         if channel and connection.channel.name != channel or client and connection.ext_client_id != client:
             continue
-        listed.append({**connection.as_dict(), "server_name": server_name, "server_pid": os.getpid(),
-                       "worker_index": worker_index})
+        listed.append({**connection.as_dict(), **server})
     registry = _registry(request)
     if registry is not None:
         listed += await registry.listed(channel=channel, ext_client_id=client)
@@ -186,13 +188,15 @@ OUTGOING_OPENAPI = {"get": {
                 "state": {"type": "string", "enum": ["connecting", "connected", "disconnected", "closed",
                                                      "not open"]},
                 "since": {"type": ["string", "null"]}, "last_error": {"type": "string"},
-                "server_name": {"type": ["string", "null"]}, "server_pid": {"type": ["integer", "null"]}}}}}}}}}}}}
+                "server_name": {"type": ["string", "null"]}, "server_host": {"type": ["string", "null"]},
+                "server_pid": {"type": ["integer", "null"]}}}}}}}}}}}}
 
 
 async def list_outgoing(request: HTTPRequest) -> HTTPResponse:
     """ Every active outgoing_wsx definition, with the state its holder last wrote (or "not open"). """
     from datetime import datetime, timezone
     from zato_plugin_wsx.outgoing import OBJECT_TYPE
+    from zato_plugin_wsx.registry import listed_server
     await check_admin(request)
     registry = _registry(request)
     rows = {row["name"]: row for row in await registry.in_thread(registry.store.listed_outgoing, time.time())} \
@@ -205,7 +209,8 @@ async def list_outgoing(request: HTTPRequest) -> HTTPResponse:
         since = row.get("since")
         out.append({"name": name, "address": definition.get("address"), "state": row.get("state", "not open"),
                     "since": datetime.fromtimestamp(since, timezone.utc).isoformat() if since else None,
-                    "last_error": row.get("last_error", ""), "server_name": row.get("server_name"),
+                    "last_error": row.get("last_error", ""),
+                    **(listed_server(row) if row else {"server_name": None, "server_host": None}),
                     "server_pid": row.get("server_pid")})
     return HTTPResponse.json({"outgoing": out})
 
@@ -244,11 +249,11 @@ def add_commands(cli: Any) -> None:
             return
         # Plain columns, never cut or wrapped: ids are copied from here into `zato wsx invoke`
         header = ("PUB_CLIENT_ID", "CHANNEL", "CLIENT_ID", "CLIENT_NAME", "PEER", "CONNECTED_UTC", "SERVER:PID",
-                  "TOPICS")
+                  "HOST", "TOPICS")
         lines = [header] + [(row["pub_client_id"], row["channel_name"], row["ext_client_id"] or "-",
                              row["ext_client_name"] or "-", row["peer_fqdn"] or row["peer_address"],
                              row["connection_time"], f"{row['server_name']}:{row['server_pid']}",
-                             ",".join(row["subscriptions"]) or "-") for row in rows]
+                             row.get("server_host") or "-", ",".join(row["subscriptions"]) or "-") for row in rows]
         widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
         for line in lines:
             click.echo("  ".join(value.ljust(width) for value, width in zip(line, widths)).rstrip())

@@ -292,7 +292,7 @@ class ChannelFacade:
         connection = self._channels.connections.get(self.name, {}).get(pub_client_id)
         if connection is not None:
             return await connection.invoke_client(data, timeout)
-        from zato_plugin_wsx.registry import INVOKE, REGISTRY, REPLY_GRACE_SECONDS
+        from zato_plugin_wsx.registry import INVOKE, REGISTRY, REPLY_GRACE_SECONDS, holder_of
         registry = REGISTRY.get(self._channels.server)
         row = await registry.find(pub_client_id) if registry is not None else None
         if row is None or row.get("channel_name") != self.name:
@@ -301,7 +301,7 @@ class ChannelFacade:
                                     timeout + REPLY_GRACE_SECONDS)
         if answer is None:
             raise ClientRequestFailed(f"WebSocket connection {pub_client_id!r} is held by process {row.get('server_pid')} "
-                                      f"of {row.get('server_name')}, which did not answer within {timeout:g} s")
+                                      f"of {holder_of(row)}, which did not answer within {timeout:g} s")
         status, body = answer
         if status != 200:
             raise ClientRequestFailed(str(body))

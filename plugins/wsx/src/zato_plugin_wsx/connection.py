@@ -294,22 +294,33 @@ class WSXConnection:
                                           f"refused")
         first = self.token is None
         if first:
-            self.token = protocol.new_token()
             self.ext_client_id = _text(meta.get("client_id"))
             self.ext_client_name = _client_name(meta.get("client_name"))
             self.user = user
+            await self._load_subscriptions()  # before the client hears of its session: it is listed with them
+            self.token = protocol.new_token()
         self.expires_at = trio.current_time() + self.channel.token_ttl
         await self.send_text(protocol.auth_response(frame.id, self.token))
         if first:
             assert self._session_opened is not None
             self._session_opened.set()
             self._session_opened = None
+            self.peer_fqdn = _FQDNS.get(self.peer_host, self.peer_fqdn)
             self._on_open(self)
             assert self._nursery is not None
             self._pinger.add(self)
             self._nursery.start_soon(self._resolve_peer_fqdn)
             self._run_hook("connected")
             logger.info("%s opened a session", self.describe())
+
+    async def _load_subscriptions(self) -> None:
+        """ A client reconnecting with its client id lists the topics it subscribed to before, with
+        their subscription times (zato_plugin_wsx.pubsub), before its row is written. """
+        from zato_plugin_wsx.pubsub import subscriptions_at_open
+        try:
+            self.subscriptions.update(await subscriptions_at_open(self.server, self))
+        except Exception:
+            logger.exception("%s: its pub/sub subscriptions could not be read; they are not listed", self.describe())
 
     async def _authenticate(self, cid: str, username: Any, secret: Any) -> str | None:
         from zato.plugin_api import HTTPError
@@ -332,6 +343,11 @@ class WSXConnection:
             except OSError:
                 return
             self.peer_fqdn = _FQDNS[self.peer_host] = name
+            if name != self.peer_host and not self.closed:  # other processes list it at once, not at the heartbeat
+                from zato_plugin_wsx.registry import REGISTRY
+                registry = REGISTRY.get(self.server)
+                if registry is not None:
+                    registry.rewrite(self)
 
     # ############################################################################################
     # Pings

@@ -233,7 +233,8 @@ async def _through_the_holder(server: Any, name: str, action: str, data: Any, ti
                                 timeout + REPLY_GRACE_SECONDS)
     if answer is None:
         raise OutgoingError(f"outgoing WebSocket connection {name!r} is held by process {row['server_pid']} of "
-                            f"{row['server_dir']!r} on {row['server_name']}, which did not answer within "
+                            f"{row.get('server_config_name') or row['server_dir']!r} on {row['server_name']}, which "
+                            f"did not answer within "
                             f"{timeout:g} s")
     status, body = answer
     if status != 200:

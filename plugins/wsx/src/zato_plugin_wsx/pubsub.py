@@ -20,6 +20,13 @@ enmasse and every worker see them):
 Subscriptions outlive connections (Zato's `unsub_on_wsx_close=False`): that is the point of
 giving a client id. A closed connection does not unsubscribe; `unsubscribe` does.
 
+When the client subscribed to each topic is kept with its subscription, in the plugin's table
+`zato_wsx_subscription` (endpoint name, topic, time), written when it subscribes and deleted when
+it unsubscribes. A connection whose session opens with the client id of a subscriber lists its
+topics with those times (`connection.subscriptions`, which the admin API lists), so they may
+predate the connection. A topic an administrator added to the subscription (the admin API,
+enmasse) has no time of its own there: it is listed with the time the subscription last changed.
+
 Delivery (`deliver`, pub/sub's target for `wsx`): the subscriber's newest open connection in
 this worker gets `zwsx.psrq` with meta.id = the msg_id and the message as data. Without one,
 it waits up to `CLIENT_WAIT_SECONDS` for the client to come back (the queue's next messages
@@ -124,12 +131,11 @@ async def subscribe(server: Any, wsx: Any, topic_names: list[str]) -> dict[str, 
                                        f"(pubsub_topic) or check that it is active")
     description = f"WebSocket client {wsx.ext_client_id!r} of channel {wsx.channel_name!r}"
     async with _writing:
-        changed = await trio.to_thread.run_sync(_add_topics, server, name, description, topic_names)
+        changed, times = await trio.to_thread.run_sync(_add_topics, server, name, description, topic_names)
         if changed:
             await _changed(server)
-    now = protocol.now_iso()
-    for topic in topic_names:
-        wsx.connection.subscriptions.setdefault(topic, now)
+    for connection in {wsx.connection, *connections_of(server, name)}:  # every connection of the client here
+        connection.subscriptions.update(times)
     logger.info("%s subscribed to %s", wsx.connection.describe(), ", ".join(topic_names))
     return {topic: sub_key_of(topic, name) for topic in topic_names}
 
@@ -155,8 +161,9 @@ async def unsubscribe(server: Any, wsx: Any, topic_names: list[str] | None = Non
         deleted = await queues.clear(sub_key_of(topic, name)) if queues is not None else 0
         if deleted:
             logger.info("%s: %d messages of %s still queued for it deleted", wsx.connection.describe(), deleted, topic)
-    for topic in removed:
-        wsx.connection.subscriptions.pop(topic, None)
+    for connection in {wsx.connection, *connections_of(server, name)}:
+        for topic in removed:
+            connection.subscriptions.pop(topic, None)
     if removed:
         logger.info("%s unsubscribed from %s", wsx.connection.describe(), ", ".join(removed))
     return removed
@@ -191,9 +198,15 @@ def _stored_form(obj: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in obj.items() if not key.startswith("_") and key != "is_active"}
 
 
-def _add_topics(server: Any, name: str, description: str, topic_names: list[str]) -> bool:
-    """ Blocking: the endpoint and subscription created if missing, the topics added; True if
-    anything changed. """
+def _add_topics(server: Any, name: str, description: str,
+                topic_names: list[str]) -> tuple[bool, dict[str, str]]:
+    """ Blocking: the endpoint and subscription created if missing, the topics added; (True if
+    anything changed, topic -> when the client subscribed to it). """
+    changed = _add_to_subscription(server, name, description, topic_names)
+    return changed, _record_times(server, name, topic_names)
+
+
+def _add_to_subscription(server: Any, name: str, description: str, topic_names: list[str]) -> bool:
     changed = False
     endpoint = _read(server, ENDPOINT, name)
     if endpoint is None:
@@ -238,6 +251,7 @@ def _remove_topics(server: Any, name: str, topic_names: list[str]) -> list[str]:
     left = [t for t in topics if t not in removed]
     if not removed:
         return []
+    _forget_times(server, name, removed)
     if left:
         server.odb.put_object(SUBSCRIPTION, name, {**_stored_form(current), "topic_list": left},
                               is_active=bool(current.get("is_active", True)))
@@ -248,6 +262,77 @@ def _remove_topics(server: Any, name: str, topic_names: list[str]) -> list[str]:
         except LookupError:
             pass
     return removed
+
+
+# ################################################################################################
+# Subscription times (zato_wsx_subscription)
+
+
+def _record_times(server: Any, name: str, topic_names: list[str]) -> dict[str, str]:
+    """ Blocking: the time of each topic the client had no time for yet is now; returns topic -> time. """
+    from sqlalchemy import insert, select
+    from sqlalchemy.exc import IntegrityError
+    from zato_plugin_wsx.registry import subscription_table as table
+    query = select(table.c.topic_name, table.c.subscribed_at).where(table.c.endpoint_name == name,
+                                                                    table.c.topic_name.in_(topic_names))
+    for _ in range(3):  # a process of another server may add the same rows meanwhile: read them then
+        with server.odb.engine.begin() as conn:
+            times = {row.topic_name: row.subscribed_at for row in conn.execute(query)}
+            now = protocol.now_iso()
+            missing = [{"endpoint_name": name, "topic_name": topic, "subscribed_at": now}
+                       for topic in dict.fromkeys(topic_names) if topic not in times]
+            try:
+                if missing:
+                    conn.execute(insert(table), missing)
+            except IntegrityError:
+                continue
+        return {**times, **{row["topic_name"]: row["subscribed_at"] for row in missing}}
+    raise RuntimeError(f"the subscription times of {name!r} could not be written")
+
+
+def _forget_times(server: Any, name: str, topic_names: list[str]) -> None:
+    from sqlalchemy import delete
+    from zato_plugin_wsx.registry import subscription_table as table
+    with server.odb.engine.begin() as conn:
+        conn.execute(delete(table).where(table.c.endpoint_name == name, table.c.topic_name.in_(topic_names)))
+
+
+def _fallback_time(server: Any, name: str) -> str:
+    """ The time of a topic of subscription `name` with no time of its own: when the subscription last changed. """
+    subscription = (getattr(server, "config_objects", None) or {}).get(SUBSCRIPTION, {}).get(name) or {}
+    return (subscription.get("_meta") or {}).get("updated") or protocol.now_iso()
+
+
+def _times_of(server: Any, name: str, topic_names: list[str]) -> dict[str, str]:
+    """ Blocking: topic -> when the client subscribed to it, for each of `topic_names`. """
+    from sqlalchemy import select
+    from zato_plugin_wsx.registry import subscription_table as table
+    with server.odb.engine.connect() as conn:
+        times = {row.topic_name: row.subscribed_at for row in conn.execute(
+            select(table.c.topic_name, table.c.subscribed_at).where(table.c.endpoint_name == name))}
+    return {topic: times.get(topic) or _fallback_time(server, name) for topic in topic_names}
+
+
+async def subscriptions_at_open(server: Any, connection: Any) -> dict[str, str]:
+    """ The topics (and their subscription times) of the client whose session `connection` opened
+    with its client id: what it subscribed to before, on any connection. Costs nothing for a client
+    that is no subscriber (the subscriptions are in memory; only the times are read). """
+    if not connection.ext_client_id or getattr(server, "odb", None) is None:
+        return {}
+    name = endpoint_name(connection.channel.name, connection.ext_client_id)
+    subscription = (getattr(server, "config_objects", None) or {}).get(SUBSCRIPTION, {}).get(name)
+    topics = list((subscription or {}).get("topic_list") or [])
+    if not topics:
+        return {}
+    return await trio.to_thread.run_sync(_times_of, server, name, topics)
+
+
+def note_delivered(server: Any, connection: Any, topic_name: str | None) -> None:
+    """ A message of `topic_name` reached the connection: a topic it did not list yet (one an
+    administrator added to its subscription meanwhile) is listed from now on. """
+    if topic_name and topic_name not in connection.subscriptions and connection.ext_client_id:
+        connection.subscriptions[topic_name] = _fallback_time(
+            server, endpoint_name(connection.channel.name, connection.ext_client_id))
 
 
 # ################################################################################################
@@ -291,7 +376,7 @@ async def deliver(server: Any, subscription: Any, message: Any, cid: str) -> Non
             except Exception as exc:  # it closed meanwhile: the next one, or wait
                 logger.info("cid=%s %s: message %s not sent (%s)", cid, connection.describe(), message.msg_id, exc)
                 continue
-            connection.subscriptions.setdefault(message.topic_name, protocol.now_iso())
+            note_delivered(server, connection, message.topic_name)
             return
         if trio.current_time() >= deadline or server.stopping:
             raise ClientAway(f"WebSocket client {name!r} has no open connection in this worker (it is away); "

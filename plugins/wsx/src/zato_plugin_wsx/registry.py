@@ -49,7 +49,7 @@ ABANDONED_REPLY_SECONDS = 600.0  # replies nobody read (the asker gave up) are d
 REGISTRY: PluginState["ConnectionRegistry"] = PluginState("wsx.registry", "the WebSocket connections registry")
 
 # ################################################################################################
-# The tables (the same as migrations/wsx_0001_connections.py)
+# The tables (the same as migrations/wsx_0001_connections.py, wsx_0002_requests.py, wsx_0003_server_names.py)
 
 metadata = MetaData()
 
@@ -67,11 +67,12 @@ connection_table = Table(
     Column("connection_time", String(40), nullable=False),
     Column("pings_missed", Integer, nullable=False, server_default="0"),
     Column("subscriptions", Text, nullable=False, server_default="{}"),
-    Column("server_name", String(200), nullable=False),  # the host, as the admin API has always shown it
+    Column("server_name", String(200), nullable=False),  # the host: with server_pid, whom requests are addressed to
     Column("server_dir", String(1000), nullable=False),  # which server on that host
     Column("server_pid", Integer, nullable=False),
     Column("worker_index", Integer, nullable=False),
     Column("last_seen", Float, nullable=False),
+    Column("server_config_name", String(200), nullable=True),  # the server's own name ([main] name of server.conf)
     Index("ix_zato_wsx_connection_holder", "server_name", "server_pid"),
 )
 
@@ -106,11 +107,21 @@ outgoing_table = Table(
     Column("server_pid", Integer, nullable=False),
     Column("worker_index", Integer, nullable=False),
     Column("last_seen", Float, nullable=False),
+    Column("server_config_name", String(200), nullable=True),
+)
+
+# When each WebSocket client subscribed to each topic (zato_plugin_wsx.pubsub): kept with its
+# durable subscription, so that a client reconnecting later, to any server, lists the times
+subscription_table = Table(
+    "zato_wsx_subscription", metadata,
+    Column("endpoint_name", String(400), primary_key=True),  # wsx/<channel>/<client_id>
+    Column("topic_name", String(400), primary_key=True),
+    Column("subscribed_at", String(40), nullable=False),  # UTC, ISO
 )
 
 _LISTED = ("pub_client_id", "channel_name", "ext_client_id", "ext_client_name", "peer_address", "peer_fqdn",
-           "forwarded_for", "local_address", "user", "connection_time", "pings_missed", "server_name",
-           "server_pid", "worker_index")
+           "forwarded_for", "local_address", "user", "connection_time", "pings_missed", "server_pid",
+           "worker_index")
 
 
 def _is_running(pid: int) -> bool:
@@ -130,9 +141,11 @@ def _is_running(pid: int) -> bool:
 class ConnectionStore:
     """ Reads and writes of both tables; every call blocks. `host`, `pid`: this process. """
 
-    def __init__(self, engine: Engine, *, host: str, server_dir: str, pid: int, worker_index: int) -> None:
+    def __init__(self, engine: Engine, *, host: str, server_dir: str, pid: int, worker_index: int,
+                 server_name: str | None = None) -> None:
         self.engine = engine
         self.host, self.server_dir, self.pid, self.worker_index = host, server_dir, pid, worker_index
+        self.server_name = server_name  # the configured name ([main] name), listed as server_name
         self._written: dict[str, tuple] = {}  # pub_client_id -> the live fields its row has
 
     def is_mine(self, row: dict[str, Any]) -> bool:
@@ -144,8 +157,8 @@ class ConnectionStore:
     def row_of(self, connection: Any, now: float) -> dict[str, Any]:
         return {**{name: value for name, value in connection.as_dict().items() if name in connection_table.c},
                 "subscriptions": json.dumps(connection.subscriptions), "server_name": self.host,
-                "server_dir": self.server_dir, "server_pid": self.pid, "worker_index": self.worker_index,
-                "last_seen": now}
+                "server_dir": self.server_dir, "server_config_name": self.server_name, "server_pid": self.pid,
+                "worker_index": self.worker_index, "last_seen": now}
 
     def apply(self, changes: Iterable[tuple[str, Any]]) -> None:
         """ `changes`, in the order they happened: ("open", row) of a connection whose session
@@ -178,8 +191,8 @@ class ConnectionStore:
     def outgoing_row(self, status: dict[str, Any], now: float) -> dict[str, Any]:
         return {"name": status["name"], "address": status.get("address") or "", "state": status["state"],
                 "since": status.get("since") or now, "last_error": status.get("last_error") or "",
-                "server_name": self.host, "server_dir": self.server_dir, "server_pid": self.pid,
-                "worker_index": self.worker_index, "last_seen": now}
+                "server_name": self.host, "server_dir": self.server_dir, "server_config_name": self.server_name,
+                "server_pid": self.pid, "worker_index": self.worker_index, "last_seen": now}
 
     def find_outgoing(self, name: str, now: float) -> dict[str, Any] | None:
         """ Where the live outgoing connection `name` is (its holder's row), if anywhere. """
@@ -316,7 +329,7 @@ class ConnectionRegistry:
         self.server = server
         self.store = ConnectionStore(server.odb.engine, host=socket.gethostname(),
                                      server_dir=str(server.paths.base_dir), pid=os.getpid(),
-                                     worker_index=int(server.options.worker_index))
+                                     worker_index=int(server.options.worker_index), server_name=server.name)
         self.limiter = trio.CapacityLimiter(2)
         self._changes: list[tuple[str, Any]] = []
         self._changed = trio.Event()
@@ -331,6 +344,12 @@ class ConnectionRegistry:
     def opened(self, connection: Any) -> None:
         if self.running:
             self._changes.append(("open", self.store.row_of(connection, time.time())))
+            self._changed.set()
+
+    def rewrite(self, connection: Any) -> None:
+        """ A live field of an open connection changed (its peer's name was looked up). """
+        if self.running and connection.token is not None:
+            self._changes.append(("rewrite", self.store.row_of(connection, time.time())))
             self._changed.set()
 
     def closed(self, connection: Any) -> None:
@@ -472,9 +491,22 @@ def _live_fields(row: dict[str, Any]) -> tuple:
     return row.get("peer_fqdn"), row.get("pings_missed"), row.get("subscriptions")
 
 
+def listed_server(row: dict[str, Any]) -> dict[str, Any]:
+    """ server_name (the configured name) and server_host of a holder's row (a row written before
+    the configured names were kept has only the host). """
+    return {"server_name": row.get("server_config_name") or row["server_name"], "server_host": row["server_name"]}
+
+
+def holder_of(row: dict[str, Any]) -> str:
+    """ "server 'NAME' on HOST" of a holder's row, for messages. """
+    names = listed_server(row)
+    return f"server {names['server_name']!r} on {names['server_host']}"
+
+
 def _as_listed(row: dict[str, Any]) -> dict[str, Any]:
     listed = {name: row[name] for name in _LISTED}
     listed["subscriptions"] = json.loads(row["subscriptions"] or "{}")
+    listed.update(listed_server(row))
     return listed
 
 
@@ -540,10 +572,10 @@ def on_deliver(server: Any, payload: Any) -> None:
     connection, registry = found
 
     async def deliver() -> None:
-        from zato_plugin_wsx.protocol import now_iso
+        from zato_plugin_wsx.pubsub import note_delivered
         try:
             await connection.send_text(payload["frame"])
-            connection.subscriptions.setdefault(payload.get("topic_name"), now_iso())
+            note_delivered(server, connection, payload.get("topic_name"))
             status, body = 200, "sent"
         except Exception as exc:
             status, body = 410, f"{type(exc).__name__}: {exc}"
