@@ -3,8 +3,9 @@ fresh virtual environment installs that plugin and the core, after which the plu
 through its `zato.plugins` entry point: by `zato plugins list`, by the CLI and by a running server.
 
 The plugin installed is the small test plugin in tests/packaging/testdist (zato-plugin-testdist).
-Wheels and the virtual environment are built once per module (see `installed`); dependencies
-such as trio come from the package index, so pip's cache makes reruns faster.
+Wheels and the virtual environment are built once per module (see `installed`; the core's wheel
+once per session, shared with test_scaffold.py: conftest.py); dependencies such as trio come from
+the package index, so pip's cache makes reruns faster. The helpers are in packaging_helpers.py.
 """
 
 from __future__ import annotations
@@ -12,12 +13,10 @@ from __future__ import annotations
 import base64
 import fnmatch
 import json
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import tomllib
 import urllib.error
@@ -28,89 +27,22 @@ from pathlib import Path
 
 import pytest
 
+from packaging_helpers import (
+    CORE_DISTRIBUTION, INSTALL_TIMEOUT, REPO_ROOT, Project, Wheel, build_wheels, canonical, clean_env, index_problem,
+    index_unreachable, python311, run,
+)
+
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+SERVER_START_TIMEOUT = 60
 TESTDIST_DIR = Path(__file__).resolve().parent / "testdist"
 TESTDIST_DISTRIBUTION = "zato-plugin-testdist"
 TESTDIST_PLUGIN = "testdist"
 TESTDIST_MODULE = "zato_plugin_testdist"
 TESTDIST_CLI_GREETING = "hello from zato-plugin-testdist"  # zato_plugin_testdist.CLI_GREETING
-CORE_DISTRIBUTION = "zato-core"
 ADMIN_PASSWORD = "x"
 
-BUILD_TIMEOUT = 300
-INSTALL_TIMEOUT = 900
-SERVER_START_TIMEOUT = 60
-
-# What pip and uv print when the package index cannot be reached.
-NETWORK_ERRORS = re.compile(
-    r"NewConnectionError|Failed to establish a new connection|Temporary failure in name resolution|"
-    r"Name or service not known|Network is unreachable|Connection refused|ConnectTimeout|ReadTimeout|"
-    r"ProxyError|Max retries exceeded|Could not fetch URL|SSLError|failed to fetch|dns error|"
-    r"error sending request|Could not connect", re.IGNORECASE)
-NO_MATCHING = re.compile(r"No matching distribution found for ([A-Za-z0-9_.\-]+)")
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def on_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """ The environment for subprocesses: nothing that could make them import the development
-    tree or the development virtual environment instead of what was installed. """
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP", "PYTHONUSERBASE", "__PYVENV_LAUNCHER__")}
-    env["PYTHONNOUSERSITE"] = "1"
-    env.update(extra)
-    return env
-
-
-def run(command: list[str | Path], *, cwd: Path, timeout: float, env: dict[str, str] | None = None,
-        check: bool = True) -> subprocess.CompletedProcess[str]:
-    command = [str(c) for c in command]
-    result = subprocess.run(command, cwd=cwd, env=env or clean_env(), stdin=subprocess.DEVNULL, capture_output=True,
-                            text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        pytest.fail(f"`{' '.join(command)}` exited with {result.returncode}\n"
-                    f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}", pytrace=False)
-    return result
-
-
-def index_unreachable(output: str, own_distributions: set[str]) -> bool:
-    """ True if a failed pip/uv run failed because the package index could not be reached
-    (rather than because one of our own wheels is missing or broken). """
-    missing = {canonical(name) for name in NO_MATCHING.findall(output)}
-    if missing & own_distributions:
-        return False
-    return bool(missing) or bool(NETWORK_ERRORS.search(output))
-
-
-def index_problem(what: str, result: subprocess.CompletedProcess[str]) -> None:
-    message = (f"{what} failed because the package index seems unreachable (exit code {result.returncode}); "
-               f"dependencies such as trio must come from it.\n--- stdout ---\n{result.stdout[-4000:]}\n"
-               f"--- stderr ---\n{result.stderr[-4000:]}")
-    if on_ci():
-        pytest.fail(f"CI is set, so this is an error, not a skip: {message}", pytrace=False)
-    pytest.skip(message)
-
-
 # ################################################################################################
-
-
-@dataclass
-class Project:
-    directory: Path
-    name: str  # canonical distribution name
-
-    @classmethod
-    def read(cls, directory: Path) -> "Project":
-        data = tomllib.loads((directory / "pyproject.toml").read_text("utf-8"))
-        return cls(directory, canonical(data["project"]["name"]))
 
 
 def workspace_members() -> list[Path]:
@@ -127,18 +59,6 @@ def workspace_members() -> list[Path]:
             if (directory / "pyproject.toml").is_file():
                 members.add(directory)
     return sorted(members)
-
-
-@dataclass
-class Wheel:
-    path: Path
-    name: str  # canonical
-    version: str
-
-    @classmethod
-    def parse(cls, path: Path) -> "Wheel":
-        name, version = path.name[:-len(".whl")].split("-")[:2]
-        return cls(path, canonical(name), version)
 
 
 @dataclass
@@ -164,42 +84,11 @@ class Installed:
         return run([self.zato, *args], cwd=self.work, timeout=timeout, check=check)
 
 
-def python311() -> str:
-    found = shutil.which("python3.11")
-    if found is None:
-        if sys.version_info[:2] == (3, 11):
-            return sys.executable
-        pytest.fail("python3.11 is not on PATH", pytrace=False)
-    return found
-
-
-def build_wheels(projects: list[Project], dist: Path, work: Path, own: set[str]) -> None:
-    uv = shutil.which("uv")
-    for project in projects:
-        if uv:
-            command = [uv, "build", "--wheel", "--out-dir", dist, "--python", python311(), "--no-progress",
-                       project.directory]
-            env = clean_env(UV_PYTHON_DOWNLOADS="never")
-        else:
-            command = [python311(), "-m", "pip", "wheel", "--no-deps", "--wheel-dir", dist, project.directory]
-            env = clean_env()
-        before = set(dist.glob("*.whl"))
-        result = run(command, cwd=work, timeout=BUILD_TIMEOUT, env=env, check=False)
-        if result.returncode != 0 and index_unreachable(result.stdout + result.stderr, own):
-            index_problem(f"building the wheel of {project.name}", result)
-        if result.returncode != 0:
-            pytest.fail(f"{project.name} ({project.directory}) does not build as a wheel: "
-                        f"`{' '.join(map(str, command))}` exited with {result.returncode}\n"
-                        f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}", pytrace=False)
-        new = [Wheel.parse(p) for p in set(dist.glob("*.whl")) - before]
-        assert [w.name for w in new] == [project.name], \
-            f"building {project.directory} should make one wheel named {project.name}, made {[w.path.name for w in new]}"
-
-
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+def installed(tmp_path_factory: pytest.TempPathFactory, core_wheel: Wheel) -> Installed:
     """ Wheels of the core, of every workspace member and of the test plugin in DIST, and a fresh
-    virtual environment into which `pip install --find-links DIST zato-plugin-testdist` ran. """
+    virtual environment into which `pip install --find-links DIST zato-plugin-testdist` ran. The
+    core's wheel is the session's (conftest.py), built once for every packaging test. """
     base = tmp_path_factory.mktemp("packaging")
     dist, venv, work = base / "dist", base / "venv", base / "work"
     dist.mkdir()
@@ -211,8 +100,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     own = set(names)
 
     started = time.perf_counter()
-    build_wheels(projects, dist, work, own)
-    build_seconds = time.perf_counter() - started
+    shutil.copy2(core_wheel.path, dist / core_wheel.path.name)
+    build_wheels([p for p in projects if p.name != CORE_DISTRIBUTION], dist, work, own)
+    build_seconds = time.perf_counter() - started + core_wheel.build_seconds
     wheels = {w.name: w for w in map(Wheel.parse, dist.glob("*.whl"))}
 
     started = time.perf_counter()

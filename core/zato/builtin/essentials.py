@@ -48,6 +48,9 @@ def register_server_config(register):
         "placement_lease_seconds": Setting(10.0, minimum=0.3, maximum=3600, doc="Seconds a process holds the "
                                            "lease of a one_process task or listener (renewed every third); a "
                                            "successor takes over within this time when its holder dies"),
+        "plugin_index": Setting("", allowed="empty, a path, a file:// URL or an http(s):// URL",
+                                doc="The plugin index `zato plugins list --available DIR` reads (a JSON file, "
+                                    "docs/plugin-index.md); empty: none, give --index"),
     }, doc="Where and how the server listens.")
     register("misc", {"startup_callable": Setting([], doc="Dotted names of functions called in each start-up "
                                                           "phase, in this order")}, doc="User start-up callables.")

@@ -699,21 +699,42 @@ def plugins() -> None:
 @plugins.command("list")
 @click.argument("base_dir", required=False, type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def plugins_list(base_dir: str | None, as_json: bool) -> None:
-    """ Every plugin: name, distribution, version, enabled or not (per DIR's server.conf), hooks. """
+@click.option("--available", is_flag=True,
+              help="List the plugins of a plugin index (--index, or [main] plugin_index in DIR's server.conf) and "
+                   "which of them are installed.")
+@click.option("--index", "index_location", default=None, metavar="PATH_OR_URL",
+              help="The plugin index to read with --available: a path, a file:// or an http(s):// URL "
+                   "(docs/plugin-index.md).")
+def plugins_list(base_dir: str | None, as_json: bool, available: bool, index_location: str | None) -> None:
+    """ Every plugin: name, distribution, version, enabled or not (per DIR's server.conf), hooks,
+    and what its distribution says of it (summary, links). With --available: the plugins of a
+    plugin index, which are installed and which installed ones are older than the index's. """
     from zato.config import ConfigError
     from zato.plugins import PluginLoadError, config_switches, load_plugins, switch_on_line
     from zato.server.server import read_server_config
 
+    if index_location is not None and not available:
+        raise click.UsageError("--index is read with --available: zato plugins list --available --index PATH_OR_URL")
     try:
         config = read_server_config(_paths(base_dir)) if base_dir else {}
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if available:
+        from zato.cli.plugin_index import list_available
+        list_available(base_dir, config, index_location, as_json)
+        return
+    try:
         switches, _ = config_switches(config)
         loaded = load_plugins(switches, skip_broken=True)
     except (PluginLoadError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
-    rows = [{"name": p.name, "distribution": p.distribution, "version": p.version, "enabled": p.enabled,
-             "loaded": p.loaded, "error": p.error, "hooks": p.hooks, "opt_in": p.opt_in,
-             "registered": loaded.registry.by_plugin(p.name)} for p in loaded.plugins]
+    rows = []
+    for p in loaded.plugins:
+        about = _distribution_about(p)
+        rows.append({"name": p.name, "distribution": p.distribution, "version": p.version, "enabled": p.enabled,
+                     "loaded": p.loaded, "error": p.error, "hooks": p.hooks, "opt_in": p.opt_in,
+                     "registered": loaded.registry.by_plugin(p.name), "summary": about["summary"],
+                     "urls": about["urls"]})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -730,9 +751,34 @@ def plugins_list(base_dir: str | None, as_json: bool) -> None:
         hooks = ", ".join(row["hooks"]) if row["loaded"] else f"[dim]{escape(not_loaded)}[/]"
         table.add_row(row["name"], row["distribution"], row["version"], enabled, hooks)
     _console().print(table)
+    for row in (row for row, plugin in zip(rows, loaded.plugins) if not plugin.builtin):
+        # what each installed distribution says of itself: one line each, never wrapped
+        links = "; ".join(f"{label}: {url}" for label, url in row["urls"].items())
+        click.echo(f"{row['name']} ({row['distribution']}): {row['summary']}" + (f" ({links})" if links else ""))
     for name in off_until_switched_on:  # one line each, never wrapped, so it can be copied
         click.echo(f"{name}: off until switched on: {switch_on_line(name)} (or [component_enabled] {name} = True) "
                    f"in server.conf")
+
+
+def _distribution_about(info: Any) -> dict[str, Any]:
+    """ What a plugin's distribution metadata says of it: its summary (for a built-in, its module's
+    docstring: they share zato-core's) and its links (Home-page, then each Project-URL) by label. """
+    from importlib import metadata
+    from zato.plugins import plugin_description
+    summary, urls = plugin_description(info), {}
+    if info.builtin or info.distribution in ("?", "(in-process)"):
+        return {"summary": summary, "urls": urls}
+    try:
+        meta = metadata.distribution(info.distribution).metadata
+    except metadata.PackageNotFoundError:
+        return {"summary": summary, "urls": urls}
+    if meta.get("Home-page"):
+        urls["Homepage"] = meta["Home-page"].strip()
+    for value in meta.get_all("Project-URL") or ():
+        label, _, url = value.partition(",")
+        if url.strip():
+            urls.setdefault(label.strip() or "URL", url.strip())
+    return {"summary": summary, "urls": urls}
 
 
 # ################################################################################################
@@ -766,6 +812,7 @@ def add_plugin_commands(group: click.Group, argv: list[str]) -> None:
 
 
 from zato.cli.enmasse import enmasse as _enmasse; cli.add_command(_enmasse)  # noqa: E402
+from zato.cli.plugin_kit import plugin as _plugin; cli.add_command(_plugin)  # noqa: E402
 
 LIGHT_COMMANDS = frozenset(("start", "stop", "status", "--version"))
 

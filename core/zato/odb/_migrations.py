@@ -128,9 +128,11 @@ def branches_of(migrations: Mapping[str, Any]) -> list[Branch]:
 
 def installed_migrations() -> dict[str, Path]:
     """ The branches of every installed plugin, none switched off (what a new server directory
-    enables): what `ODB.upgrade()` migrates when not told which. """
+    enables): what `ODB.upgrade()` migrates when not told which. A plugin that cannot be imported
+    is skipped (and logged by load_plugins), so one broken plugin does not stop `zato quickstart`
+    for the others; a server does not start with it unless told to skip it too. """
     from zato.plugins import load_plugins
-    return load_plugins().registry.items(Kind.MIGRATIONS)
+    return load_plugins(skip_broken=True).registry.items(Kind.MIGRATIONS)
 
 
 def installed_branch(label: str) -> Branch:
