@@ -88,8 +88,9 @@ def name_problem(name: str) -> str | None:
     if not name:
         return "the name is empty; give one such as 'crm' or 'billing_api'"
     if "-" in name:
+        distribution = f" (its distribution is then zato-plugin-{suggestion.replace('_', '-')})" if instead else ""
         return (f"{name!r} has dashes; a plugin's name is also its Python module's (zato_plugin_<name>), so use "
-                f"underscores{instead} (the distribution is still called zato-plugin-{name})")
+                f"underscores{instead}{distribution}")
     if name != name.lower():
         return f"{name!r} has capital letters; plugin names are lower case{instead}"
     if keyword.iskeyword(name):
