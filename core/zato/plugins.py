@@ -54,6 +54,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "rate_limit": "zato.builtin.rate_limit",
     "scheduler": "zato.builtin.scheduler",
     "listeners": "zato.builtin.listeners",
+    "apispec": "zato.builtin.apispec",
 }
 
 # Plugins the server cannot work without; server.conf cannot switch them off.
