@@ -38,6 +38,7 @@ from zato.server.notify import LocalTransport, SupervisorLinkTransport
 from zato.server.observability import RequestObserver
 from zato.server.outgoing import Outgoing, OutgoingConnections
 from zato.server.service import HTTPRequestInfo, Request, Response, Service, in_trio_thread, request_attributes
+from zato.server.service_threads import SyncCalls
 from zato.server.deployment import DeploymentError, ServiceNotFound, ServiceStore
 from zato.server.startup_callable import PhaseCtx, StartupError, load_startup_callables, run_user_callables
 
@@ -150,6 +151,8 @@ class Server:
             max(1, self.sync_limiter.total_tokens // 2)
         self.thread_wait_timeout = float(config.main.get("thread_wait_timeout", 5.0))
         self._service_threads: dict[str, ServiceThreads] = {}
+        # The threads themselves: a pool kept awake while busy (zato.server.service_threads)
+        self.sync_calls = SyncCalls(self.sync_limiter.total_tokens) if SyncCalls.available else None
         # Seconds an HTTP channel's service may take when the channel sets no timeout (0: no limit)
         self.service_timeout = float(config.main.get("service_timeout", 60.0)) or None
         self.trio_token: trio.lowlevel.TrioToken | None = None
@@ -292,8 +295,11 @@ class Server:
         calls = ThreadCalls(trio.current_effective_deadline())
         token = _thread_calls.set(calls)
         try:
-            await trio.to_thread.run_sync(_run_sync_service, service, handler_name, limiter=threads,
-                                          abandon_on_cancel=True)
+            if self.sync_calls is not None:
+                await self.sync_calls.run(_run_sync_service, service, handler_name, limiter=threads)
+            else:
+                await trio.to_thread.run_sync(_run_sync_service, service, handler_name, limiter=threads,
+                                              abandon_on_cancel=True)
         except trio.Cancelled:
             calls.cancel()
             raise
@@ -320,12 +326,13 @@ class Server:
             return async_fn()
         if _in_trio_worker_thread():
             calls = _thread_calls.get(None)
-            if calls is None:
-                return trio.from_thread.run(async_fn)
-            try:
-                return trio.from_thread.run(calls.run, async_fn)
-            finally:
-                trio.from_thread.check_cancelled()  # the service's caller gave up meanwhile: Cancelled wins
+            with SyncCalls.waiting_on_trio():  # what it waits for may be a plain def service too
+                if calls is None:
+                    return trio.from_thread.run(async_fn)
+                try:
+                    return trio.from_thread.run(calls.run, async_fn)
+                finally:
+                    trio.from_thread.check_cancelled()  # the service's caller gave up meanwhile: Cancelled wins
         if self.trio_token is None:
             raise RuntimeError("server.invoke is available from the AFTER_STARTED phase on")
         return trio.from_thread.run(async_fn, trio_token=self.trio_token)
@@ -674,6 +681,8 @@ async def _start(server: Server, lifetimes: Lifetimes, started: float) -> None:
     transport, and last intake (channel runtimes that run, then HTTP), once everything their
     services use is there. `_stop_intake`, `_drain_background` and `_stop` undo it in reverse. """
     paths, options, config = server.paths, server.options, server.config
+    if server.sync_calls is not None:  # wakes threads for calls queued behind blocked ones
+        lifetimes.longest.start_soon(server.sync_calls.watch, name="zato.sync_calls.watch")
 
     server.odb = ODB(database_url(paths, config))
     await trio.to_thread.run_sync(server.odb.upgrade, server.registry.items(Kind.MIGRATIONS))  # enabled plugins' branches
