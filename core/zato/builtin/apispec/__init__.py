@@ -109,36 +109,14 @@ async def _import_services(server: Any, names: list[str]) -> None:
         await trio.to_thread.run_sync(load_service_classes, server, names)
 
 
-def _asyncapi_module() -> Any:
-    """ The asyncapi module, imported on first use; None while it does not exist. """
-    try:
-        from . import asyncapi
-    except ModuleNotFoundError as exc:
-        if exc.name == f"{__name__}.asyncapi":
-            return None
-        raise
-    return asyncapi
-
-
-def _asyncapi_builder() -> Any:
-    """ asyncapi.build_asyncapi, or None while the module does not exist. """
-    return getattr(_asyncapi_module(), "build_asyncapi", None)
-
-
 async def serve_asyncapi(request: HTTPRequest) -> HTTPResponse:
+    from .asyncapi import build_asyncapi, service_names  # imported on first use
     request.trace.channel = CHANNEL
     await check_access(request)
     filters = _filters(request)
-    build = _asyncapi_builder()
-    if build is None:
-        raise HTTPError(501, "Error 501 Not Implemented: this server cannot describe its pub/sub topics and "
-                             "WebSocket channels yet (zato.builtin.apispec.asyncapi is missing); "
-                             f"{OPENAPI_PATH} describes its REST channels")
     server = request.server
-    service_names = getattr(_asyncapi_module(), "service_names", None)
-    if service_names is not None:
-        await _import_services(server, service_names(server))
-    return HTTPResponse.json(build(server, **filters))
+    await _import_services(server, service_names(server))
+    return HTTPResponse.json(build_asyncapi(server, **filters))
 
 
 _ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
@@ -178,8 +156,7 @@ ASYNCAPI_OPENAPI = {"get": {
     "parameters": _FILTER_PARAMETERS,
     "responses": {"200": {"description": "The document", "content": {"application/json": {"schema": {
         "type": "object", "required": ["asyncapi"]}}}},
-        "403": _FORBIDDEN,
-        "501": {"description": "This server's release cannot build the AsyncAPI document", "content": _ERROR}}}}
+        "403": _FORBIDDEN}}}
 
 
 @hookimpl
