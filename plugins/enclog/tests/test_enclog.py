@@ -304,13 +304,7 @@ def test_the_server_writes_getlogger_enclog_encrypted_to_its_own_file_only(tmp_p
     process = ServerProcess(base, env={"ENCLOG_KEY": key, "ENCLOG_OLD": old})
     process.start(60)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            reply = httpx.post(f"{process.address}/zato/api/invoke/enclog.demo", json={}, auth=admin_auth(), timeout=10)
-            if reply.status_code != 404 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert reply.status_code == 200, reply.text
+        invoke_demo(process)
     finally:
         process.stop()
     enclog_file = base / "logs" / "enclog.log"

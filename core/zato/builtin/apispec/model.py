@@ -48,34 +48,25 @@ DIRECTIONS = ("input", "output")
 # SimpleIO -> JSON Schema
 
 
+_VALUE_SCHEMAS: dict[type, dict[str, Any]] = {
+    Bool: {"type": "boolean"}, Int: {"type": "integer"}, Float: {"type": "number"},
+    DateTime: {"type": "string", "format": "date-time"}, Date: {"type": "string", "format": "date"},
+    UUID: {"type": "string", "format": "uuid"}, Dict: {"type": "object"}, List: {"type": "array"},
+    Text: {"type": "string"}, AsIs: {},
+}
+
+
 def _type_schema(elem: SIOElem, direction: str) -> dict[str, Any]:
     """ The JSON Schema of one element's value (without null): what the server accepts on input
     and what it returns on output (zato.server.service.simpleio: INPUT and OUTPUT). """
     for cls in type(elem).__mro__:
-        if cls is Bool:
-            return {"type": "boolean"}
-        if cls is Int:
-            return {"type": "integer"}
-        if cls is Float:
-            return {"type": "number"}
         if cls is Decimal:
             # input: a number or its text; output: always its text (str(Decimal))
             return {"type": "string", "format": "decimal"} if direction == "output" else \
                 {"type": ["string", "number"], "format": "decimal"}
-        if cls is DateTime:
-            return {"type": "string", "format": "date-time"}
-        if cls is Date:
-            return {"type": "string", "format": "date"}
-        if cls is UUID:
-            return {"type": "string", "format": "uuid"}
-        if cls is Dict:
-            return {"type": "object"}
-        if cls is List:
-            return {"type": "array"}
-        if cls is Text:
-            return {"type": "string"}
-        if cls is AsIs:
-            return {}
+        if cls in _VALUE_SCHEMAS:
+            return dict(_VALUE_SCHEMAS[cls])
+    return {}
     return {}
 
 
